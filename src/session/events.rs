@@ -1,0 +1,98 @@
+//! The conversation as the state machine sees it: events from the service and commands to it,
+//! independent of the wire dialect (Realtime GA today, another API tomorrow) and of the transport.
+//! A dialect module translates these to and from JSON.
+
+/// Who said a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// Token counts reported when a response finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What the service tells us, already parsed and stripped to what the daemon acts on.
+/// Audio itself does not pass through here: transports hand it straight to the audio engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    SessionCreated {
+        session_id: String,
+    },
+    SessionUpdated,
+    /// Server VAD heard the user start speaking.
+    SpeechStarted {
+        item_id: Option<String>,
+    },
+    SpeechStopped,
+    /// Final transcript of what the user said.
+    InputTranscript {
+        text: String,
+    },
+    ResponseCreated {
+        response_id: String,
+    },
+    /// The first audio of an assistant item is on its way to the speaker.
+    AudioStarted {
+        item_id: Option<String>,
+    },
+    /// The service stopped sending (or, on WebRTC, playing) assistant audio.
+    AudioStopped,
+    /// Final transcript of what the assistant said.
+    AssistantTranscript {
+        text: String,
+    },
+    FunctionCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    ResponseDone {
+        usage: Option<Usage>,
+    },
+    Error {
+        code: Option<String>,
+        message: String,
+    },
+}
+
+/// What the daemon asks of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// Configure the session from the daemon's configuration (the dialect builds the body).
+    SessionUpdate,
+    /// A typed user message (D-Bus `SendText`).
+    UserText(String),
+    /// An earlier turn restored from memory.
+    HistoryItem {
+        role: Role,
+        text: String,
+    },
+    ResponseCreate,
+    ResponseCancel,
+    /// WebRTC: drop audio the service has queued for us.
+    OutputAudioClear,
+    /// WebSocket: tell the service how much of an item the user actually heard.
+    Truncate {
+        item_id: String,
+        audio_end_ms: u32,
+    },
+    FunctionOutput {
+        call_id: String,
+        output: String,
+    },
+}

@@ -1,0 +1,656 @@
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        transport: TransportKind::Webrtc,
+        fallback: false,
+        connect_timeout: Duration::from_secs(10),
+        idle_timeout: Some(Duration::from_secs(30)),
+        max_session: Duration::from_secs(55 * 60),
+        reconnect_attempts: 3,
+        backoff_initial: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(30),
+        earcons: true,
+        tools: true,
+        jitter_seed: 1,
+    }
+}
+
+struct Rig {
+    m: Machine,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(settings: Settings) -> Self {
+        let now = Instant::now();
+        Rig {
+            m: Machine::new(settings, now),
+            now,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Action> {
+        self.m.handle(self.now, input)
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Action> {
+        self.now += d;
+        self.m.handle(self.now, Input::Tick)
+    }
+
+    /// Moves the clock to the machine's next deadline and ticks.
+    fn to_deadline(&mut self) -> Vec<Action> {
+        let at = self.m.next_deadline().expect("a deadline is set");
+        assert!(at >= self.now, "deadline in the past");
+        self.now = at;
+        self.m.handle(self.now, Input::Tick)
+    }
+
+    fn server(&mut self, e: ServerEvent) -> Vec<Action> {
+        self.feed(Input::Server(e))
+    }
+
+    fn live(settings: Settings) -> Self {
+        let mut r = Rig::new(settings);
+        r.feed(Input::Start);
+        r.feed(Input::Connected);
+        assert_eq!(r.m.state(), State::Listening);
+        r
+    }
+}
+
+fn states(actions: &[Action]) -> Vec<State> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StateChanged(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends(actions: &[Action]) -> Vec<ClientEvent> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has(actions: &[Action], wanted: &Action) -> bool {
+    actions.contains(wanted)
+}
+
+#[test]
+fn start_from_idle_connects_with_earcon_led_and_state() {
+    let mut r = Rig::new(settings());
+    let a = r.feed(Input::Start);
+    assert_eq!(
+        a,
+        vec![
+            Action::Earcon(Earcon::Start),
+            Action::StateChanged(State::Connecting),
+            Action::Led(LedPattern::SlowBlink),
+            Action::Connect {
+                transport: TransportKind::Webrtc,
+                attempt: 1
+            },
+        ]
+    );
+}
+
+#[test]
+fn toggle_from_idle_starts_and_from_every_active_state_stops() {
+    let mut r = Rig::new(settings());
+    assert_eq!(states(&r.feed(Input::Toggle)), vec![State::Connecting]);
+    assert_eq!(states(&r.feed(Input::Toggle)), vec![State::Idle]);
+
+    let mut r = Rig::live(settings());
+    let a = r.feed(Input::Toggle);
+    assert_eq!(states(&a), vec![State::Idle]);
+    assert!(has(&a, &Action::Disconnect) && has(&a, &Action::Earcon(Earcon::Stop)));
+    assert!(has(&a, &Action::SessionEnded(StopReason::User)));
+
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::AudioStarted { item_id: None });
+    assert_eq!(r.m.state(), State::Speaking);
+    assert_eq!(states(&r.feed(Input::Toggle)), vec![State::Idle]);
+
+    let mut r = Rig::live(settings());
+    r.feed(Input::Closed { reason: "x".into() });
+    assert_eq!(r.m.state(), State::Reconnecting);
+    assert_eq!(states(&r.feed(Input::Toggle)), vec![State::Idle]);
+    assert_eq!(r.m.next_deadline(), None, "no retry after stopping");
+}
+
+#[test]
+fn toggle_from_error_starts_again() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    r.feed(Input::ConnectFailed {
+        reason: "401".into(),
+        retry: false,
+    });
+    assert_eq!(r.m.state(), State::Error);
+    let a = r.feed(Input::Toggle);
+    assert_eq!(states(&a), vec![State::Connecting]);
+    assert!(has(&a, &Action::LastError(String::new())));
+}
+
+#[test]
+fn start_while_active_does_nothing() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    assert!(r.feed(Input::Start).is_empty());
+    r.feed(Input::Connected);
+    assert!(r.feed(Input::Start).is_empty());
+    r.server(ServerEvent::AudioStarted { item_id: None });
+    assert!(r.feed(Input::Start).is_empty());
+}
+
+#[test]
+fn stop_while_idle_does_nothing_and_stop_in_error_clears_it() {
+    let mut r = Rig::new(settings());
+    assert!(r.feed(Input::Stop).is_empty());
+    r.feed(Input::Start);
+    r.feed(Input::ConnectFailed {
+        reason: "bad key".into(),
+        retry: false,
+    });
+    assert_eq!(states(&r.feed(Input::Stop)), vec![State::Idle]);
+}
+
+#[test]
+fn connected_sends_session_update_and_measures_connect_time() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    r.now += Duration::from_millis(250);
+    let a = r.feed(Input::Connected);
+    assert_eq!(sends(&a), vec![ClientEvent::SessionUpdate]);
+    assert_eq!(states(&a), vec![State::Listening]);
+    assert!(has(&a, &Action::Led(LedPattern::On)));
+    assert_eq!(r.m.stats().last_connect_ms, Some(250));
+    assert_eq!(r.m.stats().sessions, 1);
+}
+
+#[test]
+fn connect_timeout_goes_to_reconnecting_with_backoff() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    assert_eq!(r.m.next_deadline(), Some(r.now + Duration::from_secs(10)));
+    assert!(r.advance(Duration::from_secs(9)).is_empty());
+    let a = r.advance(Duration::from_secs(1));
+    assert!(has(&a, &Action::Disconnect));
+    assert_eq!(states(&a), vec![State::Reconnecting]);
+    assert!(r.m.last_error().contains("timed out"));
+    let wait = r.m.next_deadline().expect("retry scheduled") - r.now;
+    assert!(
+        wait >= Duration::from_millis(250) && wait <= Duration::from_millis(500),
+        "{wait:?}"
+    );
+    let a = r.to_deadline();
+    assert_eq!(
+        a,
+        vec![Action::Connect {
+            transport: TransportKind::Webrtc,
+            attempt: 2
+        }]
+    );
+}
+
+#[test]
+fn transport_loss_reconnects_with_growing_delays_then_errors() {
+    let mut r = Rig::live(settings());
+    let a = r.feed(Input::Closed {
+        reason: "ice failed".into(),
+    });
+    assert!(has(&a, &Action::FlushPlayback));
+    assert_eq!(states(&a), vec![State::Reconnecting]);
+    assert!(has(&a, &Action::Led(LedPattern::SlowBlink)));
+    let mut delays = Vec::new();
+    for attempt in 2..=4 {
+        delays.push(r.m.next_deadline().expect("retry") - r.now);
+        let a = r.to_deadline();
+        assert_eq!(
+            a,
+            vec![Action::Connect {
+                transport: TransportKind::Webrtc,
+                attempt
+            }]
+        );
+        let a = r.feed(Input::ConnectFailed {
+            reason: "refused".into(),
+            retry: true,
+        });
+        if attempt < 4 {
+            assert!(states(&a).is_empty(), "stays reconnecting");
+        } else {
+            assert_eq!(states(&a), vec![State::Error]);
+            assert!(has(&a, &Action::Earcon(Earcon::Error)));
+            assert!(has(&a, &Action::Led(LedPattern::FastBlink)));
+            assert!(
+                r.m.last_error().contains("gave up after 4 tries"),
+                "{}",
+                r.m.last_error()
+            );
+        }
+    }
+    // Bounds for tries 1..3 with 500 ms initial: [250,500], [500,1000], [1000,2000].
+    for (i, d) in delays.iter().enumerate() {
+        let full = 500u64 << i;
+        let ms = d.as_millis() as u64;
+        assert!(ms >= full / 2 && ms <= full, "try {}: {ms} ms", i + 1);
+    }
+    assert_eq!(r.m.next_deadline(), None);
+}
+
+#[test]
+fn successful_reconnect_resets_failures() {
+    let mut r = Rig::live(settings());
+    r.feed(Input::Closed { reason: "x".into() });
+    r.to_deadline();
+    let a = r.feed(Input::Connected);
+    assert_eq!(states(&a), vec![State::Listening]);
+    assert_eq!(r.m.last_error(), "");
+    assert_eq!(r.m.stats().reconnects, 1);
+    r.feed(Input::Closed { reason: "y".into() });
+    let a = r.to_deadline();
+    assert!(has(
+        &a,
+        &Action::Connect {
+            transport: TransportKind::Webrtc,
+            attempt: 2
+        }
+    ));
+}
+
+#[test]
+fn rejected_credentials_do_not_retry() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    let a = r.feed(Input::ConnectFailed {
+        reason: "token request: 401 Unauthorized: bad key".into(),
+        retry: false,
+    });
+    assert_eq!(states(&a), vec![State::Error]);
+    assert_eq!(r.m.next_deadline(), None);
+}
+
+#[test]
+fn zero_reconnect_attempts_errors_at_once() {
+    let mut r = Rig::live(Settings {
+        reconnect_attempts: 0,
+        ..settings()
+    });
+    let a = r.feed(Input::Closed { reason: "x".into() });
+    assert_eq!(states(&a), vec![State::Error]);
+}
+
+#[test]
+fn webrtc_failure_falls_back_to_websocket_then_retries_webrtc_later() {
+    let mut r = Rig::new(Settings {
+        fallback: true,
+        ..settings()
+    });
+    r.feed(Input::Start);
+    let a = r.feed(Input::ConnectFailed {
+        reason: "ICE failed".into(),
+        retry: true,
+    });
+    assert_eq!(
+        a.last(),
+        Some(&Action::Connect {
+            transport: TransportKind::Websocket,
+            attempt: 1
+        })
+    );
+    assert_eq!(r.m.transport(), TransportKind::Websocket);
+    r.feed(Input::ConnectFailed {
+        reason: "refused".into(),
+        retry: true,
+    });
+    assert_eq!(r.m.state(), State::Reconnecting);
+    let a = r.to_deadline();
+    assert_eq!(
+        a,
+        vec![Action::Connect {
+            transport: TransportKind::Webrtc,
+            attempt: 2
+        }]
+    );
+}
+
+#[test]
+fn stop_during_connect_then_late_connected_disconnects() {
+    let mut r = Rig::new(settings());
+    r.feed(Input::Start);
+    r.feed(Input::Stop);
+    let a = r.feed(Input::Connected);
+    assert_eq!(a, vec![Action::Disconnect]);
+    assert_eq!(r.m.state(), State::Idle);
+}
+
+#[test]
+fn idle_timeout_ends_a_quiet_session() {
+    let mut r = Rig::live(settings());
+    assert!(r.advance(Duration::from_secs(20)).is_empty());
+    r.server(ServerEvent::SpeechStarted { item_id: None });
+    assert!(
+        r.advance(Duration::from_secs(20)).is_empty(),
+        "speech reset the idle clock"
+    );
+    let a = r.advance(Duration::from_secs(10));
+    assert_eq!(states(&a), vec![State::Idle]);
+    assert!(has(&a, &Action::SessionEnded(StopReason::IdleTimeout)));
+    assert!(has(&a, &Action::Earcon(Earcon::Stop)));
+}
+
+#[test]
+fn idle_timeout_waits_while_a_response_runs_and_can_be_disabled() {
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "r1".into(),
+    });
+    assert!(r.advance(Duration::from_secs(40)).is_empty());
+    r.server(ServerEvent::ResponseDone { usage: None });
+    assert_eq!(
+        states(&r.advance(Duration::from_secs(30))),
+        vec![State::Idle]
+    );
+
+    let mut r = Rig::live(Settings {
+        idle_timeout: None,
+        ..settings()
+    });
+    assert!(r.advance(Duration::from_secs(3000)).is_empty());
+}
+
+#[test]
+fn max_session_rolls_over_without_earcons_or_counting_a_session() {
+    let mut r = Rig::live(Settings {
+        idle_timeout: None,
+        ..settings()
+    });
+    let a = r.advance(Duration::from_secs(55 * 60));
+    assert!(has(&a, &Action::Disconnect));
+    assert_eq!(states(&a), vec![State::Connecting]);
+    assert!(a.iter().all(|x| !matches!(x, Action::Earcon(_))));
+    assert!(matches!(a.last(), Some(Action::Connect { .. })));
+    r.feed(Input::Connected);
+    assert_eq!(r.m.stats().sessions, 1);
+    assert_eq!(r.m.state(), State::Listening);
+}
+
+#[test]
+fn session_expired_error_rolls_over() {
+    let mut r = Rig::live(settings());
+    let a = r.server(ServerEvent::Error {
+        code: Some("session_expired".into()),
+        message: "expired".into(),
+    });
+    assert_eq!(states(&a), vec![State::Connecting]);
+}
+
+#[test]
+fn audio_moves_between_listening_and_speaking_and_measures_first_audio() {
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::SpeechStopped);
+    r.now += Duration::from_millis(700);
+    let a = r.server(ServerEvent::AudioStarted {
+        item_id: Some("item_1".into()),
+    });
+    assert_eq!(states(&a), vec![State::Speaking]);
+    assert!(has(&a, &Action::Led(LedPattern::Breathing)));
+    assert_eq!(r.m.stats().time_to_first_audio_ms, Some(700));
+    let a = r.server(ServerEvent::AudioStopped);
+    assert_eq!(states(&a), vec![State::Listening]);
+}
+
+#[test]
+fn websocket_speaking_ends_when_local_playback_drains() {
+    let mut r = Rig::live(Settings {
+        transport: TransportKind::Websocket,
+        ..settings()
+    });
+    r.server(ServerEvent::AudioStarted { item_id: None });
+    assert!(states(&r.server(ServerEvent::AudioStopped)).is_empty());
+    assert_eq!(
+        states(&r.feed(Input::PlaybackDrained)),
+        vec![State::Listening]
+    );
+}
+
+#[test]
+fn barge_in_on_webrtc_cancels_and_clears() {
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "r".into(),
+    });
+    r.server(ServerEvent::AudioStarted {
+        item_id: Some("i".into()),
+    });
+    let a = r.server(ServerEvent::SpeechStarted { item_id: None });
+    assert_eq!(a[0], Action::FlushPlayback, "the speaker is silenced first");
+    assert_eq!(
+        sends(&a),
+        vec![ClientEvent::ResponseCancel, ClientEvent::OutputAudioClear]
+    );
+    assert_eq!(states(&a), vec![State::Listening]);
+}
+
+#[test]
+fn barge_in_on_websocket_cancels_and_truncates_the_playing_item() {
+    let mut r = Rig::live(Settings {
+        transport: TransportKind::Websocket,
+        ..settings()
+    });
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "r".into(),
+    });
+    r.server(ServerEvent::AudioStarted {
+        item_id: Some("item_9".into()),
+    });
+    let a = r.server(ServerEvent::SpeechStarted { item_id: None });
+    assert_eq!(a[0], Action::FlushPlayback);
+    assert_eq!(sends(&a), vec![ClientEvent::ResponseCancel]);
+    assert!(has(
+        &a,
+        &Action::TruncatePlayed {
+            item_id: "item_9".into()
+        }
+    ));
+}
+
+#[test]
+fn speech_while_listening_without_response_is_not_barge_in() {
+    let mut r = Rig::live(settings());
+    let a = r.server(ServerEvent::SpeechStarted { item_id: None });
+    assert!(a.is_empty(), "{a:?}");
+}
+
+#[test]
+fn only_one_response_at_a_time() {
+    let mut r = Rig::live(settings());
+    let a = r.feed(Input::SendText("hello".into()));
+    assert_eq!(
+        sends(&a),
+        vec![
+            ClientEvent::UserText("hello".into()),
+            ClientEvent::ResponseCreate
+        ]
+    );
+    let a = r.feed(Input::SendText("again".into()));
+    assert_eq!(
+        sends(&a),
+        vec![ClientEvent::UserText("again".into())],
+        "create deferred"
+    );
+    let a = r.server(ServerEvent::ResponseDone {
+        usage: Some(Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            total_tokens: 15,
+        }),
+    });
+    assert_eq!(
+        sends(&a),
+        vec![ClientEvent::ResponseCreate],
+        "deferred create sent"
+    );
+    assert_eq!(r.m.stats().tokens_used, 15);
+    let a = r.server(ServerEvent::ResponseDone { usage: None });
+    assert!(sends(&a).is_empty());
+}
+
+#[test]
+fn server_vad_response_defers_our_create_and_race_error_is_absorbed() {
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "vad".into(),
+    });
+    let a = r.feed(Input::ToolResult {
+        call_id: "c1".into(),
+        output: "42".into(),
+    });
+    assert_eq!(
+        sends(&a),
+        vec![ClientEvent::FunctionOutput {
+            call_id: "c1".into(),
+            output: "42".into()
+        }]
+    );
+    let a = r.server(ServerEvent::Error {
+        code: Some("conversation_already_has_active_response".into()),
+        message: "busy".into(),
+    });
+    assert!(a.is_empty(), "not surfaced as an error: {a:?}");
+    assert_eq!(r.m.last_error(), "");
+    let a = r.server(ServerEvent::ResponseDone { usage: None });
+    assert_eq!(sends(&a), vec![ClientEvent::ResponseCreate]);
+}
+
+#[test]
+fn function_call_runs_tool_or_refuses_when_tools_are_off() {
+    let mut r = Rig::live(settings());
+    let a = r.server(ServerEvent::FunctionCall {
+        call_id: "c".into(),
+        name: "echo".into(),
+        arguments: "{}".into(),
+    });
+    assert_eq!(
+        a,
+        vec![Action::RunTool {
+            call_id: "c".into(),
+            name: "echo".into(),
+            arguments: "{}".into()
+        }]
+    );
+    let mut r = Rig::live(Settings {
+        tools: false,
+        ..settings()
+    });
+    let a = r.server(ServerEvent::FunctionCall {
+        call_id: "c".into(),
+        name: "echo".into(),
+        arguments: "{}".into(),
+    });
+    assert!(
+        matches!(&a[0], Action::Send(ClientEvent::FunctionOutput { output, .. }) if output.contains("disabled"))
+    );
+}
+
+#[test]
+fn transcripts_are_published_and_errors_recorded() {
+    let mut r = Rig::live(settings());
+    let a = r.server(ServerEvent::InputTranscript {
+        text: "what time is it".into(),
+    });
+    assert_eq!(
+        a,
+        vec![Action::Transcript {
+            role: Role::User,
+            text: "what time is it".into()
+        }]
+    );
+    let a = r.server(ServerEvent::AssistantTranscript {
+        text: "noon".into(),
+    });
+    assert_eq!(
+        a,
+        vec![Action::Transcript {
+            role: Role::Assistant,
+            text: "noon".into()
+        }]
+    );
+    let a = r.server(ServerEvent::Error {
+        code: Some("invalid_value".into()),
+        message: "bad voice".into(),
+    });
+    assert_eq!(
+        a,
+        vec![Action::LastError("service error: bad voice".into())]
+    );
+    assert_eq!(
+        r.m.state(),
+        State::Listening,
+        "a service error does not end the session"
+    );
+    r.server(ServerEvent::SessionCreated {
+        session_id: "sess_1".into(),
+    });
+    assert_eq!(r.m.session_id(), Some("sess_1"));
+}
+
+#[test]
+fn inputs_out_of_place_are_ignored() {
+    let mut r = Rig::new(settings());
+    assert!(r.feed(Input::SendText("x".into())).is_empty());
+    assert!(r
+        .server(ServerEvent::AudioStarted { item_id: None })
+        .is_empty());
+    assert!(r
+        .feed(Input::ToolResult {
+            call_id: "c".into(),
+            output: "o".into()
+        })
+        .is_empty());
+    assert!(r.feed(Input::Closed { reason: "x".into() }).is_empty());
+    assert!(r
+        .feed(Input::ConnectFailed {
+            reason: "x".into(),
+            retry: true
+        })
+        .is_empty());
+    assert!(r.feed(Input::PlaybackDrained).is_empty());
+    assert!(r.feed(Input::Tick).is_empty());
+    assert_eq!(r.m.state(), State::Idle);
+}
+
+#[test]
+fn earcons_can_be_switched_off() {
+    let mut r = Rig::new(Settings {
+        earcons: false,
+        ..settings()
+    });
+    let a = r.feed(Input::Start);
+    assert!(a.iter().all(|x| !matches!(x, Action::Earcon(_))));
+}
+
+#[test]
+fn every_state_has_a_led_pattern_and_name() {
+    let all = [
+        (State::Idle, LedPattern::Off, "idle"),
+        (State::Connecting, LedPattern::SlowBlink, "connecting"),
+        (State::Listening, LedPattern::On, "listening"),
+        (State::Speaking, LedPattern::Breathing, "speaking"),
+        (State::Reconnecting, LedPattern::SlowBlink, "reconnecting"),
+        (State::Error, LedPattern::FastBlink, "error"),
+    ];
+    for (s, led, name) in all {
+        assert_eq!(LedPattern::for_state(s), led);
+        assert_eq!(s.as_str(), name);
+    }
+}

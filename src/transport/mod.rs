@@ -1,0 +1,74 @@
+//! Transports carry one conversation with the service: WebRTC (default) or WebSocket.
+//!
+//! A [`Connector`] opens a [`Link`]: a running task that owns the connection, sends the
+//! [`ClientEvent`]s it is given, reports [`LinkEvent`]s, moves microphone frames out and speaker
+//! audio in. The session state machine sees only these types, never which transport or wire
+//! dialect is underneath. Dropping the `commands` sender (or sending on a closed link) ends the
+//! task, which hangs up cleanly.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+use crate::config::TransportKind;
+use crate::session::{ClientEvent, ServerEvent};
+
+/// What a running link reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    Server(ServerEvent),
+    /// The connection ended; no more events follow.
+    Closed {
+        reason: String,
+    },
+}
+
+/// A connected transport.
+pub struct Link {
+    pub kind: TransportKind,
+    pub commands: mpsc::Sender<ClientEvent>,
+    pub events: mpsc::Receiver<LinkEvent>,
+}
+
+/// Why connecting failed, as one line for the user; `retry = false` when retrying cannot help
+/// (the key or token was refused).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectError {
+    pub message: String,
+    pub retry: bool,
+}
+
+impl ConnectError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            retry: true,
+        }
+    }
+
+    pub fn fatal(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            retry: false,
+        }
+    }
+}
+
+pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = Result<Link, ConnectError>> + Send + 'a>>;
+
+/// Opens links. The real one fetches a token and dials the service; tests plug in their own.
+pub trait Connector: Send + Sync {
+    fn connect(&self, kind: TransportKind) -> ConnectFuture<'_>;
+}
+
+/// Used until a transport is configured: every connect fails with a clear reason.
+pub struct Unavailable(pub String);
+
+impl Connector for Unavailable {
+    fn connect(&self, _kind: TransportKind) -> ConnectFuture<'_> {
+        let reason = self.0.clone();
+        Box::pin(async move { Err(ConnectError::fatal(reason)) })
+    }
+}
