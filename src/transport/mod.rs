@@ -72,3 +72,11 @@ impl Connector for Unavailable {
         Box::pin(async move { Err(ConnectError::fatal(reason)) })
     }
 }
+
+/// What a transport needs to open a link: the configuration and the audio engine's ports.
+#[derive(Clone)]
+pub struct LinkContext {
+    pub config: std::sync::Arc<crate::config::Config>,
+    pub microphone: crate::audio::Microphone,
+    pub speaker: std::sync::Arc<dyn crate::audio::Speaker>,
+}
