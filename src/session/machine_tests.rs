@@ -40,7 +40,7 @@ impl Rig {
     }
 
     /// Moves the clock to the machine's next deadline and ticks.
-    fn to_deadline(&mut self) -> Vec<Action> {
+    fn run_to_deadline(&mut self) -> Vec<Action> {
         let at = self.m.next_deadline().expect("a deadline is set");
         assert!(at >= self.now, "deadline in the past");
         self.now = at;
@@ -191,7 +191,7 @@ fn connect_timeout_goes_to_reconnecting_with_backoff() {
         wait >= Duration::from_millis(250) && wait <= Duration::from_millis(500),
         "{wait:?}"
     );
-    let a = r.to_deadline();
+    let a = r.run_to_deadline();
     assert_eq!(
         a,
         vec![Action::Connect {
@@ -213,7 +213,7 @@ fn transport_loss_reconnects_with_growing_delays_then_errors() {
     let mut delays = Vec::new();
     for attempt in 2..=4 {
         delays.push(r.m.next_deadline().expect("retry") - r.now);
-        let a = r.to_deadline();
+        let a = r.run_to_deadline();
         assert_eq!(
             a,
             vec![Action::Connect {
@@ -251,13 +251,13 @@ fn transport_loss_reconnects_with_growing_delays_then_errors() {
 fn successful_reconnect_resets_failures() {
     let mut r = Rig::live(settings());
     r.feed(Input::Closed { reason: "x".into() });
-    r.to_deadline();
+    r.run_to_deadline();
     let a = r.feed(Input::Connected);
     assert_eq!(states(&a), vec![State::Listening]);
     assert_eq!(r.m.last_error(), "");
     assert_eq!(r.m.stats().reconnects, 1);
     r.feed(Input::Closed { reason: "y".into() });
-    let a = r.to_deadline();
+    let a = r.run_to_deadline();
     assert!(has(
         &a,
         &Action::Connect {
@@ -313,7 +313,7 @@ fn webrtc_failure_falls_back_to_websocket_then_retries_webrtc_later() {
         retry: true,
     });
     assert_eq!(r.m.state(), State::Reconnecting);
-    let a = r.to_deadline();
+    let a = r.run_to_deadline();
     assert_eq!(
         a,
         vec![Action::Connect {
