@@ -34,10 +34,11 @@ fn filter(level: LogLevel) -> EnvFilter {
 pub fn init(level: LogLevel) -> LogHandle {
     let (filter, handle) = reload::Layer::new(filter(level));
     let registry = tracing_subscriber::registry().with(filter);
-    let journald = std::env::var_os("JOURNAL_STREAM")
-        .is_some()
-        .then(tracing_journald::layer)
-        .and_then(Result::ok);
+    // JOURNAL_STREAM alone is not enough: without journald's socket the lines would vanish.
+    let journald = (std::env::var_os("JOURNAL_STREAM").is_some()
+        && std::path::Path::new("/run/systemd/journal/socket").exists())
+    .then(tracing_journald::layer)
+    .and_then(Result::ok);
     let installed = match journald {
         Some(layer) => registry
             .with(layer.with_syslog_identifier("realtime-voiced".into()))
