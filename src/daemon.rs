@@ -13,8 +13,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::audio::AudioControl;
+use crate::budget::{local_day, DailyBudget};
 use crate::config::Config;
 use crate::control::{Command, ControlHandle, Refusal, Reply, Snapshot, Transcript};
+use crate::memory::Memory;
 use crate::session::{Action, ClientEvent, Input, LedPattern, Machine, Settings, State};
 use crate::transport::{ConnectError, Connector, Link, LinkEvent};
 
@@ -67,31 +69,12 @@ pub trait ToolRunner: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>>;
 }
 
-/// The built-in tools only (`echo`).
-pub struct BuiltinTools;
-
-impl ToolRunner for BuiltinTools {
-    fn run(
-        &self,
-        name: String,
-        arguments: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>> {
-        Box::pin(async move {
-            match name.as_str() {
-                "echo" => serde_json::from_str::<serde_json::Value>(&arguments)
-                    .ok()
-                    .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
-                    .unwrap_or(arguments),
-                other => format!("error: no tool named `{other}` on this device"),
-            }
-        })
-    }
-}
-
 pub struct Parts {
     pub connector: Arc<dyn Connector>,
     pub audio: Arc<dyn AudioControl>,
     pub tools: Arc<dyn ToolRunner>,
+    /// Where memory and the daily budget are kept (`$STATE_DIRECTORY`).
+    pub state_dir: std::path::PathBuf,
 }
 
 pub struct Daemon {
@@ -106,6 +89,10 @@ pub struct Daemon {
     handle: ControlHandle,
     snapshot_tx: watch::Sender<Snapshot>,
     led_tx: watch::Sender<LedPattern>,
+    memory: Option<Memory>,
+    budget: DailyBudget,
+    /// When the current live stretch began, for the daily budget.
+    live_since: Option<Instant>,
 }
 
 impl Daemon {
@@ -122,7 +109,12 @@ impl Daemon {
         let (transcripts, _) = broadcast::channel(64);
         let (led_tx, _) = watch::channel(LedPattern::Off);
         parts.audio.set_volume(config.audio.volume);
+        let memory = load_memory(&config, &parts.state_dir);
+        let budget = DailyBudget::load(&parts.state_dir, config.session.daily_limit_s);
         Daemon {
+            memory,
+            budget,
+            live_since: None,
             handle: ControlHandle {
                 commands: commands_tx,
                 snapshot: snapshot_rx,
@@ -166,7 +158,10 @@ impl Daemon {
     /// Runs until a `Shutdown` command, or until every command sender is gone.
     pub async fn run(mut self) {
         loop {
-            let deadline = self.machine.next_deadline();
+            let deadline = [self.machine.next_deadline(), self.budget_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -179,11 +174,15 @@ impl Daemon {
                     Some(command) => self.command(command),
                 },
                 Some(event) = self.internal_rx.recv() => self.internal(event),
-                () = sleep => self.feed(Input::Tick),
+                () = sleep => {
+                    self.feed(Input::Tick);
+                    self.enforce_budget();
+                }
             }
         }
         info!("shutting down");
         self.feed(Input::Stop);
+        self.account_live_time(false);
         // Dropping the link's sender makes its task hang up; give it a moment to do so.
         self.link = None;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -198,8 +197,11 @@ impl Daemon {
     fn command(&mut self, command: Command) {
         match command {
             Command::Start(reply) => {
-                self.feed(Input::Start);
-                Self::reply(reply, Ok(()));
+                let result = self.check_budget();
+                if result.is_ok() {
+                    self.feed(Input::Start);
+                }
+                Self::reply(reply, result);
             }
             Command::Stop(reply) => {
                 let result =
@@ -212,8 +214,15 @@ impl Daemon {
                 Self::reply(reply, result);
             }
             Command::Toggle(reply) => {
-                self.feed(Input::Toggle);
-                Self::reply(reply, Ok(()));
+                let result = if self.machine.state().is_active() {
+                    Ok(())
+                } else {
+                    self.check_budget()
+                };
+                if result.is_ok() {
+                    self.feed(Input::Toggle);
+                }
+                Self::reply(reply, result);
             }
             Command::SendText(text, reply) => {
                 let result = if self.machine.state().is_live() {
@@ -322,6 +331,22 @@ impl Daemon {
                 self.generation += 1;
                 self.link = None;
             }
+            Action::Send(ClientEvent::SessionUpdate) => {
+                self.send(ClientEvent::SessionUpdate);
+                // What the device remembers goes in right after the session is configured.
+                let history: Vec<ClientEvent> = self
+                    .memory
+                    .iter()
+                    .flat_map(|m| m.turns())
+                    .map(|(role, text)| ClientEvent::HistoryItem {
+                        role,
+                        text: text.to_owned(),
+                    })
+                    .collect();
+                for item in history {
+                    self.send(item);
+                }
+            }
             Action::Send(event) => self.send(event),
             Action::FlushPlayback => self.parts.audio.flush_playback(),
             Action::TruncatePlayed { item_id } => {
@@ -337,6 +362,7 @@ impl Daemon {
             }
             Action::StateChanged(state) => {
                 info!(state = state.as_str(), "state changed");
+                self.account_live_time(state.is_live());
                 self.parts.audio.set_capture(state.is_live());
                 let (transport, session_id) = (
                     self.machine.transport(),
@@ -358,6 +384,11 @@ impl Daemon {
             Action::Transcript { role, text } => {
                 if self.config.log.transcripts {
                     info!(role = role.as_str(), "transcript: {text}");
+                }
+                if let Some(memory) = &mut self.memory {
+                    if let Err(e) = memory.remember(role, &text) {
+                        warn!("cannot save conversation memory: {e}");
+                    }
                 }
                 let _ = self.handle.transcripts.send(Transcript { role, text });
             }
@@ -390,6 +421,62 @@ impl Daemon {
         }
     }
 
+    fn check_budget(&mut self) -> Result<(), Refusal> {
+        if self.budget.exhausted(local_day(SystemTime::now())) {
+            let minutes = self.budget.limit().map_or(0, |l| l.as_secs() / 60);
+            return Err(Refusal::LimitReached(format!(
+                "today's conversation time ({minutes} min, session.daily_limit_s) is used up; it resets at midnight"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts or ends a live stretch and books the time spent.
+    fn account_live_time(&mut self, live: bool) {
+        match (live, self.live_since) {
+            (true, None) => self.live_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.live_since = None;
+                if let Err(e) = self
+                    .budget
+                    .spend(local_day(SystemTime::now()), since.elapsed())
+                {
+                    warn!("cannot save the daily usage: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn budget_deadline(&mut self) -> Option<Instant> {
+        let since = self.live_since?;
+        let remaining = self.budget.remaining(local_day(SystemTime::now()))?;
+        Some(since + remaining)
+    }
+
+    fn enforce_budget(&mut self) {
+        if let Some(deadline) = self.budget_deadline() {
+            if Instant::now() >= deadline {
+                self.feed(Input::Stop);
+                let message =
+                    "stopped: today's conversation time (session.daily_limit_s) is used up"
+                        .to_owned();
+                warn!("{message}");
+                self.snapshot_tx.send_modify(|s| s.last_error = message);
+            }
+        }
+    }
+
+    /// Forget the remembered turns (D-Bus `ClearMemory`).
+    pub fn clear_memory(&mut self) -> Result<(), Refusal> {
+        match &mut self.memory {
+            Some(m) => m
+                .clear()
+                .map_err(|e| Refusal::Failed(format!("cannot clear conversation memory: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     fn send(&mut self, event: ClientEvent) {
         match &self.link {
             // A full queue means the link is stuck; dropping the event is better than stalling
@@ -402,4 +489,15 @@ impl Daemon {
             None => debug!("no link for {event:?}"),
         }
     }
+}
+
+fn load_memory(config: &Config, state_dir: &std::path::Path) -> Option<Memory> {
+    if config.session.memory != crate::config::Memory::On {
+        return None;
+    }
+    let (memory, problem) = Memory::load(state_dir);
+    if let Some(problem) = problem {
+        warn!("{problem}");
+    }
+    Some(memory)
 }

@@ -5,9 +5,12 @@
 //! machine), [`control`] (D-Bus, GPIO, systemd) and [`config`]. [`daemon`] wires them together.
 
 pub mod audio;
+pub mod budget;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod logging;
+pub mod memory;
 pub mod session;
+pub mod tools;
 pub mod transport;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use realtime_voiced::config::{Config, DEFAULT_PATH};
 use realtime_voiced::control::Command;
-use realtime_voiced::daemon::{BuiltinTools, Daemon, Parts};
+use realtime_voiced::daemon::{Daemon, Parts};
+use realtime_voiced::tools::Tools;
 use realtime_voiced::{audio, logging, transport};
 use tracing::{error, info, warn};
 
@@ -136,7 +137,8 @@ async fn serve(
             "no API reachable: this build has no transport to the service yet".into(),
         )),
         audio: Arc::new(audio::NullAudio),
-        tools: Arc::new(BuiltinTools),
+        tools: Arc::new(Tools::new(&config.session.tools)),
+        state_dir: realtime_voiced::memory::state_dir(),
     };
     let daemon = Daemon::new(config, parts);
     let control = daemon.handle();
