@@ -241,6 +241,7 @@ impl Daemon {
                 self.command(Command::SetMuted(true));
             }
             Command::Reload(config) => self.reload(*config),
+            Command::Ping(reply) => Self::reply(reply, Ok(())),
             Command::Shutdown => {}
         }
     }

@@ -4,6 +4,10 @@
 //! event loop and reads its [`Snapshot`] from a `watch` channel; transcripts go out on a
 //! broadcast channel. None of them touches the state machine directly.
 
+pub mod dbus;
+pub mod gpio;
+pub mod systemd;
+
 use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -40,6 +44,8 @@ pub enum Command {
     StopAndMute,
     /// A new, already validated configuration (SIGHUP).
     Reload(Box<crate::config::Config>),
+    /// Answered at once by the event loop: proves it is alive (the systemd watchdog).
+    Ping(Option<Reply>),
     Shutdown,
 }
 
