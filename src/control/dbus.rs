@@ -184,6 +184,7 @@ impl Voice {
             .await?)
     }
 
+    #[zbus(out_args("status"))]
     async fn status(&self) -> HashMap<String, OwnedValue> {
         status_dict(&self.snapshot())
     }
