@@ -386,7 +386,8 @@ fn system_bus_policy_interface_and_bus_restart() {
     );
 
     // The bus goes away and comes back: the daemon stays up and takes its name again.
-    bus.restart();
+    // Down long enough for reconnect attempts to fail first.
+    bus.restart(Duration::from_millis(1500));
     assert!(
         daemon.alive(),
         "the daemon died with the bus: {}",
@@ -410,4 +411,9 @@ fn system_bus_policy_interface_and_bus_restart() {
         .expect("the daemon stops on SIGTERM");
     assert!(status.success(), "exit status {status:?}: {}", log_text());
     assert!(!log_text().contains("panicked"), "{}", log_text());
+    assert!(
+        log_text().contains("lost the D-Bus system bus"),
+        "{}",
+        log_text()
+    );
 }

@@ -469,6 +469,7 @@ pub async fn connect(bus: Bus, handle: &ControlHandle) -> anyhow::Result<Connect
 pub async fn serve(bus: Bus, handle: ControlHandle, first: Connection) {
     let mut connection = Some(first);
     let mut delay = Duration::from_millis(200);
+    let mut failures = 0u32;
     loop {
         if let Some(conn) = connection.take() {
             match publish(&conn, &handle).await {
@@ -478,6 +479,7 @@ pub async fn serve(bus: Bus, handle: ControlHandle, first: Connection) {
                 }
             }
             delay = Duration::from_millis(200);
+            failures = 0;
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -486,7 +488,13 @@ pub async fn serve(bus: Bus, handle: ControlHandle, first: Connection) {
         match connect(bus, &handle).await {
             Ok(conn) => connection = Some(conn),
             Err(e) => {
-                debug!("{e:#}");
+                // Said once per outage; the retries after it would only fill the journal.
+                if failures == 0 {
+                    warn!("{e:#}; retrying");
+                } else {
+                    debug!("{e:#}");
+                }
+                failures = failures.saturating_add(1);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

@@ -162,10 +162,11 @@ impl Bus {
         proc
     }
 
-    /// Kills the bus and starts a new one on the same socket.
-    pub fn restart(&mut self) {
+    /// Kills the bus and, `down` later, starts a new one on the same socket.
+    pub fn restart(&mut self, down: Duration) {
         self.proc.signal(libc::SIGKILL);
         let _ = self.proc.0.wait();
+        std::thread::sleep(down);
         self.proc = Self::start(&self.config, &self.socket);
     }
 
