@@ -252,3 +252,27 @@ fn gpio_off_a_pi_is_one_clear_error() {
     assert!(msg.contains("not look like a Raspberry Pi"), "{msg}");
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
+
+#[test]
+fn daemon_with_gpio_off_a_pi_exits_with_one_line() {
+    if rppal::system::DeviceInfo::new().is_ok() {
+        eprintln!("SKIPPED: this is a Raspberry Pi");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[gpio]\nenabled = true\n").expect("write config");
+    let out = std::process::Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_realtime-voiced"), "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run the daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("gpio.enabled"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
