@@ -26,6 +26,8 @@ use crate::session::Stats;
 pub const NAME: &str = "io.thrive.RealtimeVoice1";
 /// The one object the daemon serves.
 pub const PATH: &str = "/io/thrive/RealtimeVoice1";
+/// How long connecting to the bus and taking the name may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest text `SendText` takes, in bytes.
 pub const MAX_TEXT_BYTES: usize = 4096;
 
@@ -443,21 +445,37 @@ pub async fn connect(bus: Bus, handle: &ControlHandle) -> anyhow::Result<Connect
     let voice = Documented(Voice {
         handle: handle.clone(),
     });
-    let connection = builder
+    let building = builder
         .serve_at(PATH, voice)
         .and_then(|b| b.name(NAME))
         .map_err(|e| anyhow::anyhow!("cannot set up the D-Bus object: {e}"))?
-        .build()
+        .build();
+    // A bus that accepts the connection but never answers must not hold up the start.
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, building)
         .await
-        .map_err(|e| {
-            let hint = match (&e, bus) {
-                (zbus::Error::NameTaken, _) => " (is another realtime-voiced running?)",
-                (_, Bus::System) => {
-                    " (is the D-Bus policy io.thrive.RealtimeVoice1.conf installed and the daemon running as its user?)"
-                }
-                _ => "",
-            };
-            anyhow::anyhow!("cannot own {NAME} on the D-Bus {which} bus: {e}{hint}")
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the D-Bus {which} bus did not answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| match (&e, bus) {
+            (
+                zbus::Error::InputOutput(_)
+                | zbus::Error::Handshake(_)
+                | zbus::Error::Connection(..)
+                | zbus::Error::Address(_),
+                _,
+            ) => {
+                anyhow::anyhow!("cannot reach the D-Bus {which} bus: {e}")
+            }
+            (zbus::Error::NameTaken, _) => anyhow::anyhow!(
+                "cannot own {NAME} on the D-Bus {which} bus: another process has it (is another realtime-voiced running?)"
+            ),
+            (_, Bus::System) => anyhow::anyhow!(
+                "cannot own {NAME} on the D-Bus system bus: {e} (is the policy io.thrive.RealtimeVoice1.conf installed in /usr/share/dbus-1/system.d, and the daemon running as the user realtime-voiced?)"
+            ),
+            _ => anyhow::anyhow!("cannot own {NAME} on the D-Bus {which} bus: {e}"),
         })?;
     info!(bus = which, "D-Bus name {NAME} owned");
     Ok(connection)
