@@ -153,7 +153,15 @@ impl Bus {
                 .arg(format!("--config-file={}", config.display()))
                 .arg("--nofork")
                 .arg("--nopidfile")
-                .stdout(Stdio::null()),
+                .stdout(Stdio::null())
+                // Its refusals are expected in these tests; keep them out of the test output.
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(socket.with_extension("log"))
+                        .map_or_else(|_| Stdio::null(), Stdio::from),
+                ),
         );
         assert!(
             wait_for(Duration::from_secs(10), || socket.exists()),
