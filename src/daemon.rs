@@ -249,7 +249,12 @@ impl Daemon {
                 self.feed(Input::Stop);
                 self.command(Command::SetMuted(true));
             }
+            Command::ClearMemory(reply) => {
+                let result = self.clear_memory();
+                Self::reply(reply, result);
+            }
             Command::Reload(config) => self.reload(*config),
+            Command::Ping(reply) => Self::reply(reply, Ok(())),
             Command::Shutdown => {}
         }
     }

@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use realtime_voiced::config::{Config, DEFAULT_PATH};
-use realtime_voiced::control::Command;
+use realtime_voiced::control::{dbus, gpio, systemd, Command};
 use realtime_voiced::daemon::{Daemon, Parts};
 use realtime_voiced::tools::Tools;
 use realtime_voiced::{audio, logging, transport};
@@ -132,6 +133,7 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+    // The audio devices are opened first: READY=1 promises a daemon that can hear and speak.
     let parts = Parts {
         connector: Arc::new(transport::Unavailable(
             "no API reachable: this build has no transport to the service yet".into(),
@@ -140,9 +142,44 @@ async fn serve(
         tools: Arc::new(Tools::new(&config.session.tools)),
         state_dir: realtime_voiced::memory::state_dir(),
     };
+    let bus = config.dbus.bus;
+    let gpio_config = config.gpio.clone();
     let daemon = Daemon::new(config, parts);
     let control = daemon.handle();
+    let led = daemon.led();
+
+    let panel = if gpio_config.enabled {
+        let (button, light) = gpio::open(&gpio_config)?;
+        Some(gpio::Panel::new(
+            &gpio_config,
+            button,
+            light,
+            control.commands.clone(),
+            led,
+            std::time::Instant::now(),
+        ))
+    } else {
+        None
+    };
+    let bus_connection = dbus::connect(bus, &control).await?;
+
     let mut daemon_task = tokio::spawn(daemon.run());
+    tokio::spawn(dbus::serve(bus, control.clone(), bus_connection));
+    tokio::spawn(systemd::follow_status(control.snapshot.clone()));
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::watchdog(control.clone(), interval));
+    }
+    let panel_stop = Arc::new(AtomicBool::new(false));
+    let panel_thread = match panel {
+        Some(panel) => Some(
+            panel
+                .spawn(Arc::clone(&panel_stop))
+                .map_err(|e| anyhow::anyhow!("cannot start the GPIO thread: {e}"))?,
+        ),
+        None => None,
+    };
+    systemd::ready(&control.snapshot.borrow());
+    info!("ready");
     if start {
         let _ = control.commands.send(Command::Start(None)).await;
     }
@@ -150,25 +187,37 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match Config::load_or_default(&path, explicit) {
-                Ok(new) => {
-                    log.set_level(new.log.level);
-                    let _ = control.commands.send(Command::Reload(Box::new(new))).await;
-                    info!("configuration reloaded");
+            _ = hup.recv() => {
+                systemd::reloading();
+                match Config::load_or_default(&path, explicit) {
+                    Ok(new) => {
+                        if new.dbus.bus != bus || new.gpio != gpio_config {
+                            warn!("changes to [dbus] and [gpio] take effect at the next start");
+                        }
+                        log.set_level(new.log.level);
+                        let _ = control.commands.send(Command::Reload(Box::new(new))).await;
+                        info!("configuration reloaded");
+                    }
+                    Err(e) => error!("configuration not reloaded, keeping the running one: {e}"),
                 }
-                Err(e) => warn!("configuration not reloaded, keeping the running one: {e}"),
-            },
+                systemd::ready(&control.snapshot.borrow());
+            }
             result = &mut daemon_task => {
                 return result.map_err(|e| anyhow::anyhow!("the daemon's main loop stopped: {e}"));
             }
         }
     }
     info!("stopping on signal");
+    systemd::stopping();
     let _ = control.commands.send(Command::Shutdown).await;
     // Never hang on exit: the unit's stop timeout is generous, our promise is 2 s.
     match tokio::time::timeout(std::time::Duration::from_millis(1500), daemon_task).await {
         Ok(_) => {}
         Err(_) => warn!("the conversation did not close in time; exiting anyway"),
+    }
+    panel_stop.store(true, Ordering::Relaxed);
+    if let Some(thread) = panel_thread {
+        let _ = thread.join();
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The command line as a user meets it: the built binary, real files, real signals.
 
+mod harness;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -181,11 +183,12 @@ fn dev_config(dir: &Path) -> PathBuf {
     )
 }
 
-fn spawn_daemon(config: &Path, extra: &[&str]) -> Child {
+fn spawn_daemon(config: &Path, bus: &harness::Bus, extra: &[&str]) -> Child {
     let mut args = vec!["--config", config.to_str().expect("utf-8")];
     args.extend_from_slice(extra);
     Command::new(BIN)
         .args(&args)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
         .env_remove("OPENAI_API_KEY")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("JOURNAL_STREAM")
@@ -212,7 +215,8 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<std::process
 fn stop_with(signal: i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dev_config(dir.path());
-    let mut child = spawn_daemon(&config, &["--start"]);
+    let bus = harness::Bus::start(dir.path());
+    let mut child = spawn_daemon(&config, &bus, &["--start"]);
     // Let it start and begin a conversation attempt before the signal.
     std::thread::sleep(Duration::from_millis(700));
     assert!(

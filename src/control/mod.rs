@@ -4,6 +4,10 @@
 //! event loop and reads its [`Snapshot`] from a `watch` channel; transcripts go out on a
 //! broadcast channel. None of them touches the state machine directly.
 
+pub mod dbus;
+pub mod gpio;
+pub mod systemd;
+
 use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -38,8 +42,12 @@ pub enum Command {
     SetVolume(f64),
     /// Long press: stop and mute.
     StopAndMute,
+    /// Forget the conversation memory kept on the device.
+    ClearMemory(Option<Reply>),
     /// A new, already validated configuration (SIGHUP).
     Reload(Box<crate::config::Config>),
+    /// Answered at once by the event loop: proves it is alive (the systemd watchdog).
+    Ping(Option<Reply>),
     Shutdown,
 }
 
