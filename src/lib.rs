@@ -10,4 +10,5 @@ pub mod control;
 pub mod daemon;
 pub mod logging;
 pub mod session;
+pub mod simulator;
 pub mod transport;

@@ -6,6 +6,9 @@
 //! dialect is underneath. Dropping the `commands` sender (or sending on a closed link) ends the
 //! task, which hangs up cleanly.
 
+pub mod dialect;
+pub mod webrtc;
+
 use std::future::Future;
 use std::pin::Pin;
 
