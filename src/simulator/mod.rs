@@ -57,6 +57,7 @@ impl Default for SimOptions {
 /// State shared by every session of one simulator.
 pub struct Sim {
     pub options: SimOptions,
+    pub stats: server::SimStats,
     ids: AtomicU64,
 }
 
@@ -64,6 +65,7 @@ impl Sim {
     pub fn new(options: SimOptions) -> Arc<Sim> {
         Arc::new(Sim {
             options,
+            stats: server::SimStats::default(),
             ids: AtomicU64::new(1),
         })
     }
