@@ -15,7 +15,11 @@ enum ReplyArg {
 }
 
 #[derive(Parser)]
-#[command(name = "realtime-sim", version, about = "Realtime API simulator on loopback")]
+#[command(
+    name = "realtime-sim",
+    version,
+    about = "Realtime API simulator on loopback"
+)]
 struct Cli {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]

@@ -143,11 +143,7 @@ fn expiry(seconds: u64) -> u64 {
         + seconds
 }
 
-async fn client_secrets(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn client_secrets(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
     sim.stats.token_requests.fetch_add(1, Ordering::Relaxed);
     slow(&sim).await;
     let Some(key) = bearer(&headers) else {
