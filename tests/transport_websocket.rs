@@ -165,7 +165,7 @@ async fn speech_goes_in_and_comes_back_out() {
     let index = |f: &dyn Fn(&ServerEvent) -> bool| {
         events
             .iter()
-            .position(|e| f(e))
+            .position(f)
             .unwrap_or_else(|| panic!("missing in {events:?}"))
     };
     let started = index(&|e| matches!(e, ServerEvent::SpeechStarted { item_id: Some(_) }));
@@ -361,6 +361,7 @@ async fn hostile_server_input_is_dropped_and_the_link_goes_on() {
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
         let mut auth = String::new();
+        #[allow(clippy::result_large_err)] // the handshake's own error type
         let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
             auth = req
                 .headers()
@@ -452,8 +453,7 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
     )
     .await
     .expect("bounded")
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(e.retry);
     assert!(
         e.message.contains(&format!("127.0.0.1:{port}")),
@@ -470,8 +470,7 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
     )
     .await
     .expect("bounded")
-    .err()
-    .expect("fails");
+    .expect_err("fails");
     assert!(e.retry, "{e:?}");
     assert!(
         !e.message.contains(KEY) && !e.message.contains('\n'),
@@ -492,8 +491,7 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
     )
     .await
     .expect("bounded")
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(e.message.contains("HTTP 401"), "{}", e.message);
     assert!(
         e.message.contains("didn't provide an API key"),
