@@ -518,3 +518,41 @@ async fn webrtc_without_its_transport_fails_retryably() {
         Err(e) => assert!(e.retry, "{e:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_message_beyond_the_socket_limit_ends_the_link_clearly() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        let enormous = format!(r#"{{"type":"x","pad":"{}"}}"#, "A".repeat(20 << 20));
+        let _ = ws.send(Message::text(enormous)).await;
+        // Stay open: the client must end the link on its own.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    let rig = make_rig(&format!("http://{addr}/v1"));
+    let dialect = Arc::new(RealtimeGa::new(
+        rig.ctx.config.clone(),
+        TransportKind::Websocket,
+    ));
+    let mut link = tokio::time::timeout(
+        Duration::from_secs(5),
+        websocket::connect(&rig.ctx, dialect, &Secret::new("ek_test_token")),
+    )
+    .await
+    .expect("bounded")
+    .expect("connects");
+    match tokio::time::timeout(Duration::from_secs(10), link.events.recv()).await {
+        Ok(Some(LinkEvent::Closed { reason })) => {
+            assert!(reason.contains("oversized"), "{reason}");
+            assert!(!reason.contains('\n'));
+        }
+        other => panic!("{other:?}"),
+    }
+}
