@@ -46,6 +46,7 @@ fn make_rig(base_url: &str) -> Rig {
     config.api.api_key_file = Some(key);
     config.transport.kind = TransportKind::Websocket;
     config.transport.connect_timeout_ms = 3000;
+    config.transport.allow_loopback = true;
     let (mic, mic_rx) = mpsc::channel(1000);
     let speaker = Arc::new(Recorder::default());
     let ctx = LinkContext {

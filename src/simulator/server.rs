@@ -241,7 +241,8 @@ async fn calls(State(sim): State<Arc<Sim>>, headers: HeaderMap, offer: String) -
 
 async fn hangup(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     slow(&sim).await;
-    debug!(call = %id, "hangup");
+    let live = sim.hang_up(&id);
+    debug!(call = %id, live, "hangup");
     StatusCode::OK.into_response()
 }
 
