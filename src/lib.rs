@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod logging;
 pub mod memory;
 pub mod session;
+pub mod simulator;
 pub mod tools;
 pub mod transport;

@@ -373,7 +373,7 @@ fn system_bus_policy_interface_and_bus_restart() {
     );
     assert!(
         all.get("LastError")
-            .is_some_and(|s| s.contains("no API reachable")),
+            .is_some_and(|s| s.contains("no API key")),
         "{changes:?}"
     );
     let (_, out) = busctl_as(
@@ -382,7 +382,7 @@ fn system_bus_policy_interface_and_bus_restart() {
         &["get-property", NAME, PATH, IFACE, "State", "LastError"],
     );
     assert!(
-        out.contains("\"error\"") && out.contains("no API reachable"),
+        out.contains("\"error\"") && out.contains("no API key"),
         "{out}"
     );
 

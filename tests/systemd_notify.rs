@@ -123,7 +123,7 @@ fn ready_status_watchdog_reload_and_stop() {
     assert!(o.status.success(), "{}", text(&o));
     let status = notices.until(Duration::from_secs(5), |l| l.starts_with("STATUS=error: "));
     assert!(
-        status.is_some_and(|m| m.contains("no API reachable")),
+        status.is_some_and(|m| m.contains("no API key")),
         "{:?}",
         notices.seen
     );

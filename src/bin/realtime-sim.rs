@@ -1,5 +1,106 @@
-//! The realtime simulator: a stand-in for the OpenAI Realtime API on loopback.
-fn main() {
-    eprintln!("realtime-sim: not built yet");
-    std::process::exit(1);
+//! `realtime-sim`: a stand-in for the OpenAI Realtime API on 127.0.0.1, for the demo and tests.
+//!
+//! Prints `listening on 127.0.0.1:PORT` on stdout once it accepts connections.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use realtime_voiced::simulator::{server, Reply, Sim, SimOptions};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplyArg {
+    Echo,
+    Tone,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "realtime-sim",
+    version,
+    about = "Realtime API simulator on loopback"
+)]
+struct Cli {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Answer token requests with this HTTP status (401, 429, 500…).
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(400..600))]
+    fail_token: Option<u16>,
+    /// Responses call this tool first and wait for its output.
+    #[arg(long, value_name = "NAME")]
+    tool: Option<String>,
+    /// Drop each session this many milliseconds after it opened.
+    #[arg(long, value_name = "MS")]
+    drop_after_ms: Option<u64>,
+    /// Delay every HTTP answer by this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    slow_ms: u64,
+    /// What the assistant answers with.
+    #[arg(long, value_enum, default_value = "echo")]
+    reply: ReplyArg,
+    /// Fixed transcript for what the user said (default: "heard N ms of speech").
+    #[arg(long)]
+    transcript: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = SimOptions {
+        port: cli.port,
+        fail_token: cli.fail_token,
+        tool: cli.tool,
+        drop_after_ms: cli.drop_after_ms,
+        slow_ms: cli.slow_ms,
+        reply: match cli.reply {
+            ReplyArg::Echo => Reply::Echo,
+            ReplyArg::Tone => Reply::Tone,
+        },
+        transcript: cli.transcript,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("realtime-sim: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut running = match server::start(Sim::new(options)).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("realtime-sim: cannot listen on 127.0.0.1:{}: {e}", cli.port);
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on {}", running.addr);
+        let _ = out.flush();
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("realtime-sim: cannot watch SIGTERM: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        tokio::select! {
+            () = running.wait() => ExitCode::FAILURE,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            _ = term.recv() => ExitCode::SUCCESS,
+        }
+    })
 }

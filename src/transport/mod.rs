@@ -6,6 +6,12 @@
 //! dialect is underneath. Dropping the `commands` sender (or sending on a closed link) ends the
 //! task, which hangs up cleanly.
 
+pub mod connector;
+pub mod dialect;
+pub mod token;
+pub mod webrtc;
+pub mod websocket;
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -1,0 +1,303 @@
+//! The simulator's HTTP and WebSocket front (axum, bound to 127.0.0.1 only).
+//!
+//! - `POST /v1/realtime/client_secrets`: mints `ek_sim_…` tokens (API-key shape).
+//! - `POST /v1/token`: the same from a "backend" (the `{client_secret: {…}}` shape);
+//!   `POST /v1/token/flat` answers the flat `{value, expires_at}` shape.
+//! - `POST /v1/realtime/calls` (+ `/{id}/hangup`): WebRTC, via [`super::webrtc_peer`].
+//! - `GET /v1/realtime?model=…`: the WebSocket session, driven by a [`Brain`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tracing::{debug, info};
+
+use super::brain::{Brain, Mode, SimOutput};
+use super::{webrtc_peer, Sim};
+
+/// Counters the tests read.
+#[derive(Default)]
+pub struct SimStats {
+    pub token_requests: AtomicU64,
+    pub websocket_sessions: AtomicU64,
+    pub calls: AtomicU64,
+}
+
+/// A running simulator; dropping it stops accepting connections.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    pub sim: Arc<Sim>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// `http://127.0.0.1:PORT/v1`, the value for `api.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Resolves only if the server stops on its own (an accept error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds 127.0.0.1:`options.port` and serves in a task of its own.
+pub async fn start(sim: Arc<Sim>) -> std::io::Result<RunningSim> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sim.options.port)).await?;
+    let addr = listener.local_addr()?;
+    let app = router(Arc::clone(&sim));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("realtime-sim: server stopped: {e}");
+        }
+    });
+    Ok(RunningSim { addr, sim, task })
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/realtime/client_secrets", post(client_secrets))
+        .route("/v1/token", post(backend_token))
+        .route("/v1/token/flat", post(backend_token_flat))
+        .route("/v1/realtime/calls", post(calls))
+        .route("/v1/realtime/calls/{id}/hangup", post(hangup))
+        .route("/v1/realtime", get(websocket))
+        .with_state(sim)
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "code": null, "param": null}});
+    (status, Json(body)).into_response()
+}
+
+/// The bearer credential, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "You didn't provide an API key. You need to provide your API key in an Authorization \
+         header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+    )
+}
+
+async fn slow(sim: &Sim) {
+    if sim.options.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(sim.options.slow_ms)).await;
+    }
+}
+
+/// The configured token failure, if any; echoes the credential the way the service does for a
+/// bad key, so that clients are tested on keeping it out of their messages.
+fn token_failure(sim: &Sim, credential: &str) -> Option<Response> {
+    let status = sim.options.fail_token?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(match status.as_u16() {
+        401 => error(
+            status,
+            "invalid_request_error",
+            &format!("Incorrect API key provided: {credential}. You can find your API key at https://platform.openai.com/account/api-keys."),
+        ),
+        429 => error(
+            status,
+            "rate_limit_exceeded",
+            "Rate limit reached for requests. Please try again in 2s.",
+        ),
+        _ => error(
+            status,
+            "server_error",
+            "The server had an error while processing your request.",
+        ),
+    })
+}
+
+fn expiry(seconds: u64) -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + seconds
+}
+
+async fn client_secrets(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    sim.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+    slow(&sim).await;
+    let Some(key) = bearer(&headers) else {
+        return unauthorized();
+    };
+    if let Some(failure) = token_failure(&sim, key) {
+        return failure;
+    }
+    let request: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("We could not parse the JSON body of your request: {e}"),
+            )
+        }
+    };
+    let seconds = request["expires_after"]["seconds"]
+        .as_u64()
+        .unwrap_or(600)
+        .clamp(10, 7200);
+    let mut session = request["session"].clone();
+    if !session.is_object() {
+        session = json!({"type": "realtime"});
+    }
+    session["id"] = json!(sim.next_id("sess"));
+    session["object"] = json!("realtime.session");
+    Json(json!({
+        "value": sim.next_id("ek"),
+        "expires_at": expiry(seconds),
+        "session": session,
+    }))
+    .into_response()
+}
+
+async fn backend_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    sim.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+    slow(&sim).await;
+    let Some(credential) = bearer(&headers) else {
+        return unauthorized();
+    };
+    if let Some(failure) = token_failure(&sim, credential) {
+        return failure;
+    }
+    Json(json!({
+        "client_secret": {"value": sim.next_id("ek"), "expires_at": expiry(600)},
+        "session_id": sim.next_id("sess"),
+        "model": "gpt-realtime",
+    }))
+    .into_response()
+}
+
+async fn backend_token_flat(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    sim.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+    slow(&sim).await;
+    let Some(credential) = bearer(&headers) else {
+        return unauthorized();
+    };
+    if let Some(failure) = token_failure(&sim, credential) {
+        return failure;
+    }
+    Json(json!({"value": sim.next_id("ek"), "expires_at": expiry(600)})).into_response()
+}
+
+async fn calls(State(sim): State<Arc<Sim>>, headers: HeaderMap, offer: String) -> Response {
+    sim.stats.calls.fetch_add(1, Ordering::Relaxed);
+    slow(&sim).await;
+    if bearer(&headers).is_none() {
+        return unauthorized();
+    }
+    if !offer.starts_with("v=0") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "The request body must be an SDP offer.",
+        );
+    }
+    match webrtc_peer::answer(Arc::clone(&sim), offer).await {
+        Ok(answer) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                (
+                    header::LOCATION,
+                    format!("/v1/realtime/calls/{}", answer.call_id),
+                ),
+            ],
+            answer.sdp,
+        )
+            .into_response(),
+        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
+    }
+}
+
+async fn hangup(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    slow(&sim).await;
+    let live = sim.hang_up(&id);
+    debug!(call = %id, live, "hangup");
+    StatusCode::OK.into_response()
+}
+
+async fn websocket(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    slow(&sim).await;
+    if bearer(&headers).is_none() {
+        return unauthorized();
+    }
+    sim.stats.websocket_sessions.fetch_add(1, Ordering::Relaxed);
+    upgrade
+        .max_message_size(16 << 20)
+        .max_frame_size(16 << 20)
+        .on_upgrade(move |socket| websocket_session(sim, socket))
+}
+
+async fn websocket_session(sim: Arc<Sim>, socket: WebSocket) {
+    let mut brain = Brain::new(&sim.options, Mode::WebSocket);
+    let session = brain.session_id().to_owned();
+    info!(%session, "WebSocket session opened");
+    let (mut tx, mut rx) = socket.split();
+    let reason = 'session: loop {
+        while let Some(output) = brain.poll(Instant::now()) {
+            match output {
+                SimOutput::Event(text) => {
+                    if tx.send(Message::Text(text.into())).await.is_err() {
+                        break 'session "send failed".to_owned();
+                    }
+                }
+                SimOutput::Audio(_) => {}
+                SimOutput::Close(reason) => {
+                    // A dropped connection, as a network failure looks: no close handshake.
+                    break 'session reason;
+                }
+            }
+        }
+        let deadline = brain.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = rx.next() => match message {
+                Some(Ok(Message::Text(text))) => brain.on_client_event(text.as_str(), Instant::now()),
+                Some(Ok(Message::Close(_))) | None => break "client closed".to_owned(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("receive failed: {e}"),
+            },
+            () = sleep => {}
+        }
+    };
+    info!(%session, "WebSocket session ended: {reason}");
+}

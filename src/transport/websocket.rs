@@ -1,0 +1,402 @@
+//! The WebSocket transport: JSON events and base64 PCM16 24 kHz audio over one `wss://` socket.
+//!
+//! One task owns the socket. It sends the client events it is given, 40 ms of microphone audio
+//! per `input_audio_buffer.append` (48 → 24 kHz), decodes assistant audio deltas straight into
+//! the speaker (24 → 48 kHz), and reports everything else as [`LinkEvent`]s. Buffers are reused,
+//! so audio moves without allocating beyond the socket's own message per send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, info, warn};
+
+use super::dialect::{excerpt, Decoded, Dialect};
+use super::token::{error_chain, one_line};
+use super::{ConnectError, Link, LinkContext, LinkEvent};
+use crate::audio::resample::{Downsampler, Upsampler};
+use crate::audio::{Frame, FRAME_SAMPLES};
+use crate::config::{Secret, TransportKind};
+use crate::session::{ClientEvent, ServerEvent};
+
+/// Largest event acted on. Real events are far smaller (an audio delta is tens of kB); a larger
+/// one is dropped with a warning and the session goes on.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Largest message the socket accepts at all; beyond it the connection is closed.
+const MAX_SOCKET_MESSAGE: usize = 16 << 20;
+/// Microphone frames per `input_audio_buffer.append` (2 × 20 ms).
+const FRAMES_PER_APPEND: usize = 2;
+/// How long a clean close may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A send that cannot complete in this time means the connection is stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping this often; a service silent (not even a pong) for `SILENCE_LIMIT` is gone.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const SILENCE_LIMIT: Duration = Duration::from_secs(40);
+
+/// `wss://host/v1/realtime?model=…` from `https://host/v1` (`http` gives `ws` for the simulator).
+pub fn realtime_url(base_url: &str, model: &str) -> Result<url::Url, String> {
+    let mut url =
+        url::Url::parse(base_url).map_err(|e| format!("api.base_url is not a URL: {e}"))?;
+    let scheme = match url.scheme() {
+        "https" => "wss",
+        "http" => "ws",
+        other => return Err(format!("api.base_url: unsupported scheme `{other}`")),
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| "api.base_url: cannot switch to a WebSocket scheme".to_owned())?;
+    let path = format!("{}/realtime", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    url.query_pairs_mut().append_pair("model", model);
+    Ok(url)
+}
+
+/// Dials the service and starts the link's task.
+pub async fn connect(
+    ctx: &LinkContext,
+    dialect: Arc<dyn Dialect>,
+    token: &Secret,
+) -> Result<Link, ConnectError> {
+    let config = &ctx.config;
+    let url = realtime_url(&config.api.base_url, &config.api.model).map_err(ConnectError::fatal)?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::fatal(format!("bad WebSocket URL {url}: {e}")))?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| ConnectError::fatal("the token is not a valid HTTP header value"))?;
+    auth.set_sensitive(true);
+    request.headers_mut().insert("Authorization", auth);
+
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_SOCKET_MESSAGE))
+        .max_frame_size(Some(MAX_SOCKET_MESSAGE));
+    let timeout = Duration::from_millis(config.transport.connect_timeout_ms);
+    let dial = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let (socket, _response) = match tokio::time::timeout(timeout, dial).await {
+        Err(_) => {
+            return Err(ConnectError::retry(format!(
+                "WebSocket connect to {} timed out after {} ms",
+                host(&url),
+                timeout.as_millis()
+            )))
+        }
+        Ok(Err(e)) => return Err(handshake_error(&url, e)),
+        Ok(Ok(ok)) => ok,
+    };
+    info!(url = %url, "WebSocket connected");
+
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let task = LinkTask {
+        ctx: ctx.clone(),
+        dialect,
+        events: events_tx,
+    };
+    tokio::spawn(task.run(socket, commands_rx));
+    Ok(Link {
+        kind: TransportKind::Websocket,
+        commands: commands_tx,
+        events: events_rx,
+    })
+}
+
+fn host(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => url.to_string(),
+    }
+}
+
+fn handshake_error(url: &url::Url, e: tungstenite::Error) -> ConnectError {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let detail = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v["error"]["message"].as_str().map(|m| one_line(m, 200)))
+                .unwrap_or_default();
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            };
+            let message = format!("WebSocket to {} refused: HTTP {status}{detail}", host(url));
+            // A refused ephemeral token may just have expired; the connector renews it, so the
+            // next try is worth making. Other client errors will not change on their own.
+            if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) {
+                ConnectError::fatal(message)
+            } else {
+                ConnectError::retry(message)
+            }
+        }
+        other => ConnectError::retry(format!(
+            "WebSocket connect to {} failed: {}",
+            host(url),
+            error_chain(&other)
+        )),
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct LinkTask {
+    ctx: LinkContext,
+    dialect: Arc<dyn Dialect>,
+    events: mpsc::Sender<LinkEvent>,
+}
+
+/// Audio state of the link: resamplers and reused buffers.
+struct AudioPath {
+    down: Downsampler,
+    up: Upsampler,
+    /// 24 kHz samples waiting to be appended.
+    pending: Vec<i16>,
+    scratch_bytes: Vec<u8>,
+    append_capacity: usize,
+    pcm_in: Vec<i16>,
+    pcm_out: Vec<i16>,
+    /// Item whose audio is flowing (for `AudioStarted` on the first delta of each item).
+    playing: Option<Option<String>>,
+    /// Item the user talked over: its late deltas are dropped.
+    muted: Option<String>,
+}
+
+impl AudioPath {
+    fn new() -> Self {
+        AudioPath {
+            down: Downsampler::default(),
+            up: Upsampler::default(),
+            pending: Vec::with_capacity(FRAMES_PER_APPEND * FRAME_SAMPLES / 2),
+            scratch_bytes: Vec::new(),
+            append_capacity: 0,
+            pcm_in: Vec::new(),
+            pcm_out: Vec::new(),
+            playing: None,
+            muted: None,
+        }
+    }
+}
+
+impl LinkTask {
+    async fn run(self, socket: Socket, mut commands: mpsc::Receiver<ClientEvent>) {
+        let (mut sink, mut stream) = socket.split();
+        // One link at a time drains the microphone; an older link lets go when it ends, and
+        // until then this one already carries events.
+        let lock = Arc::clone(&self.ctx.microphone).lock_owned();
+        tokio::pin!(lock);
+        let mut mic: Option<MicGuard> = None;
+        let mut audio = AudioPath::new();
+        let mut mic_open = true;
+        let mut keepalive = tokio::time::interval(PING_EVERY);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        let reason = loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(event) => {
+                        audio.note_sent(&event);
+                        let text = self.dialect.encode(&event);
+                        if let Err(e) = send(&mut sink, Message::text(text)).await {
+                            break e;
+                        }
+                    }
+                    None => {
+                        // The daemon let go of the link: hang up politely, but never hang.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                        debug!("WebSocket closed by the daemon");
+                        return;
+                    }
+                },
+                guard = &mut lock, if mic.is_none() => mic = Some(guard),
+                frame = next_frame(&mut mic), if mic_open => match frame {
+                    Some(frame) => {
+                        if let Some(text) = self.capture(&mut audio, &frame) {
+                            if let Err(e) = send(&mut sink, Message::text(text)).await {
+                                break e;
+                            }
+                        }
+                    }
+                    None => {
+                        warn!("the microphone stopped; the conversation continues without it");
+                        mic_open = false;
+                    }
+                },
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() >= SILENCE_LIMIT {
+                        break format!(
+                            "no word from the service for {} s; connection presumed lost",
+                            SILENCE_LIMIT.as_secs()
+                        );
+                    }
+                    if let Err(e) = send(&mut sink, Message::Ping(Default::default())).await {
+                        break e;
+                    }
+                },
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        last_heard = tokio::time::Instant::now();
+                        if !self.incoming(&mut audio, text.as_str()).await {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        debug!(bytes = data.len(), "ignoring a binary message");
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break match frame {
+                            Some(f) if !f.reason.is_empty() => format!(
+                                "the service closed the connection ({}: {})",
+                                u16::from(f.code),
+                                one_line(&f.reason, 200)
+                            ),
+                            Some(f) => format!("the service closed the connection ({})", u16::from(f.code)),
+                            None => "the service closed the connection".to_owned(),
+                        };
+                    }
+                    // Ping or pong: tungstenite answers pings itself.
+                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                    Some(Err(tungstenite::Error::Capacity(e))) => {
+                        break format!("the service sent an oversized message ({e}); connection closed");
+                    }
+                    Some(Err(e)) => break format!("connection lost: {}", error_chain(&e)),
+                    None => break "connection lost".to_owned(),
+                },
+            }
+        };
+        info!("WebSocket link ended: {reason}");
+        let _ = self.events.send(LinkEvent::Closed { reason }).await;
+    }
+
+    /// Downsamples one frame; returns an append event once enough audio is gathered.
+    fn capture(&self, audio: &mut AudioPath, frame: &Frame) -> Option<String> {
+        let mut half = [0i16; FRAME_SAMPLES / 2];
+        let n = audio.down.process(frame, &mut half);
+        audio.pending.extend_from_slice(&half[..n]);
+        if audio.pending.len() < FRAMES_PER_APPEND * FRAME_SAMPLES / 2 {
+            return None;
+        }
+        // The socket takes ownership of each message: one allocation of the right size.
+        let mut text = String::with_capacity(audio.append_capacity);
+        self.dialect
+            .encode_audio_append(&audio.pending, &mut audio.scratch_bytes, &mut text);
+        audio.append_capacity = text.len();
+        audio.pending.clear();
+        Some(text)
+    }
+
+    /// Handles one server message; false when the daemon is gone.
+    async fn incoming(&self, audio: &mut AudioPath, text: &str) -> bool {
+        if text.len() > MAX_EVENT_BYTES {
+            warn!(
+                bytes = text.len(),
+                "dropping an oversized event from the service (limit {MAX_EVENT_BYTES} bytes): {}",
+                excerpt(text)
+            );
+            return true;
+        }
+        let event = match self.dialect.decode(text) {
+            Decoded::Event(event) => event,
+            Decoded::AudioDelta { item_id, base64 } => {
+                return self.play(audio, item_id.as_deref(), &base64).await;
+            }
+            Decoded::Ignored(_) => return true,
+            Decoded::Malformed(why) => {
+                warn!("dropping a malformed event from the service: {why}");
+                return true;
+            }
+        };
+        if matches!(event, ServerEvent::AudioStopped) {
+            audio.playing = None;
+        }
+        self.events.send(LinkEvent::Server(event)).await.is_ok()
+    }
+
+    async fn play(&self, audio: &mut AudioPath, item_id: Option<&str>, base64: &str) -> bool {
+        if item_id.is_some() && audio.muted.as_deref() == item_id {
+            return true;
+        }
+        audio.scratch_bytes.clear();
+        if let Err(e) = base64::engine::general_purpose::STANDARD
+            .decode_vec(base64.as_bytes(), &mut audio.scratch_bytes)
+        {
+            warn!("dropping undecodable audio from the service: {e}");
+            return true;
+        }
+        audio.pcm_in.clear();
+        audio.pcm_in.extend(
+            audio
+                .scratch_bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        audio.pcm_out.resize(audio.pcm_in.len() * 2, 0);
+        let n = audio.up.process(&audio.pcm_in, &mut audio.pcm_out);
+        self.ctx.speaker.push(&audio.pcm_out[..n]);
+
+        let is_new = match &audio.playing {
+            None => true,
+            Some(current) => current.as_deref() != item_id,
+        };
+        if is_new {
+            audio.playing = Some(item_id.map(str::to_owned));
+            let event = ServerEvent::AudioStarted {
+                item_id: item_id.map(str::to_owned),
+            };
+            return self.events.send(LinkEvent::Server(event)).await.is_ok();
+        }
+        true
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+type MicGuard = tokio::sync::OwnedMutexGuard<mpsc::Receiver<Frame>>;
+
+/// The next microphone frame once the microphone is ours; never resolves before that.
+async fn next_frame(mic: &mut Option<MicGuard>) -> Option<Frame> {
+    match mic {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one message, bounded in time; the error is the link's closing reason.
+async fn send(sink: &mut Sink, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "sending to the service failed: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Err(format!(
+            "sending to the service stalled for {} s; connection presumed lost",
+            SEND_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+impl AudioPath {
+    /// Barge-in: audio of the interrupted item still in flight must not reach the speaker.
+    fn note_sent(&mut self, event: &ClientEvent) {
+        match event {
+            ClientEvent::Truncate { item_id, .. } => self.muted = Some(item_id.clone()),
+            ClientEvent::ResponseCancel => {
+                if let Some(Some(item)) = self.playing.take() {
+                    self.muted = Some(item);
+                }
+            }
+            _ => {}
+        }
+    }
+}
