@@ -66,6 +66,8 @@ pub struct Brain {
     reply: Reply,
     tool: Option<String>,
     fixed_transcript: Option<String>,
+    /// Output of the last tool call, folded into the next answer's transcript.
+    tool_output: Option<String>,
     drop_at: Option<Instant>,
     closed: bool,
     out: VecDeque<SimOutput>,
@@ -112,6 +114,7 @@ impl Brain {
             reply: opts.reply,
             tool: opts.tool.clone(),
             fixed_transcript: opts.transcript.clone(),
+            tool_output: None,
             drop_at: opts.drop_after_ms.map(|ms| now + Duration::from_millis(ms)),
             closed: false,
             out: VecDeque::new(),
@@ -241,6 +244,8 @@ impl Brain {
             self.append(text, client_id, now);
             return;
         }
+        // One line per client event (audio appends excepted): tests read what the service got.
+        tracing::info!(event = %head.kind, "client event");
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(_) => return,
@@ -432,6 +437,9 @@ impl Brain {
                     );
                     return;
                 }
+                let output = item["output"].as_str().unwrap_or_default();
+                tracing::info!(output, "function_call_output");
+                self.tool_output = Some(output.to_owned());
             }
             _ => {
                 self.error("invalid_value", "Invalid value for 'item.type'.", client_id);
@@ -612,13 +620,17 @@ impl Brain {
             );
             return;
         }
-        let transcript = match &self.user_text {
+        let mut transcript = match &self.user_text {
             Some(t) if self.utterance.is_empty() => format!("you said: {t}"),
             _ => format!(
                 "echoing {} ms of what you said",
                 self.utterance.len() * 1000 / RATE
             ),
         };
+        // The answer carries the tool's output, as a model would.
+        if let Some(output) = self.tool_output.take() {
+            transcript.push_str(&format!("; the tool said: {output}"));
+        }
         let audio = if !self.audio_out {
             Vec::new()
         } else {
