@@ -558,7 +558,11 @@ impl Machine {
             return;
         }
         match event {
-            ServerEvent::SessionCreated { session_id } => self.session_id = Some(session_id),
+            ServerEvent::SessionCreated { session_id } => {
+                self.session_id = Some(session_id);
+                // Publishes the id along with the stats.
+                self.out.push(Action::StatsChanged);
+            }
             ServerEvent::SessionUpdated => {}
             ServerEvent::SpeechStarted { .. } => {
                 self.last_activity = now;

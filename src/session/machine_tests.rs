@@ -598,9 +598,10 @@ fn transcripts_are_published_and_errors_recorded() {
         State::Listening,
         "a service error does not end the session"
     );
-    r.server(ServerEvent::SessionCreated {
+    let a = r.server(ServerEvent::SessionCreated {
         session_id: "sess_1".into(),
     });
+    assert_eq!(a, vec![Action::StatsChanged], "the id is published at once");
     assert_eq!(r.m.session_id(), Some("sess_1"));
 }
 
