@@ -168,7 +168,7 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
         .await
         .map_err(|_| "the caller opened no data channel".to_owned())?
         .ok_or("the peer connection stopped")?;
-    wait_open(&channel).await?;
+    let early = wait_open(&channel).await?;
     let payload_type = negotiated_opus(&call.sender)
         .await
         .ok_or("no Opus was negotiated")?;
@@ -176,6 +176,9 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
 
     let mut brain = Brain::new(&sim.options, Mode::WebRtc);
     debug!(call = %call.id, session = %brain.session_id(), "data channel open");
+    for text in &early {
+        brain.on_client_event(text, Instant::now());
+    }
     // Decoded caller audio, regrouped into 20 ms frames by the receive task.
     let (pcm_tx, mut pcm_rx) = mpsc::channel::<Frame>(64);
     let mut receivers = Vec::new();
@@ -261,15 +264,22 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
     Ok(reason)
 }
 
-/// Waits for the caller's data channel to be open (it may already be when announced).
-async fn wait_open(channel: &Arc<dyn DataChannel>) -> Result<(), String> {
+/// Waits for the caller's data channel to be open (it may already be when announced); returns
+/// any messages handed over before the open event.
+async fn wait_open(channel: &Arc<dyn DataChannel>) -> Result<Vec<String>, String> {
     if channel.ready_state().await.ok() == Some(RTCDataChannelState::Open) {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let mut early = Vec::new();
     let open = async {
         loop {
             match channel.poll().await {
-                Some(DataChannelEvent::OnOpen) => return Ok(()),
+                Some(DataChannelEvent::OnOpen) => return Ok(std::mem::take(&mut early)),
+                Some(DataChannelEvent::OnMessage(message)) => {
+                    if let Ok(text) = String::from_utf8(message.data.to_vec()) {
+                        early.push(text);
+                    }
+                }
                 Some(DataChannelEvent::OnClose) | None => {
                     return Err("the data channel closed before opening".to_owned())
                 }

@@ -460,17 +460,20 @@ pub(crate) async fn receive_opus(track: Arc<dyn TrackRemote>, mut sink: impl FnM
     );
 }
 
-/// Waits until the connection is up and `channel` is open, or fails with why not.
+/// Waits until the connection is up and `channel` is open, or fails with why not. Returns the
+/// text messages that arrived meanwhile: the driver may hand over the peer's first message
+/// before the open event when both come in one flight (it happens through a TURN relay).
 pub(crate) async fn wait_connected(
     state: &mut watch::Receiver<RTCPeerConnectionState>,
     channel: &Arc<dyn DataChannel>,
     deadline: tokio::time::Instant,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let mut open = false;
+    let mut early = Vec::new();
     loop {
         let current = *state.borrow_and_update();
         match current {
-            RTCPeerConnectionState::Connected if open => return Ok(()),
+            RTCPeerConnectionState::Connected if open => return Ok(early),
             RTCPeerConnectionState::Failed => {
                 return Err("no network path to the service (ICE failed)".into())
             }
@@ -486,6 +489,11 @@ pub(crate) async fn wait_connected(
             }
             event = channel.poll(), if !open => match event {
                 Some(DataChannelEvent::OnOpen) => open = true,
+                Some(DataChannelEvent::OnMessage(message)) => {
+                    if let Ok(text) = String::from_utf8(message.data.to_vec()) {
+                        early.push(text);
+                    }
+                }
                 Some(DataChannelEvent::OnClose) | None => {
                     return Err("the data channel closed before opening".into())
                 }
@@ -515,7 +523,8 @@ pub async fn connect(
     let base = config.api.base_url.trim_end_matches('/').to_owned();
 
     let (events, mut watch) = PeerEvents::new();
-    let pc = build_peer(&PeerSetup::from_config(config), events)
+    let setup = PeerSetup::from_config(config);
+    let pc = build_peer(&setup, events)
         .await
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
     let mut call = Call {
@@ -525,8 +534,8 @@ pub async fn connect(
         token: token.clone(),
         call_id: None,
     };
-    match place_call(&mut call, &mut watch, deadline, budget).await {
-        Ok((channel, sender)) => {
+    match place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await {
+        Ok((channel, sender, early)) => {
             let elapsed = started.elapsed();
             info!(
                 "WebRTC call {} connected in {} ms",
@@ -542,6 +551,7 @@ pub async fn connect(
                 RunLink {
                     dialect,
                     channel,
+                    early,
                     watch,
                     commands,
                     events: events_tx,
@@ -624,7 +634,8 @@ async fn place_call(
     watch: &mut PeerWatch,
     deadline: tokio::time::Instant,
     budget: Duration,
-) -> Result<(Arc<dyn DataChannel>, OpusSender), ConnectError> {
+    relay_only: bool,
+) -> Result<(Arc<dyn DataChannel>, OpusSender, Vec<String>), ConnectError> {
     let fail =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::retry(format!("WebRTC: {what}: {e}"));
     let (track, ssrc) = opus_track("mic");
@@ -662,6 +673,13 @@ async fn place_call(
         .map(|d| d.sdp)
         .ok_or_else(|| ConnectError::retry("WebRTC: no local description after the offer"))?;
 
+    if relay_only && !offer_sdp.contains(" typ relay") {
+        // Nothing to offer: fail now, with the likely cause, rather than at the timeout.
+        return Err(ConnectError::retry(
+            "WebRTC: ice_transport_policy is \"relay\" but no TURN relay was allocated \
+             (check the TURN server's URL, username and credential)",
+        ));
+    }
     let (answer, call_id) = post_offer(call, offer_sdp, deadline).await?;
     call.call_id = call_id;
     let answer = RTCSessionDescription::answer(answer).map_err(|e| {
@@ -674,7 +692,7 @@ async fn place_call(
         .await
         .map_err(|e| fail("cannot apply the service's answer", &e))?;
 
-    wait_connected(&mut watch.state, &channel, deadline)
+    let early = wait_connected(&mut watch.state, &channel, deadline)
         .await
         .map_err(|e| {
             if tokio::time::Instant::now() >= deadline {
@@ -691,7 +709,7 @@ async fn place_call(
         .ok_or_else(|| ConnectError::retry("WebRTC: the service's answer has no Opus audio"))?;
     let sender = OpusSender::new(track, ssrc, payload_type)
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
-    Ok((channel, sender))
+    Ok((channel, sender, early))
 }
 
 /// POSTs the offer; returns the answer SDP and the call id.
@@ -839,6 +857,8 @@ async fn pump_microphone(microphone: Microphone, mut sender: OpusSender) {
 struct RunLink {
     dialect: Arc<dyn Dialect>,
     channel: Arc<dyn DataChannel>,
+    /// Messages that arrived before the channel reported open.
+    early: Vec<String>,
     watch: PeerWatch,
     commands: mpsc::Receiver<ClientEvent>,
     events: mpsc::Sender<LinkEvent>,
@@ -851,6 +871,11 @@ struct RunLink {
 async fn run_link(call: Call, mut link: RunLink) {
     let mut receivers = Vec::new();
     let mut grace: Option<tokio::time::Instant> = None;
+    for text in std::mem::take(&mut link.early) {
+        if let Decoded::Event(event) = link.dialect.decode(&text) {
+            let _ = link.events.send(LinkEvent::Server(event)).await;
+        }
+    }
     let reason: Option<String> = loop {
         tokio::select! {
             command = link.commands.recv() => match command {
@@ -958,7 +983,9 @@ mod tests {
             call_id_from_location("https://api.example/v1/realtime/calls/rtc-9/?x=1").as_deref(),
             Some("rtc-9")
         );
-        assert_eq!(call_id_from_location("/calls/../../etc"), None);
+        // Only a plain id is used in the hang-up URL.
+        assert_eq!(call_id_from_location("/v1/realtime/calls/.."), None);
+        assert_eq!(call_id_from_location("/v1/realtime/calls/a%2Fb"), None);
         assert_eq!(call_id_from_location(""), None);
     }
 
