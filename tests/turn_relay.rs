@@ -15,6 +15,38 @@ use webrtc_support::*;
 
 const TOKEN: &str = "test-ephemeral-token";
 
+/// Log lines of the daemon's code, kept so a test can check what the transport reported.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut log) = LOG.lock() {
+            log.extend_from_slice(buf);
+        }
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("realtime_voiced=info")
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+    install_crypto();
+}
+
+fn logged() -> String {
+    LOG.lock()
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default()
+}
+
 /// coturn on 127.0.0.1 with one long-term user `u:p`, relaying to loopback peers.
 struct Turn {
     _child: ChildGuard,
@@ -84,7 +116,7 @@ fn relay_config(base: &str, turn: &Turn, password: &str) -> realtime_voiced::con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_call_to_aiortc_goes_through_turn() {
-    install_crypto();
+    capture_logs();
     let Some(turn) = start_turn((49160, 49179)) else {
         panic!("turnserver is not installed (apt-get install -y coturn)");
     };
@@ -112,6 +144,12 @@ async fn relay_only_call_to_aiortc_goes_through_turn() {
     assert!(
         !types.is_empty() && types.iter().all(|t| t == "relay"),
         "{stats}"
+    );
+    // And the selected candidate pair is the relay, as the transport reports it.
+    let log = logged();
+    assert!(
+        log.contains("rtc_aiortc_1 connected in") && log.contains("(local relay)"),
+        "{log}"
     );
 
     match timeout(Duration::from_secs(5), link.events.recv()).await {
@@ -141,7 +179,7 @@ async fn relay_only_call_to_aiortc_goes_through_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_turn_credential_fails_with_one_clear_line() {
-    install_crypto();
+    capture_logs();
     let Some(turn) = start_turn((49180, 49199)) else {
         panic!("turnserver is not installed (apt-get install -y coturn)");
     };

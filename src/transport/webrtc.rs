@@ -460,6 +460,34 @@ pub(crate) async fn receive_opus(track: Arc<dyn TrackRemote>, mut sink: impl FnM
     );
 }
 
+/// The selected candidate pair's types, e.g. `local relay`: whether a call went through TURN is
+/// the first question when one is slow or fails.
+pub(crate) async fn selected_path(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let pair_id = &report.transport()?.selected_candidate_pair_id;
+    let Some(RTCStatsReportEntry::IceCandidatePair(pair)) = report.get(pair_id) else {
+        return None;
+    };
+    // The pair names its candidates by their own ids, the report by prefixed ones.
+    let kind = |id: &str| {
+        report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
+                if e.id() == id || e.id().ends_with(&format!("_{id}")) =>
+            {
+                Some(format!("{}", c.candidate_type))
+            }
+            _ => None,
+        })
+    };
+    let local = kind(&pair.local_candidate_id)?;
+    // The remote side is not always in the report (a peer-reflexive candidate, say).
+    Some(match kind(&pair.remote_candidate_id) {
+        Some(remote) => format!("local {local}, remote {remote}"),
+        None => format!("local {local}"),
+    })
+}
+
 /// Waits until the connection is up and `channel` is open, or fails with why not. Returns the
 /// text messages that arrived meanwhile: the driver may hand over the peer's first message
 /// before the open event when both come in one flight (it happens through a TURN relay).
@@ -538,9 +566,12 @@ pub async fn connect(
         Ok((channel, sender, early)) => {
             let elapsed = started.elapsed();
             info!(
-                "WebRTC call {} connected in {} ms",
+                "WebRTC call {} connected in {} ms ({})",
                 call.call_id.as_deref().unwrap_or("(no id)"),
-                elapsed.as_millis()
+                elapsed.as_millis(),
+                selected_path(&call.pc)
+                    .await
+                    .unwrap_or_else(|| "path unknown".into())
             );
             let (commands_tx, commands) = mpsc::channel(64);
             let (events_tx, events) = mpsc::channel(256);
