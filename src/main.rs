@@ -131,10 +131,24 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+    // Until the audio engine is wired in: a silent microphone and a discarding speaker.
+    let (_mic_tx, mic_rx) = tokio::sync::mpsc::channel::<audio::Frame>(50);
+    let link_context = transport::LinkContext {
+        config: Arc::new(config.clone()),
+        microphone: Arc::new(tokio::sync::Mutex::new(mic_rx)),
+        speaker: Arc::new(audio::NullAudio),
+    };
+    let connector: Arc<dyn transport::Connector> =
+        match transport::connector::RealtimeConnector::new(link_context) {
+            Ok(connector) => {
+                // A token ready before the first Start.
+                connector.prefetch();
+                Arc::new(connector)
+            }
+            Err(e) => Arc::new(transport::Unavailable(e.message)),
+        };
     let parts = Parts {
-        connector: Arc::new(transport::Unavailable(
-            "no API reachable: this build has no transport to the service yet".into(),
-        )),
+        connector,
         audio: Arc::new(audio::NullAudio),
         tools: Arc::new(BuiltinTools),
     };

@@ -15,7 +15,11 @@ enum ReplyArg {
 }
 
 #[derive(Parser)]
-#[command(name = "realtime-sim", version, about = "Realtime API simulator on loopback")]
+#[command(
+    name = "realtime-sim",
+    version,
+    about = "Realtime API simulator on loopback"
+)]
 struct Cli {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = SimOptions {

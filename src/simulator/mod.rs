@@ -9,8 +9,11 @@ pub mod brain;
 pub mod server;
 pub mod webrtc_peer;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 /// What the simulated assistant says back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct Sim {
     pub options: SimOptions,
     pub stats: server::SimStats,
     ids: AtomicU64,
+    /// Live WebRTC calls: `hangup` fires the sender.
+    calls: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
 
 impl Sim {
@@ -67,7 +72,24 @@ impl Sim {
             options,
             stats: server::SimStats::default(),
             ids: AtomicU64::new(1),
+            calls: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Registers a call; the receiver fires when the client hangs up
+    /// (`POST /v1/realtime/calls/{id}/hangup`).
+    pub fn register_call(&self, call_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(call_id.to_owned(), tx);
+        }
+        rx
+    }
+
+    /// Ends a registered call; false when no such call is live.
+    pub fn hang_up(&self, call_id: &str) -> bool {
+        let tx = self.calls.lock().ok().and_then(|mut c| c.remove(call_id));
+        tx.is_some_and(|tx| tx.send(()).is_ok())
     }
 
     /// A fresh id such as `sess_sim_7`.

@@ -143,11 +143,7 @@ fn expiry(seconds: u64) -> u64 {
         + seconds
 }
 
-async fn client_secrets(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
+async fn client_secrets(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
     sim.stats.token_requests.fetch_add(1, Ordering::Relaxed);
     slow(&sim).await;
     let Some(key) = bearer(&headers) else {
@@ -245,7 +241,8 @@ async fn calls(State(sim): State<Arc<Sim>>, headers: HeaderMap, offer: String) -
 
 async fn hangup(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     slow(&sim).await;
-    debug!(call = %id, "hangup");
+    let live = sim.hang_up(&id);
+    debug!(call = %id, live, "hangup");
     StatusCode::OK.into_response()
 }
 

@@ -51,12 +51,39 @@ impl Connector for RealtimeConnector {
                     Ok(link)
                 }
                 Err(e) => {
-                    // The token may be why (expired, revoked): the next try mints a new one.
-                    debug!("connect failed, dropping the cached token: {e}");
-                    self.tokens.invalidate().await;
+                    // A refused token (expired, revoked) is replaced on the next try; any other
+                    // failure keeps it, so a fallback to the other transport does not wait.
+                    if refused_token(&e) {
+                        debug!("the service refused the token; dropping it: {e}");
+                        self.tokens.invalidate().await;
+                    }
                     Err(e)
                 }
             }
         })
+    }
+}
+
+/// Transports report HTTP refusals as "HTTP 401 …" / "HTTP 403 …".
+fn refused_token(e: &ConnectError) -> bool {
+    e.message.contains("HTTP 401") || e.message.contains("HTTP 403")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_drop_the_token() {
+        assert!(refused_token(&ConnectError::retry(
+            "WebSocket to api.openai.com refused: HTTP 401 Unauthorized: expired"
+        )));
+        assert!(refused_token(&ConnectError::fatal(
+            "call refused: HTTP 403 Forbidden"
+        )));
+        assert!(!refused_token(&ConnectError::retry(
+            "WebSocket connect to 127.0.0.1:40123 failed: Connection refused"
+        )));
+        assert!(!refused_token(&ConnectError::retry("ICE failed")));
     }
 }

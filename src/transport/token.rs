@@ -263,8 +263,11 @@ pub(crate) fn scrub(message: &str, secrets: &[&Secret]) -> String {
     let mut out = message.to_owned();
     for secret in secrets {
         let value = secret.expose();
-        if value.len() >= 4 {
-            out = out.replace(value, "<redacted>");
+        // The whole value, and each word of it ("Bearer <token>" is echoed as just the token).
+        for part in std::iter::once(value).chain(value.split_whitespace()) {
+            if part.len() >= 6 {
+                out = out.replace(part, "<redacted>");
+            }
         }
     }
     // Key-shaped words ("sk-…", "ek_…"), even masked, say nothing the user needs.

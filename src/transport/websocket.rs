@@ -34,6 +34,11 @@ const MAX_SOCKET_MESSAGE: usize = 16 << 20;
 const FRAMES_PER_APPEND: usize = 2;
 /// How long a clean close may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A send that cannot complete in this time means the connection is stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping this often; a service silent (not even a pong) for `SILENCE_LIMIT` is gone.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const SILENCE_LIMIT: Duration = Duration::from_secs(40);
 
 /// `wss://host/v1/realtime?model=…` from `https://host/v1` (`http` gives `ws` for the simulator).
 pub fn realtime_url(base_url: &str, model: &str) -> Result<url::Url, String> {
@@ -195,14 +200,17 @@ impl LinkTask {
         };
         let mut audio = AudioPath::new();
         let mut mic_open = true;
+        let mut keepalive = tokio::time::interval(PING_EVERY);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
         let reason = loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(event) => {
                         audio.note_sent(&event);
                         let text = self.dialect.encode(&event);
-                        if let Err(e) = sink.send(Message::text(text)).await {
-                            break format!("sending to the service failed: {}", error_chain(&e));
+                        if let Err(e) = send(&mut sink, Message::text(text)).await {
+                            break e;
                         }
                     }
                     None => {
@@ -215,8 +223,8 @@ impl LinkTask {
                 frame = mic.recv(), if mic_open => match frame {
                     Some(frame) => {
                         if let Some(text) = self.capture(&mut audio, &frame) {
-                            if let Err(e) = sink.send(Message::text(text)).await {
-                                break format!("sending audio failed: {}", error_chain(&e));
+                            if let Err(e) = send(&mut sink, Message::text(text)).await {
+                                break e;
                             }
                         }
                     }
@@ -225,8 +233,20 @@ impl LinkTask {
                         mic_open = false;
                     }
                 },
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() >= SILENCE_LIMIT {
+                        break format!(
+                            "no word from the service for {} s; connection presumed lost",
+                            SILENCE_LIMIT.as_secs()
+                        );
+                    }
+                    if let Err(e) = send(&mut sink, Message::Ping(Default::default())).await {
+                        break e;
+                    }
+                },
                 message = stream.next() => match message {
                     Some(Ok(Message::Text(text))) => {
+                        last_heard = tokio::time::Instant::now();
                         if !self.incoming(&mut audio, text.as_str()).await {
                             return;
                         }
@@ -245,7 +265,8 @@ impl LinkTask {
                             None => "the service closed the connection".to_owned(),
                         };
                     }
-                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                    // Ping or pong: tungstenite answers pings itself.
+                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
                     Some(Err(tungstenite::Error::Capacity(e))) => {
                         break format!("the service sent an oversized message ({e}); connection closed");
                     }
@@ -336,6 +357,23 @@ impl LinkTask {
             return self.events.send(LinkEvent::Server(event)).await.is_ok();
         }
         true
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
+/// Sends one message, bounded in time; the error is the link's closing reason.
+async fn send(sink: &mut Sink, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "sending to the service failed: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Err(format!(
+            "sending to the service stalled for {} s; connection presumed lost",
+            SEND_TIMEOUT.as_secs()
+        )),
     }
 }
 
