@@ -4,10 +4,10 @@
 //! Data-channel messages go to [`Brain::on_client_event`], the caller's decoded Opus to
 //! [`Brain::on_audio`]; what the brain emits goes back as data-channel events and as Opus
 //! frames on the answerer's own track, paced by [`Brain::poll`] and [`Brain::next_deadline`].
-//! The call ends when the brain says so, when the caller goes away, or on [`hang_up`].
+//! The call ends when the brain says so, when the caller goes away, or when it is hung up
+//! ([`Sim::hang_up`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -38,24 +38,6 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long ICE may stay `disconnected` before the call is dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 
-/// Calls in progress, by simulator and id, so that a hang-up request can end one.
-fn calls() -> &'static Mutex<HashMap<String, oneshot::Sender<()>>> {
-    static CALLS: OnceLock<Mutex<HashMap<String, oneshot::Sender<()>>>> = OnceLock::new();
-    CALLS.get_or_init(Default::default)
-}
-
-/// Several simulators may run in one process (tests), each numbering its calls from 1.
-fn call_key(sim: &Sim, call_id: &str) -> String {
-    format!("{:p}/{call_id}", sim)
-}
-
-/// Ends the call `call_id` of `sim`; false when no such call is running.
-pub fn hang_up(sim: &Sim, call_id: &str) -> bool {
-    let key = call_key(sim, call_id);
-    let sender = calls().lock().ok().and_then(|mut c| c.remove(&key));
-    sender.is_some_and(|s| s.send(()).is_ok())
-}
-
 /// Answers `offer_sdp` and runs the call in a task of its own.
 pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> {
     let offer = RTCSessionDescription::offer(offer_sdp)
@@ -71,10 +53,8 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> 
     match negotiate(&pc, offer, &mut watch).await {
         Ok((sdp, track, ssrc, sender)) => {
             let call_id = sim.next_id("rtc");
-            let (hangup_tx, hangup) = oneshot::channel();
-            if let Ok(mut c) = calls().lock() {
-                c.insert(call_key(&sim, &call_id), hangup_tx);
-            }
+            // Fires on `POST /v1/realtime/calls/{id}/hangup`.
+            let hangup = sim.register_call(&call_id);
             tokio::spawn(run_call(
                 sim,
                 Call {
@@ -156,9 +136,7 @@ async fn run_call(sim: Arc<Sim>, mut call: Call) {
         }
     };
     info!(call = %call.id, "call ended: {reason}");
-    if let Ok(mut c) = calls().lock() {
-        c.remove(&call_key(&sim, &call.id));
-    }
+    sim.hang_up(&call.id);
     let _ = call.pc.close().await;
 }
 
