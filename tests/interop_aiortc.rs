@@ -102,3 +102,41 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
         "{stats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_service_closes_the_link_after_the_grace() {
+    install_crypto();
+    let (mut service, base) = aiortc_or_skip!();
+    let (ctx, _mic, _speaker) = context(loopback_config(&base));
+    let mut link = timeout(
+        Duration::from_secs(20),
+        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+    )
+    .await
+    .expect("connect is bounded")
+    .expect("the call connects");
+
+    // The service dies without a word: no DTLS close, no SCTP abort, just silence.
+    let _ = service.0.kill();
+    let _ = service.0.wait();
+    let killed = Instant::now();
+    let reason = timeout(Duration::from_secs(30), async {
+        loop {
+            match link.events.recv().await {
+                Some(LinkEvent::Closed { reason }) => break reason,
+                Some(_) => continue,
+                None => panic!("the link ended without saying why"),
+            }
+        }
+    })
+    .await
+    .expect("a vanished service is noticed");
+    eprintln!(
+        "closed {} ms after the service vanished: {reason}",
+        killed.elapsed().as_millis()
+    );
+    assert!(
+        reason.contains("lost") || reason.contains("failed"),
+        "{reason}"
+    );
+}

@@ -315,3 +315,96 @@ async fn dropped_session_closes_the_link() {
         other => panic!("expected Closed, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_instructions_fit_through_the_data_channel() {
+    install_crypto();
+    let sim = server::start(Sim::new(SimOptions::default()))
+        .await
+        .expect("simulator");
+    let mut config = loopback_config(&sim.base_url());
+    // A long persona: session.update grows well past one SCTP packet (and past 16 KiB).
+    config.session.instructions = "Answer briefly and kindly. ".repeat(2500);
+    let (ctx, _mic, _speaker) = context(config);
+    let mut link = timeout(
+        Duration::from_secs(15),
+        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+    )
+    .await
+    .expect("connect is bounded")
+    .expect("the call connects");
+    link.commands
+        .send(ClientEvent::SessionUpdate)
+        .await
+        .expect("link takes commands");
+    let seen = events_until(&mut link.events, Duration::from_secs(5), |e| {
+        matches!(
+            e,
+            LinkEvent::Server(ServerEvent::SessionUpdated) | LinkEvent::Closed { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(
+            seen.last(),
+            Some(LinkEvent::Server(ServerEvent::SessionUpdated))
+        ),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_event_is_reported_and_the_link_stays() {
+    install_crypto();
+    let sim = server::start(Sim::new(SimOptions::default()))
+        .await
+        .expect("simulator");
+    let mut config = loopback_config(&sim.base_url());
+    // Over the 256 KiB the peer accepts.
+    config.session.instructions = "Answer briefly and kindly. ".repeat(12_000);
+    let (ctx, _mic, _speaker) = context(config);
+    let mut link = timeout(
+        Duration::from_secs(15),
+        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+    )
+    .await
+    .expect("connect is bounded")
+    .expect("the call connects");
+    link.commands
+        .send(ClientEvent::SessionUpdate)
+        .await
+        .expect("link takes commands");
+    let seen = events_until(&mut link.events, Duration::from_secs(5), |e| {
+        matches!(
+            e,
+            LinkEvent::Server(ServerEvent::Error { .. }) | LinkEvent::Closed { .. }
+        )
+    })
+    .await;
+    match seen.last() {
+        Some(LinkEvent::Server(ServerEvent::Error { code, message })) => {
+            assert_eq!(code.as_deref(), Some("event_too_large"));
+            assert!(message.contains("session.instructions"), "{message}");
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+    // Still connected: a normal command goes through.
+    link.commands
+        .send(ClientEvent::ResponseCreate)
+        .await
+        .expect("the link is still up");
+    let more = events_until(&mut link.events, Duration::from_secs(3), |e| {
+        matches!(
+            e,
+            LinkEvent::Server(ServerEvent::ResponseCreated { .. }) | LinkEvent::Closed { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(
+            more.last(),
+            Some(LinkEvent::Server(ServerEvent::ResponseCreated { .. }))
+        ),
+        "{more:?}"
+    );
+}

@@ -18,6 +18,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -42,7 +43,7 @@ use super::{ConnectError, Link, LinkContext, LinkEvent};
 use crate::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
 use crate::audio::{Frame, Microphone, FRAME_SAMPLES};
 use crate::config::{Config, IcePolicy, Secret, TransportKind};
-use crate::session::ClientEvent;
+use crate::session::{ClientEvent, ServerEvent};
 
 /// The data channel the service reads and writes JSON events on.
 pub const EVENTS_LABEL: &str = "oai-events";
@@ -233,7 +234,12 @@ pub(crate) async fn build_peer(
         .build();
     let mut settings = SettingEngineBuilder::new()
         // Neither end uses `.local` names; mDNS would only send multicast queries.
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // session.updated echoes the whole session back: accept events as large as browsers
+        // do (256 KiB) rather than SDP's 64 KiB default.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(
+            SctpMaxMessageSize::MAX_MESSAGE_SIZE,
+        ));
     if setup.loopback {
         settings = settings
             .with_include_loopback_candidate(true)
@@ -912,8 +918,25 @@ async fn run_link(call: Call, mut link: RunLink) {
             command = link.commands.recv() => match command {
                 Some(event) => {
                     let text = link.dialect.encode(&event);
-                    if let Err(e) = link.channel.send_text(&text).await {
-                        break Some(format!("cannot send on the data channel: {e}"));
+                    match link.channel.send_text(&text).await {
+                        Ok(()) => {}
+                        Err(webrtc::error::Error::ErrOutboundPacketTooLarge) => {
+                            // Reconnecting would fail the same way: report it and carry on.
+                            let message = format!(
+                                "an event of {} bytes is larger than the service accepts \
+                                 (shorten session.instructions or the tools)",
+                                text.len()
+                            );
+                            warn!("{message}");
+                            let error = ServerEvent::Error {
+                                code: Some("event_too_large".into()),
+                                message,
+                            };
+                            if link.events.send(LinkEvent::Server(error)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Err(e) => break Some(format!("cannot send on the data channel: {e}")),
                     }
                 }
                 None => break None,
