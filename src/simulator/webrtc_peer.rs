@@ -21,8 +21,8 @@ use super::brain::{Brain, Mode, SimOutput};
 use super::Sim;
 use crate::audio::{Frame, FRAME_SAMPLES};
 use crate::transport::webrtc::{
-    build_peer, negotiated_opus, opus_track, receive_opus, sleep_until_opt, OpusSender, PeerEvents,
-    PeerSetup, PeerWatch,
+    build_peer, negotiated_opus, opus_track, receive_opus, sleep_until_opt, CloseOnDrop,
+    OpusSender, PeerEvents, PeerSetup, PeerWatch,
 };
 
 /// The SDP answer and the call id the `Location` header names.
@@ -50,7 +50,11 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> 
         loopback: true,
     };
     let pc = build_peer(&setup, events).await?;
-    match negotiate(&pc, offer, &mut watch).await {
+    // The HTTP request may be abandoned mid-way; the peer must not outlive it then.
+    let mut guard = CloseOnDrop(Some(pc.clone()));
+    let negotiated = negotiate(&pc, offer, &mut watch).await;
+    guard.0 = None;
+    match negotiated {
         Ok((sdp, track, ssrc, sender)) => {
             let call_id = sim.next_id("rtc");
             // Fires on `POST /v1/realtime/calls/{id}/hangup`.

@@ -561,6 +561,8 @@ pub async fn connect(
     let pc = build_peer(&setup, events)
         .await
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
+    // If this future is dropped half-way (a caller's timeout), the driver must not run on.
+    let mut guard = CloseOnDrop(Some(pc.clone()));
     let mut call = Call {
         pc,
         http,
@@ -568,7 +570,9 @@ pub async fn connect(
         token: token.clone(),
         call_id: None,
     };
-    match place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await {
+    let placed = place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await;
+    guard.0 = None;
+    match placed {
         Ok((channel, sender, early)) => {
             let elapsed = started.elapsed();
             info!(
@@ -622,6 +626,19 @@ fn http_client() -> Result<reqwest::Client, ConnectError> {
         .user_agent(concat!("realtime-voiced/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ConnectError::retry(format!("cannot create an HTTP client: {e}")))
+}
+
+/// Closes a peer connection that nobody else will: dropping one leaves its driver running.
+pub(crate) struct CloseOnDrop(pub Option<Arc<dyn PeerConnection>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let (Some(pc), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
 }
 
 /// A call in progress: what the hang-up needs.
