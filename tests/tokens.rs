@@ -225,3 +225,24 @@ async fn no_key_and_no_backend_says_where_to_put_one() {
          OPENAI_API_KEY, or set api.token_url"
     );
 }
+
+#[tokio::test]
+async fn transport_errors_name_the_host_but_not_the_url() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut c = Config::default();
+    c.api.token_url = Some(format!("http://127.0.0.1:{port}/token?key=url-SECRET"));
+    c.transport.connect_timeout_ms = 1000;
+    let e = token(&source(c)).await.expect_err("dead port");
+    eprintln!("{}", e.message);
+    assert!(e.retry);
+    assert!(
+        e.message.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("url-SECRET"), "{}", e.message);
+    assert_clean(&e);
+}

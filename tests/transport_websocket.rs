@@ -557,3 +557,26 @@ async fn a_message_beyond_the_socket_limit_ends_the_link_clearly() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_new_link_takes_the_microphone_when_the_old_one_lets_go() {
+    let sim = sim(SimOptions::default()).await;
+    let rig = make_rig(&sim.base_url());
+    let mut old = connect(&rig).await;
+    next(&mut old, 5).await;
+    let mut new = connect(&rig).await;
+    // The new link works at once, though the old one still holds the microphone.
+    assert!(matches!(
+        next(&mut new, 5).await,
+        ServerEvent::SessionCreated { .. }
+    ));
+    drop(old.commands);
+    for frame in sine_frames(440.0, 20) {
+        rig.mic.send(frame).await.expect("mic");
+    }
+    let events = until(&mut new, 5, |e| {
+        matches!(e, ServerEvent::SpeechStarted { .. })
+    })
+    .await;
+    assert!(!events.is_empty());
+}

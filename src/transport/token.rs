@@ -125,8 +125,21 @@ impl TokenSource {
         secrets: &[&Secret],
     ) -> Result<Token, ConnectError> {
         let response = request.send().await.map_err(|e| {
+            // Name the host only: a backend URL's query string may carry a credential.
+            let host = e
+                .url()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+                .unwrap_or_else(|| "the server".to_owned());
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else {
+                "failed"
+            };
             ConnectError::retry(scrub(
-                &format!("token request ({what}) failed: {}", error_chain(&e)),
+                &format!(
+                    "token request ({what}) to {host} {kind}: {}",
+                    error_chain(&e.without_url())
+                ),
                 secrets,
             ))
         })?;

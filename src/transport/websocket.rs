@@ -192,12 +192,11 @@ impl AudioPath {
 impl LinkTask {
     async fn run(self, socket: Socket, mut commands: mpsc::Receiver<ClientEvent>) {
         let (mut sink, mut stream) = socket.split();
-        let microphone = Arc::clone(&self.ctx.microphone);
-        // One link at a time drains the microphone; an older link lets go when it ends.
-        let mut mic = tokio::select! {
-            guard = microphone.lock_owned() => guard,
-            () = self.events.closed() => return,
-        };
+        // One link at a time drains the microphone; an older link lets go when it ends, and
+        // until then this one already carries events.
+        let lock = Arc::clone(&self.ctx.microphone).lock_owned();
+        tokio::pin!(lock);
+        let mut mic: Option<MicGuard> = None;
         let mut audio = AudioPath::new();
         let mut mic_open = true;
         let mut keepalive = tokio::time::interval(PING_EVERY);
@@ -220,7 +219,8 @@ impl LinkTask {
                         return;
                     }
                 },
-                frame = mic.recv(), if mic_open => match frame {
+                guard = &mut lock, if mic.is_none() => mic = Some(guard),
+                frame = next_frame(&mut mic), if mic_open => match frame {
                     Some(frame) => {
                         if let Some(text) = self.capture(&mut audio, &frame) {
                             if let Err(e) = send(&mut sink, Message::text(text)).await {
@@ -361,6 +361,15 @@ impl LinkTask {
 }
 
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
+type MicGuard = tokio::sync::OwnedMutexGuard<mpsc::Receiver<Frame>>;
+
+/// The next microphone frame once the microphone is ours; never resolves before that.
+async fn next_frame(mic: &mut Option<MicGuard>) -> Option<Frame> {
+    match mic {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Sends one message, bounded in time; the error is the link's closing reason.
 async fn send(sink: &mut Sink, message: Message) -> Result<(), String> {
