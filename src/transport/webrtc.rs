@@ -93,6 +93,9 @@ pub(crate) struct PeerSetup {
 impl PeerSetup {
     fn from_config(config: &Config) -> Self {
         let t = &config.transport;
+        for url in unsupported_turn_urls(config) {
+            warn!("TURN server `{url}` is skipped: only TURN over UDP (turn:…, transport=udp) is supported");
+        }
         let ice_servers = t
             .ice_servers
             .iter()
@@ -125,6 +128,22 @@ impl PeerSetup {
             loopback: t.allow_loopback,
         }
     }
+}
+
+/// TURN URLs the WebRTC stack cannot use: it speaks TURN over UDP only (no `turns:`, no TCP).
+fn unsupported_turn_urls(config: &Config) -> Vec<&str> {
+    config
+        .transport
+        .ice_servers
+        .iter()
+        .flat_map(|s| s.urls.iter())
+        .map(String::as_str)
+        .filter(|u| {
+            let lower = u.to_ascii_lowercase();
+            lower.starts_with("turns:")
+                || (lower.starts_with("turn:") && lower.contains("transport=tcp"))
+        })
+        .collect()
 }
 
 fn host_is_loopback(url: &str) -> bool {
@@ -731,7 +750,8 @@ async fn place_call(
         // Nothing to offer: fail now, with the likely cause, rather than at the timeout.
         return Err(ConnectError::retry(
             "WebRTC: ice_transport_policy is \"relay\" but no TURN relay was allocated \
-             (check the TURN server's URL, username and credential)",
+             (check the TURN server's URL, username and credential; only TURN over UDP is \
+             supported)",
         ));
     }
     let (answer, call_id) = post_offer(call, offer_sdp, deadline).await?;
@@ -1084,6 +1104,29 @@ mod tests {
         );
         config.transport.allow_loopback = false;
         assert_eq!(PeerSetup::from_config(&config).udp_addrs, vec!["0.0.0.0:0"]);
+    }
+
+    #[test]
+    fn turn_over_tls_or_tcp_is_named_as_unsupported() {
+        let mut config = Config::default();
+        config.transport.ice_servers = vec![crate::config::IceServer {
+            urls: vec![
+                "turn:turn.example:3478".into(),
+                "turn:turn.example:3478?transport=udp".into(),
+                "turn:turn.example:443?transport=tcp".into(),
+                "turns:turn.example:443".into(),
+                "stun:stun.example:3478".into(),
+            ],
+            username: Some("u".into()),
+            credential: Some(Secret::new("p")),
+        }];
+        assert_eq!(
+            unsupported_turn_urls(&config),
+            vec![
+                "turn:turn.example:443?transport=tcp",
+                "turns:turn.example:443"
+            ]
+        );
     }
 
     #[test]
