@@ -1,0 +1,96 @@
+//! How long a WebRTC call takes to come up on loopback, and what the audio path costs per
+//! 20 ms frame. Prints figures; asserts nothing.
+//!
+//! `cargo bench --bench webrtc_connect`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use realtime_voiced::audio::opus::{OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::{Frame, NullAudio, FRAME_SAMPLES};
+use realtime_voiced::config::{Config, Secret, TransportKind};
+use realtime_voiced::simulator::{server, Sim, SimOptions};
+use realtime_voiced::transport::dialect::RealtimeGa;
+use realtime_voiced::transport::{webrtc, LinkContext};
+
+const CALLS: usize = 20;
+
+fn summary(label: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    println!(
+        "{label}: n={n} min={:.1} median={:.1} p90={:.1} max={:.1} ms",
+        ms[0],
+        ms[n / 2],
+        ms[(n * 9) / 10],
+        ms[n - 1]
+    );
+}
+
+async fn connects() {
+    let sim = server::start(Sim::new(SimOptions::default()))
+        .await
+        .expect("simulator");
+    let mut config = Config::default();
+    config.api.base_url = sim.base_url();
+    config.transport.allow_loopback = true;
+    config.transport.ice_servers = Vec::new();
+    let config = Arc::new(config);
+    let mut times = Vec::new();
+    for _ in 0..CALLS {
+        let (_mic, rx) = tokio::sync::mpsc::channel::<Frame>(8);
+        let ctx = LinkContext {
+            config: config.clone(),
+            microphone: Arc::new(tokio::sync::Mutex::new(rx)),
+            speaker: Arc::new(NullAudio),
+        };
+        let dialect = Arc::new(RealtimeGa::new(config.clone(), TransportKind::Webrtc));
+        let started = Instant::now();
+        let link = webrtc::connect(&ctx, dialect, &Secret::new("bench"))
+            .await
+            .expect("connect");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(link.commands);
+        let mut events = link.events;
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while events.recv().await.is_some() {}
+        })
+        .await;
+    }
+    summary(
+        "connect to the simulator on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
+        times,
+    );
+}
+
+fn opus_per_frame() {
+    let mut enc = OpusEncoder::new().expect("encoder");
+    let mut packet = [0u8; MAX_PACKET];
+    let mut frame = [0i16; FRAME_SAMPLES];
+    for (i, s) in frame.iter_mut().enumerate() {
+        *s = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 48_000.0).sin()) as i16;
+    }
+    let frames = 5000;
+    let started = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..frames {
+        bytes += enc.encode(&frame, &mut packet).expect("encode");
+    }
+    let per = started.elapsed().as_secs_f64() * 1e6 / frames as f64;
+    println!(
+        "opus encode, 20 ms mono 48 kHz frame: {per:.1} µs/frame ({:.2}% of real time), {:.0} bytes/packet",
+        per / 200.0,
+        bytes as f64 / frames as f64
+    );
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    opus_per_frame();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(connects());
+}
