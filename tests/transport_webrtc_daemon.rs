@@ -11,9 +11,10 @@ use std::time::Duration;
 use realtime_voiced::audio::{Frame, NullAudio};
 use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::{Command, Snapshot, Transcript};
-use realtime_voiced::daemon::{BuiltinTools, Daemon, Parts};
+use realtime_voiced::daemon::{Daemon, Parts};
 use realtime_voiced::session::{Role, State};
 use realtime_voiced::simulator::{server, Sim, SimOptions};
+use realtime_voiced::tools::Tools;
 use realtime_voiced::transport::connector::RealtimeConnector;
 use realtime_voiced::transport::LinkContext;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -72,12 +73,14 @@ fn daemon_for(sim: &server::RunningSim, dir: &tempfile::TempDir) -> (Daemon, mps
         speaker: Arc::new(NullAudio),
     };
     let connector = RealtimeConnector::new(ctx).expect("connector");
+    let tools = Tools::new(&config.session.tools);
     let daemon = Daemon::new(
         config,
         Parts {
             connector: Arc::new(connector),
             audio: Arc::new(NullAudio),
-            tools: Arc::new(BuiltinTools),
+            tools: Arc::new(tools),
+            state_dir: std::env::temp_dir().join("rtv-webrtc-daemon-test"),
         },
     );
     (daemon, mic)
