@@ -1,0 +1,313 @@
+//! The audio engine through real alsa-lib, with no sound card: PCMs defined in an asoundrc
+//! (`file` plugin over `null` for bit-exact, unpaced I/O; PulseAudio's null sink for real-time
+//! pacing).
+//!
+//! alsa-lib reads its configuration once per process, so each scenario runs in a child process
+//! (this same test binary, filtered to one `child_*` test) started with `ALSA_CONFIG_PATH`
+//! pointing at the test's own asoundrc. `child_*` tests do nothing unless started that way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use realtime_voiced::audio::engine::{Engine, EngineOptions};
+use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::{AudioControl, Speaker, FRAME_SAMPLES};
+use realtime_voiced::config;
+use realtime_voiced::session::Earcon;
+
+const CHILD: &str = "RTV_AUDIO_CHILD_DIR";
+
+fn tone(freq: f64, amp: f64, n: usize) -> Vec<i16> {
+    (0..n)
+        .map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 48_000.0).sin()) as i16)
+        .collect()
+}
+
+fn write_raw(path: &Path, s: &[i16]) {
+    let bytes: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).expect("write raw");
+}
+
+fn read_raw(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).expect("read raw");
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+fn rms(s: &[i16]) -> f64 {
+    (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+}
+
+/// Frequency from the rising zero crossings.
+fn frequency(s: &[i16]) -> f64 {
+    let crossings: Vec<usize> = (1..s.len())
+        .filter(|&i| s[i - 1] < 0 && s[i] >= 0)
+        .collect();
+    if crossings.len() < 2 {
+        return 0.0;
+    }
+    let span = (crossings[crossings.len() - 1] - crossings[0]) as f64;
+    48_000.0 * (crossings.len() - 1) as f64 / span
+}
+
+fn audio_config(capture: &str, playback: &str) -> config::Audio {
+    config::Audio {
+        capture_device: capture.into(),
+        playback_device: playback.into(),
+        echo_cancellation: false,
+        noise_suppression: false,
+        volume: 1.0,
+        earcons: true,
+        ..config::Audio::default()
+    }
+}
+
+/// The directory a child works in, or `None` when this is not a child run.
+fn child_dir() -> Option<PathBuf> {
+    std::env::var_os(CHILD).map(PathBuf::from)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `child_<name>` in a fresh process with the asoundrc in `dir`; returns its stderr.
+fn run_child(name: &str, dir: &Path, timeout: Duration) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(
+            "ALSA_CONFIG_PATH",
+            format!(
+                "/usr/share/alsa/alsa.conf:{}",
+                dir.join("asound.conf").display()
+            ),
+        )
+        .env(CHILD, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let status = wait_child(&mut child, timeout);
+    let out = child.wait_with_output().expect("child output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        status && stdout.contains("1 passed"),
+        "{name} failed:\n{stdout}\n{stderr}"
+    );
+    // What the child measured, for the test log.
+    for line in stderr.lines().filter(|l| l.starts_with("child: ")) {
+        eprintln!("{line}");
+    }
+    format!("{stdout}{stderr}")
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child timed out");
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bit-exact capture through the `file` plugin.
+
+#[test]
+fn a_captured_tone_equals_the_tone_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 10 s: past its end the file plugin hands out stale data, and capture is not paced.
+    write_raw(
+        &dir.path().join("tone.raw"),
+        &tone(440.0, 12_000.0, 480_000),
+    );
+    std::fs::write(
+        dir.path().join("asound.conf"),
+        format!(
+            "pcm.tonesrc {{ type file slave.pcm {{ type null }} file \"/dev/null\" infile \"{}\" format \"raw\" }}\n\
+             pcm.nullout {{ type null }}\n",
+            dir.path().join("tone.raw").display()
+        ),
+    )
+    .expect("asoundrc");
+    run_child("child_capture_tone", dir.path(), Duration::from_secs(30));
+}
+
+#[test]
+fn child_capture_tone() {
+    let Some(dir) = child_dir() else { return };
+    let sent = read_raw(&dir.join("tone.raw"));
+    let engine = Engine::start_with(
+        &audio_config("tonesrc", "nullout"),
+        EngineOptions {
+            mic_frames: 100,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let got = runtime().block_on(async {
+        let mut rx = mic.lock().await;
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a frame in time")
+                .expect("channel open");
+            got.extend_from_slice(&frame);
+        }
+        got
+    });
+    assert_eq!(got.len(), 50 * FRAME_SAMPLES);
+    let first_diff = got.iter().zip(&sent).position(|(a, b)| a != b);
+    assert_eq!(
+        first_diff, None,
+        "captured audio differs from the tone sent"
+    );
+    eprintln!("child: captured {} samples bit-exact", got.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoded playback through the `file` plugin.
+
+#[test]
+fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let infile = dir.path().join("silence.raw");
+    write_raw(&infile, &vec![0i16; 480_000]);
+    std::fs::write(
+        dir.path().join("asound.conf"),
+        format!(
+            "pcm.quietsrc {{ type file slave.pcm {{ type null }} file \"/dev/null\" infile \"{}\" format \"raw\" }}\n\
+             pcm.recsink {{ type file slave.pcm {{ type null }} file \"{}\" format \"raw\" }}\n",
+            infile.display(),
+            dir.path().join("played.raw").display()
+        ),
+    )
+    .expect("asoundrc");
+    run_child("child_playback_tone", dir.path(), Duration::from_secs(30));
+
+    let played = read_raw(&dir.path().join("played.raw"));
+    let source = tone(440.0, 10_000.0, 48_000);
+    // The decoded tone: the first run of loud samples.
+    let start = played
+        .iter()
+        .position(|s| s.abs() > 2_000)
+        .expect("the tone was played");
+    let body = &played[start + 4_800..start + 40_000];
+    let (f_in, f_out) = (frequency(&source), frequency(body));
+    let level = 20.0 * (rms(body) / rms(&source)).log10();
+    eprintln!("played tone: {f_out:.1} Hz (sent {f_in:.1} Hz), level {level:+.2} dB");
+    assert!((f_out - f_in).abs() < 2.0, "frequency {f_out} vs {f_in}");
+    assert!(level.abs() < 1.5, "level off by {level:.2} dB");
+
+    // The start earcon, played at full volume over silence, is in the file sample for sample.
+    let chime = realtime_voiced::audio::earcons::Earcons::default();
+    let chime = chime.get(Earcon::Start);
+    let at = played
+        .windows(64)
+        .position(|w| w == &chime[1_000..1_064])
+        .expect("the earcon is in the recording");
+    assert_eq!(&played[at - 1_000..at - 1_000 + chime.len()], chime);
+}
+
+#[test]
+fn child_playback_tone() {
+    let Some(_dir) = child_dir() else { return };
+    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
+    let drained = Arc::new(AtomicU32::new(0));
+    let d = drained.clone();
+    engine.on_drained(move || {
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    // Through the codec, as the WebRTC transport would deliver it.
+    let mut enc = OpusEncoder::new().expect("encoder");
+    let mut dec = OpusDecoder::new().expect("decoder");
+    let mut packet = [0u8; MAX_PACKET];
+    let mut out = [0i16; FRAME_SAMPLES * 6];
+    let source = tone(440.0, 10_000.0, 48_000);
+    let mut decoded = Vec::new();
+    for chunk in source.chunks_exact(FRAME_SAMPLES) {
+        let frame: [i16; FRAME_SAMPLES] = chunk.try_into().expect("frame");
+        let n = enc.encode(&frame, &mut packet).expect("encode");
+        let m = dec.decode(&packet[..n], &mut out).expect("decode");
+        decoded.extend_from_slice(&out[..m]);
+    }
+    // One push: this sink is not paced, so frames pushed one by one would each play and
+    // drain before the next arrives.
+    engine.push(&decoded);
+    wait_for("playback to drain", Duration::from_secs(10), || {
+        drained.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(engine.played_ms(), 1_000);
+    let stats = engine.stats();
+    assert_eq!(stats.playback_dropped, 0);
+    assert_eq!(stats.device_problem, None);
+    engine.play_earcon(Earcon::Start);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.flush_playback();
+    assert_eq!(engine.played_ms(), 0);
+    assert_eq!(
+        drained.load(Ordering::SeqCst),
+        1,
+        "an earcon is not assistant speech"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A device that does not exist.
+
+#[test]
+fn a_missing_device_is_one_clear_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("asound.conf"),
+        "pcm.nullout { type null }\n",
+    )
+    .expect("conf");
+    run_child("child_missing_device", dir.path(), Duration::from_secs(30));
+}
+
+#[test]
+fn child_missing_device() {
+    let Some(_dir) = child_dir() else { return };
+    let err = match Engine::start(&audio_config("no_such_microphone", "nullout")) {
+        Ok(_) => panic!("opened a device that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("child: error: {err}");
+    assert!(
+        err.contains("capture device `no_such_microphone`") && !err.contains('\n'),
+        "{err}"
+    );
+    let err = match Engine::start(&audio_config("nullout", "no_such_speaker")) {
+        Ok(_) => panic!("opened a device that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("playback device `no_such_speaker`"), "{err}");
+}
