@@ -82,8 +82,13 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 /// Runs `child_<name>` in a fresh process with the asoundrc in `dir`; returns its stderr.
 fn run_child(name: &str, dir: &Path, timeout: Duration) -> String {
+    let child = spawn_child(name, dir);
+    finish_child(name, child, timeout)
+}
+
+fn spawn_child(name: &str, dir: &Path) -> Child {
     let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
+    Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(
             "ALSA_CONFIG_PATH",
@@ -96,7 +101,10 @@ fn run_child(name: &str, dir: &Path, timeout: Duration) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn child");
+        .expect("spawn child")
+}
+
+fn finish_child(name: &str, mut child: Child, timeout: Duration) -> String {
     let status = wait_child(&mut child, timeout);
     let out = child.wait_with_output().expect("child output");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -310,4 +318,161 @@ fn child_missing_device() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("playback device `no_such_speaker`"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real-time pacing through PulseAudio's null sink: xruns, and a server that goes away.
+
+/// A PulseAudio server on a socket in `dir`, killed on drop.
+struct Pulse(Child);
+
+impl Pulse {
+    fn start(dir: &Path) -> Pulse {
+        let socket = dir.join("native");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("pulseaudio")
+            .args([
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "-L",
+                &format!(
+                    "module-native-protocol-unix socket={} auth-anonymous=1",
+                    socket.display()
+                ),
+                "-L",
+                "module-null-sink sink_name=nullsink rate=48000 channels=1 format=s16le",
+            ])
+            .env("HOME", dir)
+            .env("XDG_RUNTIME_DIR", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio (packages pulseaudio, libasound2-plugins) must be installed");
+        wait_for("the PulseAudio socket", Duration::from_secs(10), || {
+            socket.exists()
+        });
+        Pulse(child)
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("native");
+    std::fs::write(
+        dir.path().join("asound.conf"),
+        format!(
+            "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
+             pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
+            socket.display()
+        ),
+    )
+    .expect("asoundrc");
+    let pulse = Pulse::start(dir.path());
+    let child = spawn_child("child_paced", dir.path());
+    wait_for("the child to be ready", Duration::from_secs(60), || {
+        dir.path().join("lose").exists()
+    });
+    drop(pulse);
+    wait_for("the child to see the loss", Duration::from_secs(30), || {
+        dir.path().join("lost").exists()
+    });
+    let _pulse = Pulse::start(dir.path());
+    finish_child("child_paced", child, Duration::from_secs(60));
+}
+
+fn count_frames(
+    rt: &tokio::runtime::Runtime,
+    mic: &realtime_voiced::audio::Microphone,
+    d: Duration,
+) -> usize {
+    rt.block_on(async {
+        let mut rx = mic.lock().await;
+        let end = tokio::time::Instant::now() + d;
+        let mut n = 0;
+        while let Ok(Some(_)) = tokio::time::timeout_at(end, rx.recv()).await {
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Stops the whole process (every thread) for `ms`, as a long scheduling stall would.
+fn stall(ms: u32) {
+    let pid = std::process::id();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep {}; kill -CONT {pid}",
+            f64::from(ms) / 1000.0
+        ))
+        .spawn()
+        .expect("sh");
+    // SAFETY: sending a signal to ourselves; SIGCONT from the helper resumes us.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+}
+
+#[test]
+fn child_paced() {
+    let Some(dir) = child_dir() else { return };
+    let mut cfg = audio_config("src", "sink");
+    cfg.echo_cancellation = true;
+    cfg.noise_suppression = true;
+    let engine = Engine::start_with(
+        &cfg,
+        EngineOptions {
+            mic_frames: 500,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let rt = runtime();
+    // A paced device may start late; then frames come at 50 per second.
+    count_frames(&rt, &mic, Duration::from_secs(3));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    eprintln!("child: {n} frames in 1 s from a paced device");
+    assert!((35..=70).contains(&n), "{n} frames in a second");
+
+    engine.push(&tone(440.0, 8_000.0, 48_000 * 3));
+    std::thread::sleep(Duration::from_millis(500));
+    stall(700);
+    std::thread::sleep(Duration::from_millis(800));
+    let stats = engine.stats();
+    eprintln!(
+        "child: after a 700 ms stall: {} capture xruns, {} playback xruns, {} underruns",
+        stats.capture_xruns, stats.playback_xruns, stats.playback_underruns
+    );
+    assert!(
+        stats.capture_xruns + stats.playback_xruns >= 1,
+        "the stall caused no xrun: {stats:?}"
+    );
+    count_frames(&rt, &mic, Duration::from_millis(100));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    assert!(n >= 35, "only {n} frames per second after recovering");
+
+    std::fs::write(dir.join("lose"), "").expect("marker");
+    wait_for("the loss to show", Duration::from_secs(20), || {
+        engine.stats().device_problem.is_some()
+    });
+    let problem = engine.stats().device_problem.unwrap_or_default();
+    eprintln!("child: while the server is gone: {problem}");
+    std::fs::write(dir.join("lost"), "").expect("marker");
+    wait_for("the devices to come back", Duration::from_secs(30), || {
+        engine.stats().device_problem.is_none()
+    });
+    count_frames(&rt, &mic, Duration::from_secs(3));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    eprintln!("child: reopened; {n} frames in 1 s");
+    assert!(n >= 35, "only {n} frames per second after reopening");
 }
