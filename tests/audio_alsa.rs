@@ -298,7 +298,9 @@ fn a_missing_device_is_one_clear_error_naming_it() {
         "pcm.nullout { type null }\n",
     )
     .expect("conf");
-    run_child("child_missing_device", dir.path(), Duration::from_secs(30));
+    let output = run_child("child_missing_device", dir.path(), Duration::from_secs(30));
+    // alsa-lib's own diagnostics are folded into our error, not sprayed on stderr.
+    assert!(!output.contains("ALSA lib"), "{output}");
 }
 
 #[test]
@@ -318,6 +320,22 @@ fn child_missing_device() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("playback device `no_such_speaker`"), "{err}");
+
+    // The daemon's way: start anyway, show the problem, keep trying in the background.
+    let engine = Engine::start_with(
+        &audio_config("no_such_microphone", "nullout"),
+        EngineOptions {
+            wait_for_devices: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("starts without its microphone");
+    let problem = engine.stats().device_problem.unwrap_or_default();
+    eprintln!("child: device problem shown: {problem}");
+    assert!(
+        problem.contains("capture device `no_such_microphone`"),
+        "{problem}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,7 +427,7 @@ fn count_frames(
 /// Stops the whole process (every thread) for `ms`, as a long scheduling stall would.
 fn stall(ms: u32) {
     let pid = std::process::id();
-    Command::new("sh")
+    let mut waker = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "sleep {}; kill -CONT {pid}",
@@ -419,6 +437,7 @@ fn stall(ms: u32) {
         .expect("sh");
     // SAFETY: sending a signal to ourselves; SIGCONT from the helper resumes us.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    let _ = waker.wait();
 }
 
 #[test]

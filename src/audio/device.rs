@@ -66,6 +66,7 @@ pub fn reason(e: &alsa::Error) -> String {
         }
         _ => {
             let text = std::io::Error::from_raw_os_error(e.errno()).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
             format!("{text} in {}", e.func())
         }
     }
@@ -76,10 +77,27 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
         Side::Capture => Direction::Capture,
         Side::Playback => Direction::Playback,
     };
-    let pcm = PCM::new(name, dir, true).map_err(|e| DeviceError::Open {
-        side,
-        name: name.into(),
-        reason: reason(&e),
+    // alsa-lib prints its own diagnostics to stderr; catch them (this thread only) and fold the
+    // telling one into our single error line instead.
+    let said = alsa::Output::local_error_handler().ok();
+    let pcm = PCM::new(name, dir, true).map_err(|e| {
+        let detail = said
+            .as_ref()
+            .map(|o| o.borrow().to_string())
+            .and_then(|text| {
+                text.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            });
+        DeviceError::Open {
+            side,
+            name: name.into(),
+            reason: match detail {
+                Some(d) => format!("{} [alsa-lib: {d}]", reason(&e)),
+                None => reason(&e),
+            },
+        }
     })?;
     let format_err = |e: alsa::Error| DeviceError::Format {
         side,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Producer, RingBuffer};
 use tokio::sync::mpsc;
+use tracing::error;
 
 use super::capture::Capture;
 use super::device::{self, DeviceError, Side};
@@ -44,6 +45,10 @@ pub struct EngineOptions {
     pub jitter: JitterSettings,
     /// Capture on from the very first sample (tests, benchmarks); the daemon turns it on itself.
     pub capture_on: bool,
+    /// A device that cannot be opened at start is logged, shown in `device_problem` and retried
+    /// in the background instead of failing the start (a USB microphone still enumerating at
+    /// boot). Off: the start fails with an error naming the device.
+    pub wait_for_devices: bool,
 }
 
 impl Default for EngineOptions {
@@ -53,6 +58,7 @@ impl Default for EngineOptions {
             playback_buffer_s: 30,
             jitter: JitterSettings::default(),
             capture_on: false,
+            wait_for_devices: false,
         }
     }
 }
@@ -169,10 +175,19 @@ impl Engine {
         config: &config::Audio,
         options: EngineOptions,
     ) -> Result<Engine, AudioError> {
-        let capture_pcm = device::open(&config.capture_device, Side::Capture, config.period_ms)?;
-        let playback_pcm = device::open(&config.playback_device, Side::Playback, config.period_ms)?;
-        let echo = EchoCanceller::new(config.echo_cancellation, config.noise_suppression)?;
         let shared = Arc::new(Shared::default());
+        let open = |name: &str, side: Side| match device::open(name, side, config.period_ms) {
+            Ok(pcm) => Ok(Some(pcm)),
+            Err(e) if options.wait_for_devices => {
+                error!("{e}; will keep trying");
+                shared.set_problem(side, Some(format!("{e}; retrying")));
+                Ok(None)
+            }
+            Err(e) => Err(AudioError::Device(e)),
+        };
+        let capture_pcm = open(&config.capture_device, Side::Capture)?;
+        let playback_pcm = open(&config.playback_device, Side::Playback)?;
+        let echo = EchoCanceller::new(config.echo_cancellation, config.noise_suppression)?;
         shared.capture_on.store(options.capture_on, Relaxed);
         shared
             .volume_bits
@@ -192,7 +207,7 @@ impl Engine {
         let playback = Playback {
             device: config.playback_device.clone(),
             period_ms: config.period_ms,
-            pcm: Some(playback_pcm),
+            pcm: playback_pcm,
             jitter,
             reference: reference_tx,
             earcons: Earcons::default(),
@@ -201,7 +216,7 @@ impl Engine {
         let capture = Capture {
             device: config.capture_device.clone(),
             period_ms: config.period_ms,
-            pcm: Some(capture_pcm),
+            pcm: capture_pcm,
             echo,
             reference: reference_rx,
             frames: frames_tx,
