@@ -131,14 +131,28 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+    // ALSA is opened off the runtime. A missing device is logged and retried, not fatal: a USB
+    // microphone may still be enumerating at boot.
+    let audio_config = config.audio.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let options = audio::engine::EngineOptions {
+            wait_for_devices: true,
+            ..Default::default()
+        };
+        audio::engine::Engine::start_with(&audio_config, options)
+    })
+    .await??;
+    let engine = Arc::new(engine);
     let parts = Parts {
         connector: Arc::new(transport::Unavailable(
             "no API reachable: this build has no transport to the service yet".into(),
         )),
-        audio: Arc::new(audio::NullAudio),
+        audio: engine.clone(),
         tools: Arc::new(BuiltinTools),
     };
     let daemon = Daemon::new(config, parts);
+    let notifier = daemon.notifier();
+    engine.on_drained(move || notifier.playback_drained());
     let control = daemon.handle();
     let mut daemon_task = tokio::spawn(daemon.run());
     if start {
