@@ -16,10 +16,12 @@ use tracing::{info, warn};
 use super::device::{self, Pcm, Side, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
 use super::engine::Shared;
-use super::{Frame, FRAME_SAMPLES, SAMPLE_RATE};
+use super::{Frame, FRAME_SAMPLES};
 
-/// Far-end audio older than this is stale: skip it so that the echo path stays short.
-const MAX_REFERENCE_BACKLOG: usize = (SAMPLE_RATE as usize / 1000) * 300;
+/// Far-end audio queued beyond this is skipped. Playback writes ahead of what the speaker
+/// sounds (its device buffer), so the freshest reference always precedes its echo; a stale one
+/// could arrive after the echo, and no canceller can remove an echo it has not yet been told of.
+const MAX_REFERENCE_BACKLOG: usize = 2 * BLOCK;
 
 pub(crate) struct Capture {
     pub device: String,
