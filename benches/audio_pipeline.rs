@@ -307,11 +307,25 @@ fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
         allocs,
         after.capture_xruns - before.capture_xruns,
         after.playback_xruns - before.playback_xruns,
-        rusage().ru_maxrss
+        peak_rss_kib()
     );
 }
 
 const LIVE_SECONDS: u64 = 10;
+
+/// This process's own peak RSS (VmHWM). `ru_maxrss` is carried across fork and exec, so in a
+/// child it would report the parent's size.
+fn peak_rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
 
 fn main() {
     if let Ok(spec) = std::env::var("RTV_BENCH_LIVE") {

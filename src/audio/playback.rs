@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtrb::Producer;
 use tracing::{info, warn};
@@ -41,6 +41,9 @@ struct Mix {
     /// buffer is silence, so that no tail is cut off.
     quiet: usize,
     running: bool,
+    /// When the device last started, and what was written since: see [`pace`].
+    started: Instant,
+    written: u64,
 }
 
 impl Playback {
@@ -51,6 +54,8 @@ impl Playback {
             earcon: None,
             quiet: usize::MAX,
             running: false,
+            started: Instant::now(),
+            written: 0,
         };
         let mut backoff = Duration::from_millis(100);
         while !self.shared.stop.load(Relaxed) {
@@ -95,9 +100,11 @@ impl Playback {
     }
 
     /// Flushes and earcon requests; the gauges for `stats()`.
-    fn housekeeping(&mut self, m: &mut Mix) {
+    /// Returns whether playback was flushed.
+    fn housekeeping(&mut self, m: &mut Mix) -> bool {
         let generation = self.shared.flush_gen.load(Relaxed);
-        if generation != m.flush_seen {
+        let flushed = generation != m.flush_seen;
+        if flushed {
             m.flush_seen = generation;
             self.jitter.flush();
             self.shared.played_samples.store(0, Relaxed);
@@ -115,6 +122,7 @@ impl Playback {
         self.shared
             .playback_underruns
             .store(self.jitter.underruns(), Relaxed);
+        flushed
     }
 
     fn play_until_trouble(&mut self, pcm: &Pcm, m: &mut Mix) -> Option<String> {
@@ -127,7 +135,15 @@ impl Playback {
             if self.shared.stop.load(Relaxed) {
                 return None;
             }
-            self.housekeeping(m);
+            if self.housekeeping(m) && m.running && m.earcon.is_none() {
+                // Barge-in: what the device still holds goes too, not only our queue.
+                let _ = pcm.pcm.drop();
+                if let Err(e) = pcm.pcm.prepare() {
+                    return Some(device::reason(&e));
+                }
+                m.running = false;
+                m.quiet = usize::MAX;
+            }
             if self.jitter.is_idle() && m.earcon.is_none() && m.quiet >= pcm.buffer {
                 if m.running {
                     // Everything queued is silence: stop the device rather than feed it zeros.
@@ -175,7 +191,13 @@ impl Playback {
             if let Some(why) = self.write(pcm, &io, m, period) {
                 return Some(why);
             }
-            m.running = true;
+            if !m.running {
+                m.running = true;
+                m.started = Instant::now();
+                m.written = 0;
+            }
+            m.written += period as u64;
+            pace(m.started, m.written);
             let dropped = jitter::push(&mut self.reference, &m.buf[..period]);
             if dropped > 0 {
                 self.shared
@@ -224,5 +246,16 @@ impl Playback {
             }
         }
         None
+    }
+}
+
+/// A device with no clock of its own (ALSA's `null`, a `file` plugin) takes samples as fast as
+/// they come; keep such a device near real time so that buffering, drain and earcon timing
+/// behave as on a card. A real card is never this far ahead: its clock is within 1 % of ours.
+fn pace(started: Instant, written: u64) {
+    let audio = Duration::from_micros(written * 1_000_000 / u64::from(SAMPLE_RATE));
+    let elapsed = started.elapsed();
+    if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
