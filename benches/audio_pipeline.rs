@@ -297,6 +297,27 @@ fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu = process_cpu() - cpu0;
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;
+    // Diagnostic: CPU ticks per thread (RTV_BENCH_THREADS=1 with RTV_BENCH_LIVE=...).
+    if std::env::var("RTV_BENCH_THREADS").is_ok() {
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                let f: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                eprintln!(
+                    "THREAD {} utime {} stime {}",
+                    name.trim(),
+                    f.get(11).unwrap_or(&""),
+                    f.get(12).unwrap_or(&"")
+                );
+            }
+        }
+    }
     let after = engine.stats();
     stop.store(true, Ordering::Relaxed);
     let _ = transport.join();
