@@ -580,3 +580,77 @@ fn child_echo_loop() {
     eprintln!("child: speaker → null sink monitor → microphone: echo reduced by {db:.1} dB");
     assert!(db > 15.0, "echo reduced by only {db:.1} dB");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Barge-in on a paced device: a flush silences the speaker at once.
+
+#[test]
+fn a_flush_silences_the_speaker_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("native");
+    std::fs::write(
+        dir.path().join("asound.conf"),
+        format!(
+            "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
+             pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
+            socket.display()
+        ),
+    )
+    .expect("asoundrc");
+    let _pulse = Pulse::start(dir.path());
+    run_child("child_barge_in", dir.path(), Duration::from_secs(60));
+}
+
+async fn collect(
+    rx: &mut tokio::sync::mpsc::Receiver<realtime_voiced::audio::Frame>,
+    ms: u64,
+) -> Vec<i16> {
+    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
+    let mut got = Vec::new();
+    while let Ok(Some(frame)) = tokio::time::timeout_at(end, rx.recv()).await {
+        got.extend_from_slice(&frame);
+    }
+    got
+}
+
+#[test]
+fn child_barge_in() {
+    let Some(_dir) = child_dir() else { return };
+    let mut cfg = audio_config("src", "sink");
+    cfg.earcons = false;
+    let engine = Engine::start_with(
+        &cfg,
+        EngineOptions {
+            mic_frames: 1000,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let rt = runtime();
+    count_frames(&rt, &mic, Duration::from_secs(2));
+    let (before, played, after) = rt.block_on(async {
+        let mut rx = mic.lock().await;
+        engine.push(&tone(440.0, 10_000.0, 48_000 * 3));
+        let before = collect(&mut rx, 800).await;
+        let played = engine.played_ms();
+        engine.flush_playback();
+        assert_eq!(engine.played_ms(), 0, "played_ms counts from the flush");
+        // What was already in flight: the device's buffer and the path back to the microphone.
+        collect(&mut rx, 150).await;
+        let after = collect(&mut rx, 700).await;
+        (before, played, after)
+    });
+    let loud = rms(&before[before.len() / 2..]);
+    let quiet = rms(&after);
+    eprintln!(
+        "child: speaker at {loud:.0} rms before the flush (after {played} ms), {quiet:.1} rms from 150 ms after it"
+    );
+    assert!(loud > 2_000.0, "the tone was not heard: {loud:.0}");
+    assert!(quiet < 20.0, "still playing after the flush: {quiet:.1}");
+    assert!(
+        (500..=1_000).contains(&played),
+        "played {played} ms in 800 ms"
+    );
+}
