@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Producer, RingBuffer};
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 
 use super::capture::Capture;
 use super::device::{self, DeviceError, Side};
@@ -175,6 +175,14 @@ impl Engine {
         config: &config::Audio,
         options: EngineOptions,
     ) -> Result<Engine, AudioError> {
+        if config.sample_rate != SAMPLE_RATE {
+            // Opus, the canceller and the transports all run at 48 kHz; ALSA's plug converts.
+            warn!(
+                "audio.sample_rate = {} is not used: the engine runs at 48 kHz \
+                 (a `plughw:`/`plug:` device converts for the card)",
+                config.sample_rate
+            );
+        }
         let shared = Arc::new(Shared::default());
         let open = |name: &str, side: Side| match device::open(name, side, config.period_ms) {
             Ok(pcm) => Ok(Some(pcm)),
