@@ -30,7 +30,8 @@ pub trait Speaker: Send + Sync {
 pub trait AudioControl: Send + Sync {
     /// Drop everything queued for the speaker (barge-in, stop).
     fn flush_playback(&self);
-    /// Milliseconds of assistant audio played since the last flush (for WebSocket truncation).
+    /// Milliseconds of assistant audio played since the last flush (for WebSocket truncation):
+    /// written to the device and no longer queued in it.
     fn played_ms(&self) -> u32;
     fn play_earcon(&self, earcon: Earcon);
     /// Capture is sent to the service only while a session is live.

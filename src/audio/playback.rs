@@ -44,6 +44,10 @@ struct Mix {
     /// When the device last started, and what was written since: see [`pace`].
     started: Instant,
     written: u64,
+    /// Assistant samples written since the last flush.
+    audio_total: u64,
+    /// Other samples (silence, earcons) written since the last assistant sample.
+    after_audio: u64,
 }
 
 impl Playback {
@@ -56,6 +60,8 @@ impl Playback {
             running: false,
             started: Instant::now(),
             written: 0,
+            audio_total: 0,
+            after_audio: 0,
         };
         let mut backoff = Duration::from_millis(100);
         while !self.shared.stop.load(Relaxed) {
@@ -107,6 +113,8 @@ impl Playback {
         if flushed {
             m.flush_seen = generation;
             self.jitter.flush();
+            m.audio_total = 0;
+            m.after_audio = 0;
             self.shared.played_samples.store(0, Relaxed);
         }
         let requested = self.shared.earcon.swap(0, Relaxed);
@@ -160,9 +168,10 @@ impl Playback {
             let out = &mut m.buf[..period];
             let fill = self.jitter.fill(out);
             if fill.audio > 0 {
-                self.shared
-                    .played_samples
-                    .fetch_add(fill.audio as u64, Relaxed);
+                m.audio_total += fill.audio as u64;
+                m.after_audio = (period - fill.audio) as u64;
+            } else {
+                m.after_audio += period as u64;
             }
             if fill.drained {
                 self.shared.drained();
@@ -191,6 +200,13 @@ impl Playback {
             if let Some(why) = self.write(pcm, &io, m, period) {
                 return Some(why);
             }
+            // Played means heard: what the device still holds of the assistant is not yet.
+            // The newest `after_audio` samples queued there are not the assistant's.
+            let queued = pcm.pcm.delay().map_or(0, |d| d.max(0) as u64);
+            let unheard = queued.saturating_sub(m.after_audio).min(m.audio_total);
+            self.shared
+                .played_samples
+                .store(m.audio_total - unheard, Relaxed);
             if !m.running {
                 m.running = true;
                 m.started = Instant::now();
