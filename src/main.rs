@@ -134,12 +134,22 @@ async fn serve(
 
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
     // The audio devices are opened first: READY=1 promises a daemon that can hear and speak.
-    // Until the audio engine is wired in: a silent microphone and a discarding speaker.
-    let (_mic_tx, mic_rx) = tokio::sync::mpsc::channel::<audio::Frame>(50);
+    // ALSA is opened off the runtime. A missing device is logged and retried, not fatal: a USB
+    // microphone may still be enumerating at boot.
+    let audio_config = config.audio.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let options = audio::engine::EngineOptions {
+            wait_for_devices: true,
+            ..Default::default()
+        };
+        audio::engine::Engine::start_with(&audio_config, options)
+    })
+    .await??;
+    let engine = Arc::new(engine);
     let link_context = transport::LinkContext {
         config: Arc::new(config.clone()),
-        microphone: Arc::new(tokio::sync::Mutex::new(mic_rx)),
-        speaker: Arc::new(audio::NullAudio),
+        microphone: engine.microphone(),
+        speaker: engine.clone(),
     };
     let connector: Arc<dyn transport::Connector> =
         match transport::connector::RealtimeConnector::new(link_context) {
@@ -152,13 +162,15 @@ async fn serve(
         };
     let parts = Parts {
         connector,
-        audio: Arc::new(audio::NullAudio),
+        audio: engine.clone(),
         tools: Arc::new(Tools::new(&config.session.tools)),
         state_dir: realtime_voiced::memory::state_dir(),
     };
     let bus = config.dbus.bus;
     let gpio_config = config.gpio.clone();
     let daemon = Daemon::new(config, parts);
+    let notifier = daemon.notifier();
+    engine.on_drained(move || notifier.playback_drained());
     let control = daemon.handle();
     let led = daemon.led();
 

@@ -30,13 +30,43 @@ pub trait Speaker: Send + Sync {
 pub trait AudioControl: Send + Sync {
     /// Drop everything queued for the speaker (barge-in, stop).
     fn flush_playback(&self);
-    /// Milliseconds of assistant audio played since the last flush (for WebSocket truncation).
+    /// Milliseconds of assistant audio played since the last flush (for WebSocket truncation):
+    /// written to the device and no longer queued in it.
     fn played_ms(&self) -> u32;
     fn play_earcon(&self, earcon: Earcon);
     /// Capture is sent to the service only while a session is live.
     fn set_capture(&self, on: bool);
     fn set_volume(&self, volume: f64);
     fn set_muted(&self, muted: bool);
+    /// Counters and health, for the status surfaces and the logs.
+    fn stats(&self) -> AudioStats {
+        AudioStats::default()
+    }
+}
+
+/// What the engine has seen since it started. Counters only grow; gauges are current values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AudioStats {
+    /// 20 ms microphone frames handed to the transport.
+    pub capture_frames: u64,
+    /// Microphone frames dropped because the transport did not keep up.
+    pub capture_dropped: u64,
+    /// Capture overruns (the device filled up before we read it), each recovered.
+    pub capture_xruns: u64,
+    /// Playback underruns at the device (we did not write in time), each recovered.
+    pub playback_xruns: u64,
+    /// Times the jitter buffer ran dry in the middle of the assistant's speech (filled with silence).
+    pub playback_underruns: u64,
+    /// Assistant samples dropped because the playback buffer was full.
+    pub playback_dropped: u64,
+    /// Far-end reference samples the echo canceller did not get in time.
+    pub reference_dropped: u64,
+    /// How much audio the jitter buffer waits for before it starts playing.
+    pub jitter_target_ms: u32,
+    /// Assistant audio queued and not yet written to the device.
+    pub queued_ms: u32,
+    /// Set while a device is missing or failing (being reopened); names the device.
+    pub device_problem: Option<String>,
 }
 
 /// An engine with no sound card: silent microphone, discarding speaker. Used where audio is not
@@ -59,5 +89,12 @@ impl AudioControl for NullAudio {
     fn set_muted(&self, _muted: bool) {}
 }
 
+pub mod capture;
+pub mod device;
+pub mod earcons;
+pub mod echo;
+pub mod engine;
+pub mod jitter;
 pub mod opus;
+pub mod playback;
 pub mod resample;

@@ -1,0 +1,484 @@
+//! What the audio path costs: CPU time per second of audio and peak memory.
+//!
+//! `cargo bench --bench audio_pipeline` prints:
+//! 1. the pipeline in one thread, stage by stage, over 60 s of speech-like audio: echo
+//!    cancellation and noise suppression (10 ms blocks against the far end), Opus encode, Opus
+//!    decode, jitter buffer and playback mix; with and without the canceller; plus heap
+//!    allocations counted in the steady state;
+//! 2. a live session through real alsa-lib, paced in real time by a PulseAudio null sink (when
+//!    `pulseaudio` is installed): the engine's capture and playback threads, a transport stand-in
+//!    that encodes every microphone frame, decodes it and plays it back; process CPU over 10 s;
+//! 3. peak RSS (getrusage ru_maxrss) of the whole run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use realtime_voiced::audio::echo::{EchoCanceller, BLOCK};
+use realtime_voiced::audio::engine::{Engine, EngineOptions};
+use realtime_voiced::audio::jitter::{self, JitterSettings};
+use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
+use realtime_voiced::config;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn rusage() -> libc::rusage {
+    // SAFETY: zeroed rusage is valid; getrusage fills it.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    r
+}
+
+fn process_cpu() -> Duration {
+    let r = rusage();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec * 1000) as u32);
+    tv(r.ru_utime) + tv(r.ru_stime)
+}
+
+/// Speech-like test signal: shaped noise with a syllable envelope and pauses.
+fn speech_like(n: usize, seed: u64) -> Vec<i16> {
+    let mut x = seed;
+    let mut lp = 0.0f64;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let white = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            lp = 0.7 * lp + 0.3 * white;
+            let t = i as f64 / 48_000.0;
+            let syllable = (2.0 * std::f64::consts::PI * 3.0 * t).sin().max(0.0);
+            let phrase = if (t % 2.0) < 1.6 { 1.0 } else { 0.0 };
+            (12_000.0 * lp * syllable * phrase) as i16
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Stages {
+    echo: Duration,
+    encode: Duration,
+    decode: Duration,
+    playback: Duration,
+}
+
+/// The whole path for one conversation, in one thread: near end (the user, plus the echo of
+/// what we play) → canceller → encoder → decoder → jitter buffer → volume → far-end reference.
+fn pipeline(seconds: usize, aec: bool) -> (Stages, u64) {
+    let near_speech = speech_like(48_000 * seconds, 7);
+    let far_speech = speech_like(48_000 * seconds, 11);
+    // The service's side: the reply encoded beforehand, outside the measurement.
+    let replies: Vec<Vec<u8>> = {
+        let mut service = OpusEncoder::new().expect("encoder");
+        let mut packet = [0u8; MAX_PACKET];
+        far_speech
+            .chunks_exact(FRAME_SAMPLES)
+            .map(|c| {
+                let frame: Frame = c.try_into().expect("frame");
+                let n = service.encode(&frame, &mut packet).expect("encode");
+                packet[..n].to_vec()
+            })
+            .collect()
+    };
+    let mut canceller = EchoCanceller::new(aec, aec).expect("canceller");
+    let mut enc = OpusEncoder::new().expect("encoder");
+    let mut dec = OpusDecoder::new().expect("decoder");
+    let (mut speaker, mut jb) = jitter::channel(48_000 * 30, JitterSettings::default());
+    let (mut ref_tx, mut ref_rx) = rtrb::RingBuffer::<i16>::new(48_000 / 2);
+    let mut packet = [0u8; MAX_PACKET];
+    let mut decoded = [0i16; FRAME_SAMPLES * 6];
+    let mut frame: Frame = [0; FRAME_SAMPLES];
+    let mut block = [0i16; BLOCK];
+    let mut far = [0i16; BLOCK];
+    let mut period = [0i16; BLOCK];
+    let mut stages = Stages::default();
+    let mut allocations = 0;
+    for (f, reply) in replies.iter().enumerate() {
+        // Steady state from the second second on.
+        let count_from = ALLOCATIONS.load(Ordering::Relaxed);
+        let t0 = thread_cpu();
+        for half in 0..2 {
+            let at = f * FRAME_SAMPLES + half * BLOCK;
+            // The microphone hears the user and, 40 ms late at half level, our own speaker.
+            for (i, s) in block.iter_mut().enumerate() {
+                let echo = if at + i >= 1920 {
+                    far_speech[at + i - 1920] / 2
+                } else {
+                    0
+                };
+                *s = near_speech[at + i] / 4 + echo;
+            }
+            match ref_rx.read_chunk(BLOCK) {
+                Ok(chunk) => {
+                    let (a, b) = chunk.as_slices();
+                    far[..a.len()].copy_from_slice(a);
+                    far[a.len()..].copy_from_slice(b);
+                    chunk.commit_all();
+                }
+                Err(_) => far.fill(0),
+            }
+            if let Some(c) = canceller.as_mut() {
+                c.process(&mut block, &far).expect("process");
+            }
+            frame[half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&block);
+        }
+        let t1 = thread_cpu();
+        enc.encode(&frame, &mut packet).expect("encode");
+        let t2 = thread_cpu();
+        // The assistant's reply, as the service sent it.
+        let got = dec.decode(reply, &mut decoded).expect("decode");
+        let t3 = thread_cpu();
+        jitter::push(&mut speaker, &decoded[..got]);
+        for _ in 0..2 {
+            jb.fill(&mut period);
+            for s in period.iter_mut() {
+                *s = (f32::from(*s) * 0.8) as i16;
+            }
+            jitter::push(&mut ref_tx, &period);
+        }
+        let t4 = thread_cpu();
+        stages.echo += t1 - t0;
+        stages.encode += t2 - t1;
+        stages.decode += t3 - t2;
+        stages.playback += t4 - t3;
+        if f >= 50 {
+            allocations += ALLOCATIONS.load(Ordering::Relaxed) - count_from;
+        }
+    }
+    (stages, allocations)
+}
+
+fn pct(cpu: Duration, audio: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / audio.as_secs_f64()
+}
+
+fn per_s(d: Duration, seconds: usize) -> f64 {
+    d.as_secs_f64() * 1000.0 / seconds as f64
+}
+
+fn bench_pipeline() {
+    const SECONDS: usize = 60;
+    println!("## 1. Pipeline in one thread, {SECONDS} s of audio (ms of CPU per second of audio)");
+    println!();
+    println!("| canceller | AEC+NS | encode | decode | jitter+mix | total | % of one core | allocations/frame |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for aec in [true, false] {
+        let (s, allocs) = pipeline(SECONDS, aec);
+        let total = s.echo + s.encode + s.decode + s.playback;
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} % | {:.3} |",
+            if aec { "on" } else { "off" },
+            per_s(s.echo, SECONDS),
+            per_s(s.encode, SECONDS),
+            per_s(s.decode, SECONDS),
+            per_s(s.playback, SECONDS),
+            per_s(total, SECONDS),
+            pct(total, Duration::from_secs(SECONDS as u64)),
+            allocs as f64 / ((SECONDS * 50 - 50) as f64),
+        );
+    }
+    println!();
+}
+
+/// A PulseAudio server with a null sink, for real-time pacing; `None` when not installed.
+fn start_pulse(dir: &Path) -> Option<std::process::Child> {
+    let socket = dir.join("native");
+    let child = Command::new("pulseaudio")
+        .args([
+            "-n",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            "-L",
+            &format!(
+                "module-native-protocol-unix socket={} auth-anonymous=1",
+                socket.display()
+            ),
+            "-L",
+            "module-null-sink sink_name=nullsink rate=48000 channels=1 format=s16le",
+        ])
+        .env("HOME", dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let end = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    socket.exists().then_some(child)
+}
+
+/// One live session in this process: the engine on `capture`/`playback`, a transport stand-in
+/// that sends every microphone frame through Opus and back to the speaker. Prints one line:
+/// `LIVE <cpu ms> <mic frames> <allocations> <xruns> <peak rss KiB>` over `seconds` of audio.
+fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
+    let cfg = config::Audio {
+        capture_device: capture.into(),
+        playback_device: playback.into(),
+        echo_cancellation: aec,
+        noise_suppression: aec,
+        ..config::Audio::default()
+    };
+    let engine = match Engine::start_with(
+        &cfg,
+        EngineOptions {
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    ) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            println!("ERROR {e}");
+            return;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let transport = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mic = engine.microphone();
+            let mut rx = mic.blocking_lock();
+            let mut enc = OpusEncoder::new().expect("encoder");
+            let mut dec = OpusDecoder::new().expect("decoder");
+            let mut packet = [0u8; MAX_PACKET];
+            let mut out = [0i16; FRAME_SAMPLES * 6];
+            while !stop.load(Ordering::Relaxed) {
+                let Some(frame) = rx.blocking_recv() else {
+                    break;
+                };
+                let n = enc.encode(&frame, &mut packet).expect("encode");
+                let m = dec.decode(&packet[..n], &mut out).expect("decode");
+                engine.push(&out[..m]);
+            }
+        })
+    };
+    // Let the devices settle (a paced capture may start late, an unpaced one bursts) first.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = engine.stats();
+    let allocs0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let cpu0 = process_cpu();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu = process_cpu() - cpu0;
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;
+    // Diagnostic: CPU ticks per thread (RTV_BENCH_THREADS=1 with RTV_BENCH_LIVE=...).
+    if std::env::var("RTV_BENCH_THREADS").is_ok() {
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                let f: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                eprintln!(
+                    "THREAD {} utime {} stime {}",
+                    name.trim(),
+                    f.get(11).unwrap_or(&""),
+                    f.get(12).unwrap_or(&"")
+                );
+            }
+        }
+    }
+    let after = engine.stats();
+    stop.store(true, Ordering::Relaxed);
+    let _ = transport.join();
+    println!(
+        "LIVE {:.3} {} {} {} {} {}",
+        cpu.as_secs_f64() * 1000.0,
+        after.capture_frames - before.capture_frames,
+        allocs,
+        after.capture_xruns - before.capture_xruns,
+        after.playback_xruns - before.playback_xruns,
+        peak_rss_kib()
+    );
+}
+
+const LIVE_SECONDS: u64 = 10;
+
+/// This process's own peak RSS (VmHWM). `ru_maxrss` is carried across fork and exec, so in a
+/// child it would report the parent's size.
+fn peak_rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("RTV_BENCH_LIVE") {
+        let parts: Vec<&str> = spec.split(',').collect();
+        if let [capture, playback, aec] = parts[..] {
+            live(capture, playback, aec == "on", LIVE_SECONDS);
+        }
+        return;
+    }
+    println!(
+        "# audio_pipeline ({} logical CPUs)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    bench_pipeline();
+    let Ok(dir) = tempfile::tempdir() else {
+        println!("no temporary directory");
+        return;
+    };
+    bench_live(dir.path());
+    println!(
+        "## 3. Peak RSS of the benchmark process itself (test signals included): {:.1} MiB",
+        rusage().ru_maxrss as f64 / 1024.0
+    );
+}
+
+/// Runs one live session in a child process (alsa-lib reads its configuration once per
+/// process, and the child's peak RSS is that of the engine alone); returns its table row.
+fn live_child(dir: &Path, spec: &str, label: &str) -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return format!("| {label} | no executable |");
+    };
+    let output = Command::new(exe)
+        .env("RTV_BENCH_LIVE", spec)
+        .env(
+            "ALSA_CONFIG_PATH",
+            format!(
+                "/usr/share/alsa/alsa.conf:{}",
+                dir.join("asound.conf").display()
+            ),
+        )
+        .stderr(Stdio::null())
+        .output();
+    let text = output
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let Some(line) = text
+        .lines()
+        .find(|l| l.starts_with("LIVE ") || l.starts_with("ERROR "))
+    else {
+        return format!("| {label} | no result |");
+    };
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [cpu_ms, frames, allocs, capture_xruns, playback_xruns, rss_kib] = f[..] else {
+        return format!("| {label} | {line} |");
+    };
+    let secs = LIVE_SECONDS as f64;
+    format!(
+        "| {label} | {:.2} ms | {:.2} % | {:.1} | {:.1} | {capture_xruns} / {playback_xruns} | {:.1} MiB |",
+        cpu_ms / secs,
+        cpu_ms / secs / 10.0,
+        frames / secs,
+        allocs / secs,
+        rss_kib / 1024.0
+    )
+}
+
+fn bench_live(dir: &Path) {
+    println!("## 2. Live session through alsa-lib ({LIVE_SECONDS} s, a child process each)");
+    println!();
+    println!("Microphone → engine → Opus encode → Opus decode → speaker, all frames, capture on.");
+    println!();
+    println!("| devices, canceller | process CPU per s of audio | % of one core | mic frames/s | allocations/s | xruns capture / playback | peak RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    // alsa-lib straight to plugins, no sound server: the `file` plugin reads a speech-like
+    // recording; the capture thread's guard paces a device that has no clock.
+    let infile = dir.join("speech.raw");
+    let bytes: Vec<u8> = speech_like(48_000 * 60, 3)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let ok = std::fs::write(&infile, bytes).is_ok()
+        && std::fs::write(
+            dir.join("asound.conf"),
+            format!(
+                "pcm.speech {{ type file slave.pcm {{ type null }} file \"/dev/null\" infile \"{}\" format \"raw\" }}\n\
+                 pcm.nullout {{ type null }}\n",
+                infile.display()
+            ),
+        )
+        .is_ok();
+    if ok {
+        for aec in ["on", "off"] {
+            let spec = format!("speech,nullout,{aec}");
+            println!(
+                "{}",
+                live_child(dir, &spec, &format!("file/null plugins, {aec}"))
+            );
+        }
+    }
+    match start_pulse(dir) {
+        None => println!("| PulseAudio null sink | skipped: `pulseaudio` not installed |"),
+        Some(mut pulse) => {
+            let socket = dir.join("native");
+            let written = std::fs::write(
+                dir.join("asound.conf"),
+                format!(
+                    "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
+                     pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
+                    socket.display()
+                ),
+            );
+            if written.is_ok() {
+                for aec in ["on", "off"] {
+                    let spec = format!("src,sink,{aec}");
+                    println!(
+                        "{}",
+                        live_child(dir, &spec, &format!("PulseAudio null sink, {aec}"))
+                    );
+                }
+            }
+            let _ = pulse.kill();
+            let _ = pulse.wait();
+        }
+    }
+    println!();
+    println!(
+        "(a PulseAudio server's own CPU is not counted; on the device ALSA talks to the card)"
+    );
+    println!();
+}

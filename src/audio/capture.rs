@@ -1,0 +1,201 @@
+//! The capture thread: reads the microphone from ALSA, cleans it with the echo canceller against
+//! what playback wrote, and hands 20 ms frames to the transport while capture is on.
+//!
+//! Nothing here allocates once running (the device error path aside). A full frame channel drops
+//! the frame and counts it; a missing device is reopened with backoff.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtrb::Consumer;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+use tracing::{info, warn};
+
+use super::device::{self, Pcm, Side, Trouble};
+use super::echo::{EchoCanceller, BLOCK};
+use super::engine::Shared;
+use super::{Frame, FRAME_SAMPLES};
+
+/// Far-end audio queued beyond this is skipped. Playback writes ahead of what the speaker
+/// sounds (its device buffer), so the freshest reference always precedes its echo; a stale one
+/// could arrive after the echo, and no canceller can remove an echo it has not yet been told of.
+const MAX_REFERENCE_BACKLOG: usize = 2 * BLOCK;
+
+pub(crate) struct Capture {
+    pub device: String,
+    pub period_ms: u32,
+    pub pcm: Option<Pcm>,
+    pub echo: Option<EchoCanceller>,
+    /// What playback wrote, sample for sample.
+    pub reference: Consumer<i16>,
+    pub frames: Sender<Frame>,
+    pub shared: Arc<Shared>,
+}
+
+/// Per-block state carried across reads.
+struct Blocks {
+    block: [i16; BLOCK],
+    filled: usize,
+    far: [i16; BLOCK],
+    frame: Frame,
+    in_frame: usize,
+}
+
+impl Capture {
+    pub fn run(mut self) {
+        let mut b = Blocks {
+            block: [0; BLOCK],
+            filled: 0,
+            far: [0; BLOCK],
+            frame: [0; FRAME_SAMPLES],
+            in_frame: 0,
+        };
+        let mut backoff = Duration::from_millis(100);
+        while !self.shared.stop.load(Relaxed) {
+            let Some(pcm) = self.pcm.take() else {
+                self.reopen(&mut backoff);
+                continue;
+            };
+            match self.read_until_trouble(&pcm, &mut b) {
+                None => return,
+                Some(why) => {
+                    let problem =
+                        format!("capture device `{}` failed: {why}; reopening", self.device);
+                    warn!("{problem}");
+                    self.shared.set_problem(Side::Capture, Some(problem));
+                    drop(pcm);
+                    backoff = Duration::from_millis(100);
+                }
+            }
+        }
+    }
+
+    fn reopen(&mut self, backoff: &mut Duration) {
+        self.shared.sleep_unless_stopped(*backoff);
+        if self.shared.stop.load(Relaxed) {
+            return;
+        }
+        match device::open(&self.device, Side::Capture, self.period_ms) {
+            Ok(pcm) => {
+                info!(device = %self.device, "capture device is back");
+                self.shared.set_problem(Side::Capture, None);
+                self.pcm = Some(pcm);
+            }
+            Err(e) => {
+                self.shared
+                    .set_problem(Side::Capture, Some(format!("{e}; retrying")));
+                *backoff = (*backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Reads until told to stop (`None`) or until the device fails (`Some(reason)`).
+    fn read_until_trouble(&mut self, pcm: &Pcm, b: &mut Blocks) -> Option<String> {
+        let io = match pcm.pcm.io_i16() {
+            Ok(io) => io,
+            Err(e) => return Some(device::reason(&e)),
+        };
+        let opened = Instant::now();
+        let mut blocks: u64 = 0;
+        loop {
+            if self.shared.stop.load(Relaxed) {
+                return None;
+            }
+            // Bounded wait: the thread notices `stop` even if the device goes quiet.
+            match pcm.pcm.wait(Some(100)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => match device::trouble(&pcm.pcm, e) {
+                    Trouble::Again => continue,
+                    Trouble::Xrun => {
+                        self.shared.capture_xruns.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Trouble::Lost(why) => return Some(why),
+                },
+            }
+            match io.readi(&mut b.block[b.filled..]) {
+                Ok(n) => {
+                    b.filled += n;
+                    if b.filled == BLOCK {
+                        b.filled = 0;
+                        self.block(b);
+                        blocks += 1;
+                        pace(opened, blocks);
+                    }
+                }
+                Err(e) => match device::trouble(&pcm.pcm, e) {
+                    Trouble::Again => {}
+                    Trouble::Xrun => {
+                        self.shared.capture_xruns.fetch_add(1, Relaxed);
+                    }
+                    Trouble::Lost(why) => return Some(why),
+                },
+            }
+        }
+    }
+
+    /// One full 10 ms block: echo-cancel it, add it to the frame, send a full frame.
+    fn block(&mut self, b: &mut Blocks) {
+        // Keep the far end aligned with the near end: what playback wrote a long time ago no
+        // longer matters.
+        let backlog = self.reference.slots();
+        if backlog > MAX_REFERENCE_BACKLOG {
+            let skip = backlog - MAX_REFERENCE_BACKLOG;
+            if let Ok(chunk) = self.reference.read_chunk(skip) {
+                chunk.commit_all();
+            }
+            self.shared
+                .reference_dropped
+                .fetch_add(skip as u64, Relaxed);
+        }
+        // While the speaker is idle nothing is written: the far end is silence.
+        match self.reference.read_chunk(BLOCK) {
+            Ok(chunk) => {
+                let (x, y) = chunk.as_slices();
+                b.far[..x.len()].copy_from_slice(x);
+                b.far[x.len()..].copy_from_slice(y);
+                chunk.commit_all();
+            }
+            Err(_) => b.far.fill(0),
+        }
+        if let Some(echo) = self.echo.as_mut() {
+            if let Err(e) = echo.process(&mut b.block, &b.far) {
+                // Pass the block through rather than go silent.
+                warn!("{e}");
+            }
+        }
+        b.frame[b.in_frame..b.in_frame + BLOCK].copy_from_slice(&b.block);
+        b.in_frame += BLOCK;
+        if b.in_frame < FRAME_SAMPLES {
+            return;
+        }
+        b.in_frame = 0;
+        if !self.shared.capture_on.load(Relaxed) {
+            return;
+        }
+        match self.frames.try_send(b.frame) {
+            Ok(()) => {
+                self.shared.capture_frames.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                self.shared.capture_dropped.fetch_add(1, Relaxed);
+            }
+            // The engine holds the receiver, so this only happens while shutting down.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// A device with no clock of its own (ALSA's `null`, a `file` plugin) delivers as fast as it is
+/// read; keep such a device from spinning a core. A real card is never this far ahead: its clock
+/// differs from ours by well under 1 %.
+fn pace(opened: Instant, blocks: u64) {
+    let audio = Duration::from_millis(blocks * 10);
+    let elapsed = opened.elapsed();
+    if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,349 @@
+//! The audio engine: opens the ALSA devices, runs the capture and playback threads, and is what
+//! the daemon and the transports talk to ([`AudioControl`], [`Speaker`], [`Microphone`]).
+//!
+//! Threads and the rest of the daemon share only atomics, two SPSC rings (speaker audio in,
+//! far-end reference across) and the bounded microphone channel. Every call from the async side
+//! returns at once.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use rtrb::{Producer, RingBuffer};
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use super::capture::Capture;
+use super::device::{self, DeviceError, Side};
+use super::earcons::Earcons;
+use super::echo::{EchoCanceller, EchoError};
+use super::jitter::{self, JitterSettings};
+use super::playback::Playback;
+use super::{AudioControl, AudioStats, Frame, Microphone, Speaker, SAMPLE_RATE};
+use crate::config;
+use crate::session::Earcon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Echo(#[from] EchoError),
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
+}
+
+/// Knobs that are not in the configuration file.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Microphone frames queued for a slow transport before new ones are dropped.
+    pub mic_frames: usize,
+    /// Assistant audio the playback buffer holds; the WebSocket delivers faster than real time.
+    pub playback_buffer_s: u32,
+    pub jitter: JitterSettings,
+    /// Capture on from the very first sample (tests, benchmarks); the daemon turns it on itself.
+    pub capture_on: bool,
+    /// A device that cannot be opened at start is logged, shown in `device_problem` and retried
+    /// in the background instead of failing the start (a USB microphone still enumerating at
+    /// boot). Off: the start fails with an error naming the device.
+    pub wait_for_devices: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            mic_frames: 50,
+            playback_buffer_s: 30,
+            jitter: JitterSettings::default(),
+            capture_on: false,
+            wait_for_devices: false,
+        }
+    }
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// State shared between the engine's handle and its threads.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub stop: AtomicBool,
+    pub capture_on: AtomicBool,
+    pub capture_frames: AtomicU64,
+    pub capture_dropped: AtomicU64,
+    pub capture_xruns: AtomicU64,
+    pub playback_xruns: AtomicU64,
+    pub playback_underruns: AtomicU64,
+    pub playback_dropped: AtomicU64,
+    pub reference_dropped: AtomicU64,
+    pub jitter_target_ms: AtomicU32,
+    pub queued_samples: AtomicU64,
+    /// Assistant samples written since the last flush.
+    pub played_samples: AtomicU64,
+    pub flush_gen: AtomicU64,
+    /// f32 bits of the volume, 0.0–1.0.
+    pub volume_bits: AtomicU32,
+    pub muted: AtomicBool,
+    /// 0 none, else an [`Earcon`] + 1.
+    pub earcon: AtomicU8,
+    capture_problem: Mutex<Option<String>>,
+    playback_problem: Mutex<Option<String>>,
+    on_drained: OnceLock<Hook>,
+}
+
+impl Shared {
+    pub fn set_problem(&self, side: Side, problem: Option<String>) {
+        let slot = match side {
+            Side::Capture => &self.capture_problem,
+            Side::Playback => &self.playback_problem,
+        };
+        if let Ok(mut p) = slot.lock() {
+            *p = problem;
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|p| p.clone());
+        match (get(&self.capture_problem), get(&self.playback_problem)) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn sleep_unless_stopped(&self, total: Duration) {
+        let end = Instant::now() + total;
+        while !self.stop.load(Relaxed) {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    pub fn earcon_from(code: u8) -> Option<Earcon> {
+        match code {
+            1 => Some(Earcon::Start),
+            2 => Some(Earcon::Stop),
+            3 => Some(Earcon::Error),
+            _ => None,
+        }
+    }
+
+    fn earcon_code(e: Earcon) -> u8 {
+        match e {
+            Earcon::Start => 1,
+            Earcon::Stop => 2,
+            Earcon::Error => 3,
+        }
+    }
+
+    pub fn drained(&self) {
+        if let Some(hook) = self.on_drained.get() {
+            hook();
+        }
+    }
+
+    pub fn gain(&self) -> f32 {
+        if self.muted.load(Relaxed) {
+            0.0
+        } else {
+            f32::from_bits(self.volume_bits.load(Relaxed))
+        }
+    }
+}
+
+/// The real engine. Dropping it stops and joins both threads (within ~100 ms).
+pub struct Engine {
+    shared: Arc<Shared>,
+    speaker: Mutex<Producer<i16>>,
+    microphone: Microphone,
+    playback_thread: Thread,
+    earcons: bool,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Opens both devices and starts the threads. A device that cannot be opened is an error
+    /// naming it; one that disappears later is reopened in the background.
+    pub fn start(config: &config::Audio) -> Result<Engine, AudioError> {
+        Engine::start_with(config, EngineOptions::default())
+    }
+
+    pub fn start_with(
+        config: &config::Audio,
+        options: EngineOptions,
+    ) -> Result<Engine, AudioError> {
+        if config.sample_rate != SAMPLE_RATE {
+            // Opus, the canceller and the transports all run at 48 kHz; ALSA's plug converts.
+            warn!(
+                "audio.sample_rate = {} is not used: the engine runs at 48 kHz \
+                 (a `plughw:`/`plug:` device converts for the card)",
+                config.sample_rate
+            );
+        }
+        let shared = Arc::new(Shared::default());
+        let open = |name: &str, side: Side| match device::open(name, side, config.period_ms) {
+            Ok(pcm) => Ok(Some(pcm)),
+            Err(e) if options.wait_for_devices => {
+                error!("{e}; will keep trying");
+                shared.set_problem(side, Some(format!("{e}; retrying")));
+                Ok(None)
+            }
+            Err(e) => Err(AudioError::Device(e)),
+        };
+        let capture_pcm = open(&config.capture_device, Side::Capture)?;
+        let playback_pcm = open(&config.playback_device, Side::Playback)?;
+        let echo = EchoCanceller::new(config.echo_cancellation, config.noise_suppression)?;
+        shared.capture_on.store(options.capture_on, Relaxed);
+        shared
+            .volume_bits
+            .store((config.volume.clamp(0.0, 1.0) as f32).to_bits(), Relaxed);
+        shared
+            .jitter_target_ms
+            .store(options.jitter.start_ms, Relaxed);
+
+        let (speaker, jitter) = jitter::channel(
+            SAMPLE_RATE as usize * options.playback_buffer_s.max(1) as usize,
+            options.jitter,
+        );
+        // Half a second of far end: the capture thread trims it to 300 ms anyway.
+        let (reference_tx, reference_rx) = RingBuffer::new(SAMPLE_RATE as usize / 2);
+        let (frames_tx, frames_rx) = mpsc::channel::<Frame>(options.mic_frames.max(1));
+
+        let playback = Playback {
+            device: config.playback_device.clone(),
+            period_ms: config.period_ms,
+            pcm: playback_pcm,
+            jitter,
+            reference: reference_tx,
+            earcons: Earcons::default(),
+            shared: shared.clone(),
+        };
+        let capture = Capture {
+            device: config.capture_device.clone(),
+            period_ms: config.period_ms,
+            pcm: capture_pcm,
+            echo,
+            reference: reference_rx,
+            frames: frames_tx,
+            shared: shared.clone(),
+        };
+        let playback_handle = std::thread::Builder::new()
+            .name("rtv-playback".into())
+            .spawn(move || playback.run())
+            .map_err(|e| AudioError::Thread("playback", e))?;
+        let playback_thread = playback_handle.thread().clone();
+        let capture_handle = match std::thread::Builder::new()
+            .name("rtv-capture".into())
+            .spawn(move || capture.run())
+        {
+            Ok(h) => h,
+            Err(e) => {
+                shared.stop.store(true, Relaxed);
+                let _ = playback_handle.join();
+                return Err(AudioError::Thread("capture", e));
+            }
+        };
+        Ok(Engine {
+            shared,
+            speaker: Mutex::new(speaker),
+            microphone: Arc::new(tokio::sync::Mutex::new(frames_rx)),
+            playback_thread,
+            earcons: config.earcons,
+            threads: vec![playback_handle, capture_handle],
+        })
+    }
+
+    /// The cleaned microphone, for the transports.
+    pub fn microphone(&self) -> Microphone {
+        self.microphone.clone()
+    }
+
+    /// Called (from the playback thread) when the assistant's audio has finished playing.
+    /// Set once; later calls are ignored.
+    pub fn on_drained(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_drained.set(Box::new(hook));
+    }
+}
+
+impl Speaker for Engine {
+    fn push(&self, pcm: &[i16]) {
+        let dropped = match self.speaker.lock() {
+            Ok(mut producer) => jitter::push(&mut producer, pcm),
+            Err(_) => pcm.len(),
+        };
+        if dropped > 0 {
+            self.shared
+                .playback_dropped
+                .fetch_add(dropped as u64, Relaxed);
+        }
+        self.playback_thread.unpark();
+    }
+}
+
+impl AudioControl for Engine {
+    fn flush_playback(&self) {
+        self.shared.flush_gen.fetch_add(1, Relaxed);
+        self.shared.played_samples.store(0, Relaxed);
+        self.playback_thread.unpark();
+    }
+
+    fn played_ms(&self) -> u32 {
+        let samples = self.shared.played_samples.load(Relaxed);
+        u32::try_from(samples / u64::from(SAMPLE_RATE / 1000)).unwrap_or(u32::MAX)
+    }
+
+    fn play_earcon(&self, earcon: Earcon) {
+        if self.earcons {
+            self.shared
+                .earcon
+                .store(Shared::earcon_code(earcon), Relaxed);
+            self.playback_thread.unpark();
+        }
+    }
+
+    fn set_capture(&self, on: bool) {
+        self.shared.capture_on.store(on, Relaxed);
+    }
+
+    fn set_volume(&self, volume: f64) {
+        let v = if volume.is_finite() {
+            volume.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.shared.volume_bits.store((v as f32).to_bits(), Relaxed);
+    }
+
+    fn set_muted(&self, muted: bool) {
+        self.shared.muted.store(muted, Relaxed);
+    }
+
+    fn stats(&self) -> AudioStats {
+        let s = &self.shared;
+        AudioStats {
+            capture_frames: s.capture_frames.load(Relaxed),
+            capture_dropped: s.capture_dropped.load(Relaxed),
+            capture_xruns: s.capture_xruns.load(Relaxed),
+            playback_xruns: s.playback_xruns.load(Relaxed),
+            playback_underruns: s.playback_underruns.load(Relaxed),
+            playback_dropped: s.playback_dropped.load(Relaxed),
+            reference_dropped: s.reference_dropped.load(Relaxed),
+            jitter_target_ms: s.jitter_target_ms.load(Relaxed),
+            queued_ms: u32::try_from(s.queued_samples.load(Relaxed) / 48).unwrap_or(u32::MAX),
+            device_problem: s.problem(),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        self.playback_thread.unpark();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

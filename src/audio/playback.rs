@@ -1,0 +1,277 @@
+//! The playback thread: pulls the assistant's audio from the jitter buffer a period at a time,
+//! mixes in earcons, applies volume and mute, writes to ALSA, and hands exactly what it wrote
+//! to the echo canceller as the far-end reference.
+//!
+//! When there is nothing to play it stops the device and sleeps until woken (a push, an earcon,
+//! a flush), so an idle daemon costs nothing. Nothing here allocates once running.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtrb::Producer;
+use tracing::{info, warn};
+
+use super::device::{self, Pcm, Side, Trouble};
+use super::earcons::Earcons;
+use super::engine::Shared;
+use super::jitter::{self, JitterBuffer};
+use super::SAMPLE_RATE;
+use crate::session::Earcon;
+
+/// Longest period a device may hand us (the configuration allows up to 20 ms).
+const MAX_PERIOD: usize = SAMPLE_RATE as usize / 10;
+
+pub(crate) struct Playback {
+    pub device: String,
+    pub period_ms: u32,
+    pub pcm: Option<Pcm>,
+    pub jitter: JitterBuffer,
+    /// What we wrote, for the echo canceller.
+    pub reference: Producer<i16>,
+    pub earcons: Earcons,
+    pub shared: Arc<Shared>,
+}
+
+struct Mix {
+    buf: Box<[i16; MAX_PERIOD]>,
+    flush_seen: u64,
+    earcon: Option<(Earcon, usize)>,
+    /// Samples of silence written since the last sound; the device is stopped once its whole
+    /// buffer is silence, so that no tail is cut off.
+    quiet: usize,
+    running: bool,
+    /// When the device last started, and what was written since: see [`pace`].
+    started: Instant,
+    written: u64,
+    /// Assistant samples written since the last flush.
+    audio_total: u64,
+    /// Other samples (silence, earcons) written since the last assistant sample.
+    after_audio: u64,
+}
+
+impl Playback {
+    pub fn run(mut self) {
+        let mut m = Mix {
+            buf: Box::new([0; MAX_PERIOD]),
+            flush_seen: self.shared.flush_gen.load(Relaxed),
+            earcon: None,
+            quiet: usize::MAX,
+            running: false,
+            started: Instant::now(),
+            written: 0,
+            audio_total: 0,
+            after_audio: 0,
+        };
+        let mut backoff = Duration::from_millis(100);
+        while !self.shared.stop.load(Relaxed) {
+            let Some(pcm) = self.pcm.take() else {
+                // Keep the buffer moving (flushes, drains) while the device is away.
+                self.housekeeping(&mut m);
+                self.reopen(&mut backoff);
+                continue;
+            };
+            match self.play_until_trouble(&pcm, &mut m) {
+                None => return,
+                Some(why) => {
+                    let problem =
+                        format!("playback device `{}` failed: {why}; reopening", self.device);
+                    warn!("{problem}");
+                    self.shared.set_problem(Side::Playback, Some(problem));
+                    m.running = false;
+                    drop(pcm);
+                    backoff = Duration::from_millis(100);
+                }
+            }
+        }
+    }
+
+    fn reopen(&mut self, backoff: &mut Duration) {
+        self.shared.sleep_unless_stopped(*backoff);
+        if self.shared.stop.load(Relaxed) {
+            return;
+        }
+        match device::open(&self.device, Side::Playback, self.period_ms) {
+            Ok(pcm) => {
+                info!(device = %self.device, "playback device is back");
+                self.shared.set_problem(Side::Playback, None);
+                self.pcm = Some(pcm);
+            }
+            Err(e) => {
+                self.shared
+                    .set_problem(Side::Playback, Some(format!("{e}; retrying")));
+                *backoff = (*backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Flushes and earcon requests; the gauges for `stats()`.
+    /// Returns whether playback was flushed.
+    fn housekeeping(&mut self, m: &mut Mix) -> bool {
+        let generation = self.shared.flush_gen.load(Relaxed);
+        let flushed = generation != m.flush_seen;
+        if flushed {
+            m.flush_seen = generation;
+            self.jitter.flush();
+            m.audio_total = 0;
+            m.after_audio = 0;
+            self.shared.played_samples.store(0, Relaxed);
+        }
+        let requested = self.shared.earcon.swap(0, Relaxed);
+        if let Some(e) = Shared::earcon_from(requested) {
+            m.earcon = Some((e, 0));
+        }
+        self.shared
+            .queued_samples
+            .store(self.jitter.queued() as u64, Relaxed);
+        self.shared
+            .jitter_target_ms
+            .store(self.jitter.target_ms(), Relaxed);
+        self.shared
+            .playback_underruns
+            .store(self.jitter.underruns(), Relaxed);
+        flushed
+    }
+
+    fn play_until_trouble(&mut self, pcm: &Pcm, m: &mut Mix) -> Option<String> {
+        let io = match pcm.pcm.io_i16() {
+            Ok(io) => io,
+            Err(e) => return Some(device::reason(&e)),
+        };
+        let period = pcm.period.min(MAX_PERIOD);
+        loop {
+            if self.shared.stop.load(Relaxed) {
+                return None;
+            }
+            if self.housekeeping(m) && m.running && m.earcon.is_none() {
+                // Barge-in: what the device still holds goes too, not only our queue.
+                let _ = pcm.pcm.drop();
+                if let Err(e) = pcm.pcm.prepare() {
+                    return Some(device::reason(&e));
+                }
+                m.running = false;
+                m.quiet = usize::MAX;
+            }
+            if self.jitter.is_idle() && m.earcon.is_none() && m.quiet >= pcm.buffer {
+                if m.running {
+                    // Everything queued is silence: stop the device rather than feed it zeros.
+                    let _ = pcm.pcm.drop();
+                    if let Err(e) = pcm.pcm.prepare() {
+                        return Some(device::reason(&e));
+                    }
+                    m.running = false;
+                }
+                // Woken early by a push, an earcon or a flush.
+                std::thread::park_timeout(Duration::from_millis(50));
+                continue;
+            }
+            let out = &mut m.buf[..period];
+            let fill = self.jitter.fill(out);
+            if fill.audio > 0 {
+                m.audio_total += fill.audio as u64;
+                m.after_audio = (period - fill.audio) as u64;
+            } else {
+                m.after_audio += period as u64;
+            }
+            if fill.drained {
+                self.shared.drained();
+            }
+            let mut sound = fill.audio > 0;
+            if let Some((e, pos)) = m.earcon {
+                let chime = self.earcons.get(e);
+                let n = (chime.len() - pos).min(out.len());
+                for (o, &c) in out.iter_mut().zip(&chime[pos..pos + n]) {
+                    *o = o.saturating_add(c);
+                }
+                m.earcon = (pos + n < chime.len()).then_some((e, pos + n));
+                sound = true;
+            }
+            let gain = self.shared.gain();
+            if gain < 1.0 {
+                for s in out.iter_mut() {
+                    *s = (f32::from(*s) * gain) as i16;
+                }
+            }
+            m.quiet = if sound {
+                0
+            } else {
+                m.quiet.saturating_add(out.len())
+            };
+            if let Some(why) = self.write(pcm, &io, m, period) {
+                return Some(why);
+            }
+            // Played means heard: what the device still holds of the assistant is not yet.
+            // The newest `after_audio` samples queued there are not the assistant's.
+            let queued = pcm.pcm.delay().map_or(0, |d| d.max(0) as u64);
+            let unheard = queued.saturating_sub(m.after_audio).min(m.audio_total);
+            self.shared
+                .played_samples
+                .store(m.audio_total - unheard, Relaxed);
+            if !m.running {
+                m.running = true;
+                m.started = Instant::now();
+                m.written = 0;
+            }
+            m.written += period as u64;
+            pace(m.started, m.written);
+            let dropped = jitter::push(&mut self.reference, &m.buf[..period]);
+            if dropped > 0 {
+                self.shared
+                    .reference_dropped
+                    .fetch_add(dropped as u64, Relaxed);
+            }
+        }
+    }
+
+    /// Writes one period, waiting (bounded) for room; recovers xruns.
+    fn write(
+        &self,
+        pcm: &Pcm,
+        io: &alsa::pcm::IO<'_, i16>,
+        m: &Mix,
+        period: usize,
+    ) -> Option<String> {
+        let mut done = 0;
+        while done < period {
+            if self.shared.stop.load(Relaxed) {
+                return None;
+            }
+            match io.writei(&m.buf[done..period]) {
+                Ok(n) => {
+                    done += n;
+                    continue;
+                }
+                Err(e) => match device::trouble(&pcm.pcm, e) {
+                    Trouble::Again => {}
+                    Trouble::Xrun => {
+                        self.shared.playback_xruns.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Trouble::Lost(why) => return Some(why),
+                },
+            }
+            match pcm.pcm.wait(Some(100)) {
+                Ok(_) => {}
+                Err(e) => match device::trouble(&pcm.pcm, e) {
+                    Trouble::Again => {}
+                    Trouble::Xrun => {
+                        self.shared.playback_xruns.fetch_add(1, Relaxed);
+                    }
+                    Trouble::Lost(why) => return Some(why),
+                },
+            }
+        }
+        None
+    }
+}
+
+/// A device with no clock of its own (ALSA's `null`, a `file` plugin) takes samples as fast as
+/// they come; keep such a device near real time so that buffering, drain and earcon timing
+/// behave as on a card. A real card is never this far ahead: its clock is within 1 % of ours.
+fn pace(started: Instant, written: u64) {
+    let audio = Duration::from_micros(written * 1_000_000 / u64::from(SAMPLE_RATE));
+    let elapsed = started.elapsed();
+    if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
