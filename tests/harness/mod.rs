@@ -141,9 +141,10 @@ impl Bus {
     /// Records the daemon's signals (one line each) into a file.
     pub fn monitor(&self, out: &Path) -> Proc {
         let file = std::fs::File::create(out).expect("monitor file");
-        let child = Command::new("dbus-monitor")
-            .arg(format!("--address={}", self.address))
-            .arg(format!("type='signal',sender='{NAME}'"))
+        // Line-buffered: dbus-monitor is killed at the end and must not lose what it saw.
+        let child = Command::new("stdbuf")
+            .args(["-oL", "dbus-monitor", "--address", &self.address])
+            .arg(format!("type='signal',interface='{NAME}'"))
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
