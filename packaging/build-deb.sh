@@ -132,7 +132,9 @@ fi
 step "building realtime-voiced for $ARCH with $("${RUSTC:-rustc}" --version)"
 BUILD_START=$SECONDS
 "$CARGO" build --release --locked "${TARGET_ARGS[@]}" "${BUILD_STD[@]}" --bin realtime-voiced
-step "built in $((SECONDS - BUILD_START))s: $(file -b "$BIN" | cut -d, -f1-2)"
+BUILD_TIME=$((SECONDS - BUILD_START))
+BIN_DESC=$(file -b "$BIN" | cut -d , -f 1-2)
+step "built in ${BUILD_TIME}s: $BIN_DESC"
 
 # The release profile already strips; the host's strip cannot read foreign binaries.
 mkdir -p "$OUT_DIR"

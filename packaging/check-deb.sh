@@ -19,9 +19,9 @@ usage() {
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 ARCH=$1
 case "$ARCH" in
-    amd64) FILE_ARCH="x86-64" QEMU="" ;;
-    arm64) FILE_ARCH="ARM aarch64" QEMU=qemu-aarch64-static ;;
-    armhf) FILE_ARCH="ARM, EABI5" QEMU=qemu-arm-static ;;
+    amd64) FILE_ARCH="x86-64" QEMU="" GNU=x86_64-linux-gnu ;;
+    arm64) FILE_ARCH="ARM aarch64" QEMU=qemu-aarch64-static GNU=aarch64-linux-gnu ;;
+    armhf) FILE_ARCH="ARM, EABI5" QEMU=qemu-arm-static GNU=arm-linux-gnueabihf ;;
     *) usage ;;
 esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,8 +31,9 @@ DEB=${2:-$(ls -t "$ROOT"/target/debian/realtime-voiced_*_"$ARCH".deb 2>/dev/null
     echo "no package for $ARCH in target/debian/: run packaging/build-deb.sh $ARCH first" >&2
     exit 1
 }
-# Worst systemd-analyze security exposure accepted (0 = safest, 10 = unsafe).
-SECURITY_THRESHOLD=${SECURITY_THRESHOLD:-7.0}
+# Worst systemd-analyze security exposure accepted, in tenths as --threshold counts them
+# (0 = safest, 100 = unsafe; the shipped unit scores 1.9, i.e. 19).
+SECURITY_THRESHOLD=${SECURITY_THRESHOLD:-30}
 UNIT=realtime-voiced.service
 HOST_ARCH=$(dpkg --print-architecture)
 SUDO=()
@@ -58,7 +59,7 @@ ensure_pkgs() {
         -o APT::Architectures="$APT_ARCHS" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-ensure_pkgs lintian file systemd
+ensure_pkgs lintian file systemd binutils
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "checking $DEB"
@@ -68,8 +69,9 @@ field() { dpkg-deb -f "$DEB" "$1"; }
 [ "$(field Architecture)" = "$ARCH" ] && pass "Architecture: $ARCH" || fail "Architecture is $(field Architecture)"
 DEPENDS=$(field Depends)
 echo "     Depends: $DEPENDS"
-for dep in libc6 libasound2 libopus0 libwebrtc-audio-processing1 dbus ca-certificates adduser; do
-    if grep -Eq "(^|, )$dep( |,|$)" <<<"$DEPENDS"; then pass "depends on $dep"; else fail "does not depend on $dep"; fi
+depends_on() { grep -Eq "(^|, )$1( |,|$)" <<<"$DEPENDS"; }
+for dep in libc6 dbus ca-certificates adduser; do
+    depends_on "$dep" && pass "depends on $dep" || fail "does not depend on $dep"
 done
 if grep -q -- "-cross" <<<"$DEPENDS"; then fail "depends on a cross-toolchain package"; fi
 
@@ -82,7 +84,7 @@ for f in /usr/bin/realtime-voiced /lib/systemd/system/$UNIT \
     grep -qx "$f" "$WORK/files" && pass "ships $f" || fail "does not ship $f"
 done
 grep -q "realtime-sim" "$WORK/files" && fail "ships the simulator" || pass "does not ship realtime-sim"
-dpkg-deb -c "$DEB" | grep -q '^-rwxr-xr-x root/root .* \./usr/bin/realtime-voiced$' &&
+dpkg-deb -c "$DEB" | grep -Eq '^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/realtime-voiced$' &&
     pass "binary is root:root 0755" || fail "binary owner or mode"
 
 mkdir "$WORK/control" "$WORK/root"
@@ -105,7 +107,7 @@ fi
 # --- lintian ---------------------------------------------------------------------------------
 # Exit status 2 means lintian itself failed; 1 means it found errors.
 set +e
-lintian --no-tag-display-limit --suppress-tags-from-file /dev/null "$DEB" >"$WORK/lintian" 2>&1
+lintian --tag-display-limit 0 "$DEB" >"$WORK/lintian" 2>&1
 LINTIAN_RC=$?
 set -e
 sed 's/^/     lintian: /' "$WORK/lintian"
@@ -117,15 +119,15 @@ fi
 
 # --- the unit --------------------------------------------------------------------------------
 UNIT_FILE=$WORK/root/lib/systemd/system/$UNIT
-# --root makes verify find ExecStart's binary inside the extracted package.
-if systemd-analyze verify --root="$WORK/root" "/lib/systemd/system/$UNIT" >"$WORK/verify" 2>&1 &&
-    ! grep -q "$UNIT" "$WORK/verify"; then
-    pass "systemd-analyze verify"
+# Verified where it will live. The package is not installed here, so the one complaint expected
+# is that ExecStart's binary is missing; anything else about our unit fails the check.
+systemd-analyze verify "$UNIT_FILE" >"$WORK/verify" 2>&1 || true
+grep -v "Command /usr/bin/realtime-voiced is not executable" "$WORK/verify" >"$WORK/verify-ours" || true
+sed 's/^/     verify: /' "$WORK/verify"
+if grep -q "$UNIT" "$WORK/verify-ours"; then
+    fail "systemd-analyze verify $UNIT"
 else
-    sed 's/^/     verify: /' "$WORK/verify"
-    # Complaints about units this machine lacks (sound.target on a server) are not ours.
-    grep -q "$UNIT" "$WORK/verify" && fail "systemd-analyze verify $UNIT" ||
-        pass "systemd-analyze verify (only other units reported)"
+    pass "systemd-analyze verify $UNIT"
 fi
 set +e
 systemd-analyze security --offline=true --threshold="$SECURITY_THRESHOLD" --no-pager "$UNIT_FILE" \
@@ -133,8 +135,8 @@ systemd-analyze security --offline=true --threshold="$SECURITY_THRESHOLD" --no-p
 SECURITY_RC=$?
 set -e
 grep -E 'Overall exposure' "$WORK/security" | sed 's/^→ /     /' || true
-[ "$SECURITY_RC" -eq 0 ] && pass "systemd-analyze security: exposure within $SECURITY_THRESHOLD" ||
-    { tail -n 30 "$WORK/security"; fail "systemd-analyze security above $SECURITY_THRESHOLD (exit $SECURITY_RC)"; }
+[ "$SECURITY_RC" -eq 0 ] && pass "systemd-analyze security: exposure within $SECURITY_THRESHOLD/100" ||
+    { tail -n 30 "$WORK/security"; fail "systemd-analyze security above $SECURITY_THRESHOLD/100 (exit $SECURITY_RC)"; }
 
 # --- the binary ------------------------------------------------------------------------------
 BIN=$WORK/root/usr/bin/realtime-voiced
@@ -142,6 +144,21 @@ DESC=$(file -b "$BIN")
 echo "     file: $DESC"
 grep -q "$FILE_ARCH" <<<"$DESC" && pass "binary is $FILE_ARCH" || fail "binary is not $FILE_ARCH"
 grep -q "not stripped" <<<"$DESC" && fail "binary is not stripped" || pass "binary is stripped"
+# Every library the binary loads must come from a package it depends on (libgcc_s is left out on
+# purpose by cargo-deb, as by dpkg-shlibdeps' users in Debian: it is always there).
+NEEDED=$(readelf -d "$BIN" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+echo "     NEEDED: $(tr '\n' ' ' <<<"$NEEDED")"
+for lib in $NEEDED; do
+    case "$lib" in libgcc_s.so.* | ld-linux*) continue ;; esac
+    owner=$({ dpkg -S "*/$GNU/$lib" 2>/dev/null || true; } | grep -v -- '-cross' | head -n 1 | cut -d : -f 1)
+    if [ -z "$owner" ]; then
+        fail "$lib: no installed $ARCH package has it (install its -dev package for $ARCH)"
+    elif depends_on "$owner"; then
+        pass "$lib comes from $owner, a dependency"
+    else
+        fail "$lib comes from $owner, which is not in Depends"
+    fi
+done
 
 RUN=()
 if [ -n "$QEMU" ]; then
