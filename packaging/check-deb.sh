@@ -183,6 +183,21 @@ else
     fail "check-config on the shipped configuration"
 fi
 
+# --- install, upgrade, remove, purge on a throwaway overlay of this machine -------------------
+if [ "$ARCH" = "$HOST_ARCH" ] && [ "$(id -u)" -eq 0 ]; then
+    mkdir "$WORK/overlay"
+    if timeout 300 unshare -m --propagation private "$ROOT/packaging/install-test.sh" "$DEB" \
+        "$WORK/overlay" >"$WORK/install-test" 2>&1; then
+        sed 's/^/     /' "$WORK/install-test"
+        pass "install-test: maintainer scripts"
+    else
+        sed 's/^/     /' "$WORK/install-test"
+        fail "install-test: maintainer scripts"
+    fi
+else
+    echo "skip install-test: needs root and a $HOST_ARCH package"
+fi
+
 if [ "$FAILED" -ne 0 ]; then
     echo "FAILED: $DEB"
     exit 1
