@@ -100,10 +100,12 @@ else
     if [ ! -d "$SYSROOT/lib/rustlib/$TRIPLE/lib" ]; then
         # The prebuilt standard library must match rustc exactly; when the target's index does not
         # carry that version, build the standard library from Debian's sources instead.
-        step "installing the $ARCH standard library"
-        [ -n "${APT_UPDATED:-}" ] || { apt_update; APT_UPDATED=1; }
-        if ! apt_install "libstd-rust-web-dev:$ARCH=$RUST_VERSION"; then
-            echo "note: libstd-rust-web-dev:$ARCH $RUST_VERSION is not available; building std from rust-web-src" >&2
+        if apt-cache -o APT::Architectures="$APT_ARCHS" show "libstd-rust-web-dev:$ARCH" 2>/dev/null |
+            grep -qxF "Version: $RUST_VERSION"; then
+            step "installing the $ARCH standard library"
+            apt_install "libstd-rust-web-dev:$ARCH=$RUST_VERSION"
+        else
+            echo "note: no libstd-rust-web-dev:$ARCH $RUST_VERSION in the archive; building std from rust-web-src" >&2
             ensure_pkgs rust-web-src
         fi
     fi
