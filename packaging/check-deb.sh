@@ -69,7 +69,12 @@ field() { dpkg-deb -f "$DEB" "$1"; }
 [ "$(field Architecture)" = "$ARCH" ] && pass "Architecture: $ARCH" || fail "Architecture is $(field Architecture)"
 DEPENDS=$(field Depends)
 echo "     Depends: $DEPENDS"
-depends_on() { grep -Eq "(^|, )$1( |,|$)" <<<"$DEPENDS"; }
+# Package names may hold regex characters (libstdc++6): escape them before matching.
+depends_on() {
+    local name
+    name=$(sed 's/[][\.*^$+?(){}|]/\\&/g' <<<"$1")
+    grep -Eq "(^|, )$name( |,|$)" <<<"$DEPENDS"
+}
 for dep in libc6 dbus ca-certificates adduser; do
     depends_on "$dep" && pass "depends on $dep" || fail "does not depend on $dep"
 done
@@ -80,7 +85,7 @@ dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' >"$WORK/files"
 for f in /usr/bin/realtime-voiced /lib/systemd/system/$UNIT \
     /usr/share/dbus-1/system.d/io.thrive.RealtimeVoice1.conf /etc/realtime-voiced/config.toml \
     /usr/share/doc/realtime-voiced/copyright /usr/share/doc/realtime-voiced/changelog.Debian.gz \
-    /usr/share/doc/realtime-voiced/README.md /usr/share/doc/realtime-voiced/INSTALL.md /usr/share/man/man8/realtime-voiced.8.gz; do
+    /usr/share/doc/realtime-voiced/README.md /usr/share/man/man8/realtime-voiced.8.gz; do
     grep -qx "$f" "$WORK/files" && pass "ships $f" || fail "does not ship $f"
 done
 grep -q "realtime-sim" "$WORK/files" && fail "ships the simulator" || pass "does not ship realtime-sim"
@@ -121,7 +126,7 @@ fi
 UNIT_FILE=$WORK/root/lib/systemd/system/$UNIT
 # Verified where it will live. The package is not installed here, so the one complaint expected
 # is that ExecStart's binary is missing; anything else about our unit fails the check.
-systemd-analyze verify "$UNIT_FILE" >"$WORK/verify" 2>&1 || true
+systemd-analyze verify --man=no "$UNIT_FILE" >"$WORK/verify" 2>&1 || true
 grep -v "Command /usr/bin/realtime-voiced is not executable" "$WORK/verify" >"$WORK/verify-ours" || true
 sed 's/^/     verify: /' "$WORK/verify"
 if grep -q "$UNIT" "$WORK/verify-ours"; then
