@@ -157,6 +157,9 @@ impl Daemon {
 
     /// Runs until a `Shutdown` command, or until every command sender is gone.
     pub async fn run(mut self) {
+        // Audio counters change on the ALSA threads; look at them once a second.
+        let mut audio_poll = tokio::time::interval(std::time::Duration::from_secs(1));
+        audio_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = [self.machine.next_deadline(), self.budget_deadline()]
                 .into_iter()
@@ -169,6 +172,7 @@ impl Daemon {
                 }
             };
             tokio::select! {
+                _ = audio_poll.tick() => self.refresh_audio_stats(),
                 command = self.commands_rx.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.command(command),
@@ -424,6 +428,26 @@ impl Daemon {
                 });
             }
         }
+    }
+
+    fn refresh_audio_stats(&mut self) {
+        let mut fresh = self.parts.audio.stats();
+        fresh.queued_ms = 0;
+        fresh.jitter_target_ms = 0;
+        fresh.capture_frames = 0;
+        self.snapshot_tx.send_if_modified(|s| {
+            if s.audio == fresh {
+                return false;
+            }
+            if s.audio.device_problem != fresh.device_problem {
+                match &fresh.device_problem {
+                    Some(problem) => warn!("audio: {problem}"),
+                    None => info!("audio devices are working again"),
+                }
+            }
+            s.audio = fresh;
+            true
+        });
     }
 
     fn check_budget(&mut self) -> Result<(), Refusal> {

@@ -18,6 +18,7 @@ use zbus::object_server::{DispatchResult2, Interface, SignalEmitter};
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{fdo, interface, Connection, Message, MessageStream, ObjectServer};
 
+use crate::audio::AudioStats;
 use crate::config::Bus;
 use crate::control::{Command, ControlHandle, Refusal, Snapshot};
 use crate::session::Stats;
@@ -89,8 +90,34 @@ fn owned(value: Value<'_>) -> OwnedValue {
 }
 
 /// The `Stats` dictionary; times not yet measured are left out.
-pub fn stats_dict(stats: &Stats) -> HashMap<String, OwnedValue> {
+pub fn stats_dict(stats: &Stats, audio: &AudioStats) -> HashMap<String, OwnedValue> {
     let mut d = HashMap::new();
+    d.insert(
+        "capture_xruns".into(),
+        OwnedValue::from(audio.capture_xruns),
+    );
+    d.insert(
+        "playback_xruns".into(),
+        OwnedValue::from(audio.playback_xruns),
+    );
+    d.insert(
+        "playback_underruns".into(),
+        OwnedValue::from(audio.playback_underruns),
+    );
+    d.insert(
+        "capture_dropped".into(),
+        OwnedValue::from(audio.capture_dropped),
+    );
+    d.insert(
+        "playback_dropped".into(),
+        OwnedValue::from(audio.playback_dropped),
+    );
+    if let Some(problem) = &audio.device_problem {
+        d.insert(
+            "audio_device_problem".into(),
+            owned(Value::from(problem.as_str())),
+        );
+    }
     d.insert("sessions".into(), OwnedValue::from(stats.sessions));
     d.insert("reconnects".into(), OwnedValue::from(stats.reconnects));
     if let Some(ms) = stats.last_connect_ms {
@@ -111,7 +138,7 @@ pub fn stats_dict(stats: &Stats) -> HashMap<String, OwnedValue> {
 
 /// What `Status()` returns: the properties and the stats in one dictionary.
 pub fn status_dict(s: &Snapshot) -> HashMap<String, OwnedValue> {
-    let mut d = stats_dict(&s.stats);
+    let mut d = stats_dict(&s.stats, &s.audio);
     let since_usec = s
         .since
         .duration_since(UNIX_EPOCH)
@@ -239,7 +266,8 @@ impl Voice {
 
     #[zbus(property)]
     fn stats(&self) -> HashMap<String, OwnedValue> {
-        stats_dict(&self.handle.snapshot.borrow().stats)
+        let s = self.handle.snapshot.borrow();
+        stats_dict(&s.stats, &s.audio)
     }
 
     #[zbus(signal)]
@@ -260,7 +288,7 @@ const DOCS: &[(&str, &str)] = &[
     ("LastError", "Why the last conversation failed; empty if it did not."),
     ("Muted", "The microphone is muted (writable; a long press of the button mutes)."),
     ("Volume", "Playback volume from 0.0 to 1.0 (writable)."),
-    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms, tokens_used, input_tokens, output_tokens, responses."),
+    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms, tokens_used, input_tokens, output_tokens, responses, capture_xruns, playback_xruns, playback_underruns, capture_dropped, playback_dropped, and audio_device_problem while a sound device is missing."),
     ("Transcript", "A final transcript line: role is user or assistant."),
 ];
 
@@ -547,8 +575,8 @@ pub fn changed_properties(old: &Snapshot, new: &Snapshot) -> HashMap<&'static st
     if old.volume != new.volume {
         changed.insert("Volume", Value::from(new.volume));
     }
-    if old.stats != new.stats {
-        changed.insert("Stats", Value::from(stats_dict(&new.stats)));
+    if old.stats != new.stats || old.audio != new.audio {
+        changed.insert("Stats", Value::from(stats_dict(&new.stats, &new.audio)));
     }
     changed
 }
@@ -607,6 +635,25 @@ mod tests {
     use super::*;
     use crate::config::TransportKind;
     use crate::session::State;
+
+    #[test]
+    fn stats_carry_the_audio_counters_and_a_missing_device() {
+        let audio = AudioStats {
+            capture_xruns: 2,
+            playback_underruns: 5,
+            device_problem: Some("cannot open capture device `hw:1`".into()),
+            ..AudioStats::default()
+        };
+        let d = stats_dict(&Stats::default(), &audio);
+        assert_eq!(u64::try_from(&d["capture_xruns"]).ok(), Some(2));
+        assert_eq!(u64::try_from(&d["playback_underruns"]).ok(), Some(5));
+        assert_eq!(
+            <&str>::try_from(&d["audio_device_problem"]).ok(),
+            Some("cannot open capture device `hw:1`")
+        );
+        let healthy = stats_dict(&Stats::default(), &AudioStats::default());
+        assert!(!healthy.contains_key("audio_device_problem"));
+    }
 
     #[test]
     fn text_is_checked() {

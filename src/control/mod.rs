@@ -63,6 +63,9 @@ pub struct Snapshot {
     pub muted: bool,
     pub volume: f64,
     pub stats: Stats,
+    /// The audio engine's counters and device health (gauges left at zero: they change every
+    /// frame and would flood PropertiesChanged).
+    pub audio: crate::audio::AudioStats,
 }
 
 impl Snapshot {
@@ -76,6 +79,7 @@ impl Snapshot {
             muted: false,
             volume,
             stats: Stats::default(),
+            audio: crate::audio::AudioStats::default(),
         }
     }
 }
