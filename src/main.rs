@@ -133,7 +133,13 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
-    // The audio devices are opened first: READY=1 promises a daemon that can hear and speak.
+    // GPIO first: a wrong setting there is cheap to find and ends the start at once.
+    let pins = if config.gpio.enabled {
+        Some(gpio::open(&config.gpio)?)
+    } else {
+        None
+    };
+    // The audio devices are opened next: READY=1 promises a daemon that can hear and speak.
     // ALSA is opened off the runtime. A missing device is logged and retried, not fatal: a USB
     // microphone may still be enumerating at boot.
     let audio_config = config.audio.clone();
@@ -174,8 +180,7 @@ async fn serve(
     let control = daemon.handle();
     let led = daemon.led();
 
-    let panel = if gpio_config.enabled {
-        let (button, light) = gpio::open(&gpio_config)?;
+    let panel = if let Some((button, light)) = pins {
         Some(gpio::Panel::new(
             &gpio_config,
             button,
