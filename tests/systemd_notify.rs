@@ -75,7 +75,7 @@ fn ready_status_watchdog_reload_and_stop() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bus = Bus::session(dir.path());
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[dbus]\nbus = \"session\"\n").expect("write config");
+    std::fs::write(&config, "[dbus]\nbus = \"session\"\n[audio]\ncapture_device = \"null\"\nplayback_device = \"null\"\n").expect("write config");
     let notify = dir.path().join("notify");
     let mut notices = Notices::bind(&notify);
     let mut d = daemon(dir.path(), &bus.address, &config, &notify);
@@ -131,7 +131,7 @@ fn ready_status_watchdog_reload_and_stop() {
     // SIGHUP with a good file: RELOADING=1 (with the monotonic time) then READY=1.
     std::fs::write(
         &config,
-        "[dbus]\nbus = \"session\"\n[log]\nlevel = \"debug\"\n",
+        "[dbus]\nbus = \"session\"\n[audio]\ncapture_device = \"null\"\nplayback_device = \"null\"\n[log]\nlevel = \"debug\"\n",
     )
     .expect("write");
     d.signal(libc::SIGHUP);
@@ -200,7 +200,7 @@ fn ready_status_watchdog_reload_and_stop() {
 fn no_bus_means_no_ready_and_one_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[dbus]\nbus = \"session\"\n").expect("write config");
+    std::fs::write(&config, "[dbus]\nbus = \"session\"\n[audio]\ncapture_device = \"null\"\nplayback_device = \"null\"\n").expect("write config");
     let notify = dir.path().join("notify");
     let mut notices = Notices::bind(&notify);
     let missing = format!("unix:path={}", dir.path().join("no-bus").display());
