@@ -112,7 +112,7 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
         .expect("text accepted");
     assert_eq!(
         transcript(&mut transcripts, Role::Assistant).await,
-        "you said: hello daemon"
+        "you said: hello daemon; the tool said: hello daemon"
     );
 
     // Spoken input: 600 ms of tone and enough silence to end the turn.

@@ -115,7 +115,7 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
         .expect("text accepted");
     assert_eq!(
         transcript(&mut transcripts, Role::Assistant).await,
-        "you said: hello over webrtc"
+        "you said: hello over webrtc; the tool said: hello over webrtc"
     );
 
     // Speech through the Opus track: 600 ms of tone, then silence to end the turn.
