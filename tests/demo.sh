@@ -15,19 +15,7 @@ SECONDS_TO_RUN=${DEMO_SECONDS:-25}
 
 PACKAGES=(build-essential pkg-config libclang-dev libasound2-dev libopus-dev libwebrtc-audio-processing-dev
     alsa-utils libasound2-plugins pulseaudio pulseaudio-utils dbus dbus-bin systemd espeak-ng sox coreutils)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages: ${missing[*]} (run as root, or: sudo apt-get install -y ${missing[*]})" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq || echo "warning: apt-get update reported errors; continuing" >&2
-    timeout 1200 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash tests/install-packages.sh "${PACKAGES[@]}"
 
 echo "== building"
 cargo build --quiet --bins

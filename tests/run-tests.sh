@@ -15,20 +15,7 @@ PACKAGES=(
     sox espeak-ng coturn python3 python3-venv python3-pip file ca-certificates
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages: ${missing[*]} (run as root, or: sudo apt-get install -y ${missing[*]})" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # A foreign architecture's broken index (see packaging/build-deb.sh) must not stop the tests.
-    timeout 600 apt-get update -qq || echo "warning: apt-get update reported errors; continuing" >&2
-    timeout 1200 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash tests/install-packages.sh "${PACKAGES[@]}"
 
 export CARGO_TERM_COLOR=never
 timeout 300 cargo fmt --all -- --check

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rtrb::Consumer;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::device::{self, Pcm, Side, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
@@ -55,7 +55,13 @@ impl Capture {
         let mut backoff = Duration::from_millis(100);
         while !self.shared.stop.load(Relaxed) {
             let Some(pcm) = self.pcm.take() else {
-                self.reopen(&mut backoff);
+                self.pcm = device::reopen(
+                    &self.shared,
+                    &self.device,
+                    Side::Capture,
+                    self.period_ms,
+                    &mut backoff,
+                );
                 continue;
             };
             match self.read_until_trouble(&pcm, &mut b) {
@@ -72,25 +78,6 @@ impl Capture {
         }
     }
 
-    fn reopen(&mut self, backoff: &mut Duration) {
-        self.shared.sleep_unless_stopped(*backoff);
-        if self.shared.stop.load(Relaxed) {
-            return;
-        }
-        match device::open(&self.device, Side::Capture, self.period_ms) {
-            Ok(pcm) => {
-                info!(device = %self.device, "capture device is back");
-                self.shared.set_problem(Side::Capture, None);
-                self.pcm = Some(pcm);
-            }
-            Err(e) => {
-                self.shared
-                    .set_problem(Side::Capture, Some(format!("{e}; retrying")));
-                *backoff = (*backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-
     /// Reads until told to stop (`None`) or until the device fails (`Some(reason)`).
     fn read_until_trouble(&mut self, pcm: &Pcm, b: &mut Blocks) -> Option<String> {
         let io = match pcm.pcm.io_i16() {
@@ -99,6 +86,9 @@ impl Capture {
         };
         let opened = Instant::now();
         let mut blocks: u64 = 0;
+        // Once per open, with the log's wall-clock time: where the stream's sample 0 was taken
+        // (the session benchmark lines up recordings with it).
+        let mut first = true;
         loop {
             if self.shared.stop.load(Relaxed) {
                 return None;
@@ -118,6 +108,10 @@ impl Capture {
             }
             match io.readi(&mut b.block[b.filled..]) {
                 Ok(n) => {
+                    if first && n > 0 {
+                        first = false;
+                        debug!(device = %self.device, samples = n, "capture stream running");
+                    }
                     b.filled += n;
                     if b.filled == BLOCK {
                         b.filled = 0;

@@ -158,3 +158,30 @@ pub fn trouble(pcm: &PCM, e: alsa::Error) -> Trouble {
         _ => Trouble::Lost(reason(&e)),
     }
 }
+
+/// Waits `backoff`, then tries to open the device again: on success clears the device problem,
+/// on failure records it and doubles the wait (up to 5 s). Shared by capture and playback.
+pub(crate) fn reopen(
+    shared: &super::engine::Shared,
+    name: &str,
+    side: Side,
+    period_ms: u32,
+    backoff: &mut std::time::Duration,
+) -> Option<Pcm> {
+    shared.sleep_unless_stopped(*backoff);
+    if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match open(name, side, period_ms) {
+        Ok(pcm) => {
+            tracing::info!(device = %name, "{side} device is back");
+            shared.set_problem(side, None);
+            Some(pcm)
+        }
+        Err(e) => {
+            shared.set_problem(side, Some(format!("{e}; retrying")));
+            *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
+            None
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtrb::Producer;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::device::{self, Pcm, Side, Trouble};
 use super::earcons::Earcons;
@@ -48,11 +48,15 @@ struct Mix {
     audio_total: u64,
     /// Other samples (silence, earcons) written since the last assistant sample.
     after_audio: u64,
+    /// Every sample written since the thread began: where each start falls in a recording of
+    /// the device (logged at debug for the session benchmark).
+    lifetime_written: u64,
 }
 
 impl Playback {
     pub fn run(mut self) {
         let mut m = Mix {
+            lifetime_written: 0,
             buf: Box::new([0; MAX_PERIOD]),
             flush_seen: self.shared.flush_gen.load(Relaxed),
             earcon: None,
@@ -68,7 +72,13 @@ impl Playback {
             let Some(pcm) = self.pcm.take() else {
                 // Keep the buffer moving (flushes, drains) while the device is away.
                 self.housekeeping(&mut m);
-                self.reopen(&mut backoff);
+                self.pcm = device::reopen(
+                    &self.shared,
+                    &self.device,
+                    Side::Playback,
+                    self.period_ms,
+                    &mut backoff,
+                );
                 continue;
             };
             match self.play_until_trouble(&pcm, &mut m) {
@@ -82,25 +92,6 @@ impl Playback {
                     drop(pcm);
                     backoff = Duration::from_millis(100);
                 }
-            }
-        }
-    }
-
-    fn reopen(&mut self, backoff: &mut Duration) {
-        self.shared.sleep_unless_stopped(*backoff);
-        if self.shared.stop.load(Relaxed) {
-            return;
-        }
-        match device::open(&self.device, Side::Playback, self.period_ms) {
-            Ok(pcm) => {
-                info!(device = %self.device, "playback device is back");
-                self.shared.set_problem(Side::Playback, None);
-                self.pcm = Some(pcm);
-            }
-            Err(e) => {
-                self.shared
-                    .set_problem(Side::Playback, Some(format!("{e}; retrying")));
-                *backoff = (*backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -211,8 +202,10 @@ impl Playback {
                 m.running = true;
                 m.started = Instant::now();
                 m.written = 0;
+                debug!(device = %self.device, offset = m.lifetime_written, "playback stream running");
             }
             m.written += period as u64;
+            m.lifetime_written += period as u64;
             pace(m.started, m.written);
             let dropped = jitter::push(&mut self.reference, &m.buf[..period]);
             if dropped > 0 {
