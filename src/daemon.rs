@@ -435,10 +435,12 @@ impl Daemon {
         fresh.queued_ms = 0;
         fresh.jitter_target_ms = 0;
         fresh.capture_frames = 0;
+        let lost = crate::transport::webrtc::packets_lost();
         self.snapshot_tx.send_if_modified(|s| {
-            if s.audio == fresh {
+            if s.audio == fresh && s.packets_lost == lost {
                 return false;
             }
+            s.packets_lost = lost;
             if s.audio.device_problem != fresh.device_problem {
                 match &fresh.device_problem {
                     Some(problem) => warn!("audio: {problem}"),

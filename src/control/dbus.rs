@@ -90,8 +90,13 @@ fn owned(value: Value<'_>) -> OwnedValue {
 }
 
 /// The `Stats` dictionary; times not yet measured are left out.
-pub fn stats_dict(stats: &Stats, audio: &AudioStats) -> HashMap<String, OwnedValue> {
+pub fn stats_dict(
+    stats: &Stats,
+    audio: &AudioStats,
+    packets_lost: u64,
+) -> HashMap<String, OwnedValue> {
     let mut d = HashMap::new();
+    d.insert("packets_lost".into(), OwnedValue::from(packets_lost));
     d.insert(
         "capture_xruns".into(),
         OwnedValue::from(audio.capture_xruns),
@@ -138,7 +143,7 @@ pub fn stats_dict(stats: &Stats, audio: &AudioStats) -> HashMap<String, OwnedVal
 
 /// What `Status()` returns: the properties and the stats in one dictionary.
 pub fn status_dict(s: &Snapshot) -> HashMap<String, OwnedValue> {
-    let mut d = stats_dict(&s.stats, &s.audio);
+    let mut d = stats_dict(&s.stats, &s.audio, s.packets_lost);
     let since_usec = s
         .since
         .duration_since(UNIX_EPOCH)
@@ -267,7 +272,7 @@ impl Voice {
     #[zbus(property)]
     fn stats(&self) -> HashMap<String, OwnedValue> {
         let s = self.handle.snapshot.borrow();
-        stats_dict(&s.stats, &s.audio)
+        stats_dict(&s.stats, &s.audio, s.packets_lost)
     }
 
     #[zbus(signal)]
@@ -288,7 +293,7 @@ const DOCS: &[(&str, &str)] = &[
     ("LastError", "Why the last conversation failed; empty if it did not."),
     ("Muted", "The microphone is muted (writable; a long press of the button mutes)."),
     ("Volume", "Playback volume from 0.0 to 1.0 (writable)."),
-    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms, tokens_used, input_tokens, output_tokens, responses, capture_xruns, playback_xruns, playback_underruns, capture_dropped, playback_dropped, and audio_device_problem while a sound device is missing."),
+    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms, tokens_used, input_tokens, output_tokens, responses, packets_lost, capture_xruns, playback_xruns, playback_underruns, capture_dropped, playback_dropped, and audio_device_problem while a sound device is missing."),
     ("Transcript", "A final transcript line: role is user or assistant."),
 ];
 
@@ -575,8 +580,11 @@ pub fn changed_properties(old: &Snapshot, new: &Snapshot) -> HashMap<&'static st
     if old.volume != new.volume {
         changed.insert("Volume", Value::from(new.volume));
     }
-    if old.stats != new.stats || old.audio != new.audio {
-        changed.insert("Stats", Value::from(stats_dict(&new.stats, &new.audio)));
+    if old.stats != new.stats || old.audio != new.audio || old.packets_lost != new.packets_lost {
+        changed.insert(
+            "Stats",
+            Value::from(stats_dict(&new.stats, &new.audio, new.packets_lost)),
+        );
     }
     changed
 }
@@ -644,14 +652,15 @@ mod tests {
             device_problem: Some("cannot open capture device `hw:1`".into()),
             ..AudioStats::default()
         };
-        let d = stats_dict(&Stats::default(), &audio);
+        let d = stats_dict(&Stats::default(), &audio, 3);
+        assert_eq!(u64::try_from(&d["packets_lost"]).ok(), Some(3));
         assert_eq!(u64::try_from(&d["capture_xruns"]).ok(), Some(2));
         assert_eq!(u64::try_from(&d["playback_underruns"]).ok(), Some(5));
         assert_eq!(
             <&str>::try_from(&d["audio_device_problem"]).ok(),
             Some("cannot open capture device `hw:1`")
         );
-        let healthy = stats_dict(&Stats::default(), &AudioStats::default());
+        let healthy = stats_dict(&Stats::default(), &AudioStats::default(), 0);
         assert!(!healthy.contains_key("audio_device_problem"));
     }
 

@@ -66,6 +66,8 @@ pub struct Snapshot {
     /// The audio engine's counters and device health (gauges left at zero: they change every
     /// frame and would flood PropertiesChanged).
     pub audio: crate::audio::AudioStats,
+    /// Incoming audio packets lost on the network (WebRTC).
+    pub packets_lost: u64,
 }
 
 impl Snapshot {
@@ -80,6 +82,7 @@ impl Snapshot {
             volume,
             stats: Stats::default(),
             audio: crate::audio::AudioStats::default(),
+            packets_lost: 0,
         }
     }
 }

@@ -397,6 +397,14 @@ fn next_timestamp(next: u32, last_sent: Option<Instant>, now: Instant) -> (u32, 
     }
 }
 
+/// Incoming audio packets that never arrived, over every call of this process (one process is
+/// one device): published on D-Bus in `Stats`.
+static PACKETS_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn packets_lost() -> u64 {
+    PACKETS_LOST.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Turns a stream of Opus RTP payloads back into PCM, concealing lost packets (from the next
 /// packet's FEC data where it can) and dropping late or repeated ones.
 pub(crate) struct OpusReceiver {
@@ -435,6 +443,7 @@ impl OpusReceiver {
                 return;
             }
             let missing = ahead - 1;
+            PACKETS_LOST.fetch_add(u64::from(missing), std::sync::atomic::Ordering::Relaxed);
             if missing > 0 && missing <= MAX_CONCEAL {
                 for i in 0..missing {
                     // The packet at hand carries FEC for the one just before it.
@@ -1159,6 +1168,7 @@ mod tests {
     #[test]
     fn receiver_conceals_gaps_and_drops_late_packets() {
         let packets = encoded_tone(20);
+        let lost_before = packets_lost();
         let mut rx = OpusReceiver::new().expect("receiver");
         let mut samples = 0usize;
         let mut sink = |pcm: &[i16]| samples += pcm.len();
@@ -1175,6 +1185,8 @@ mod tests {
         rx.on_packet(base.wrapping_add(19), &packets[19], &mut sink);
         assert_eq!(rx.concealed, 3);
         assert_eq!(rx.late, 2);
+        // Other tests may add to the process-wide count meanwhile, never take from it.
+        assert!(packets_lost() - lost_before >= 3, "losses reach the D-Bus counter");
         assert_eq!(
             samples,
             20 * FRAME_SAMPLES,
