@@ -1,5 +1,5 @@
 """A reference client for the session benchmark: the same conversation realtime-voiced has,
-made by aiortc (a WebRTC stack we did not write) against the realtime simulator.
+made by aiortc (a WebRTC stack we did not write; needs only aiortc and aiohttp) against the realtime simulator.
 
 It mints a token, makes the WebRTC call, sends `session.update`, plays a tone burst into the
 call, and reports connect time, the time from the burst's end to the echo's onset, CPU time per
@@ -17,7 +17,7 @@ import time
 
 import aiohttp
 import aioice.ice
-import numpy as np
+from array import array
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
@@ -48,13 +48,15 @@ class ToneTrack(MediaStreamTrack):
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        n = np.arange(self.sent, self.sent + FRAME)
-        t = n / RATE
-        on = (t >= TONE_START_S) & (t < TONE_START_S + TONE_LEN_S)
-        samples = (on * 8000 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
-        if self.burst_end is None and t[0] >= TONE_START_S + TONE_LEN_S:
+        samples = array("h", bytes(2 * FRAME))
+        for i in range(FRAME):
+            t = (self.sent + i) / RATE
+            if TONE_START_S <= t < TONE_START_S + TONE_LEN_S:
+                samples[i] = int(8000 * math.sin(2 * math.pi * 440 * t))
+        if self.burst_end is None and self.sent / RATE >= TONE_START_S + TONE_LEN_S:
             self.burst_end = time.monotonic()
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(samples.tobytes())
         frame.sample_rate = RATE
         frame.pts = self.sent
         frame.time_base = fractions.Fraction(1, RATE)
@@ -85,9 +87,11 @@ async def main(base, seconds):
                     except Exception:
                         return
                     echo["frames"] += 1
-                    data = frame.to_ndarray().astype(np.float64)
-                    if echo["onset"] is None and track.burst_end and np.sqrt(np.mean(data ** 2)) > 500:
-                        echo["onset"] = time.monotonic()
+                    data = array("h", bytes(frame.planes[0]))
+                    if echo["onset"] is None and track.burst_end and data:
+                        rms = math.sqrt(sum(x * x for x in data) / len(data))
+                        if rms > 500:
+                            echo["onset"] = time.monotonic()
             asyncio.ensure_future(pull())
 
         @channel.on("open")
