@@ -291,6 +291,8 @@ fn system_bus_policy_interface_and_bus_restart() {
         !ok && out.contains("Error.NotActive"),
         "text while idle: {out}"
     );
+    let (ok, out) = call_as(MEMBER, &address, &format!("{IFACE}.ClearMemory"), &[]);
+    assert!(ok, "ClearMemory as a member: {out}");
     let (ok, out) = call_as(
         MEMBER,
         &address,

@@ -1186,7 +1186,10 @@ mod tests {
         assert_eq!(rx.concealed, 3);
         assert_eq!(rx.late, 2);
         // Other tests may add to the process-wide count meanwhile, never take from it.
-        assert!(packets_lost() - lost_before >= 3, "losses reach the D-Bus counter");
+        assert!(
+            packets_lost() - lost_before >= 3,
+            "losses reach the D-Bus counter"
+        );
         assert_eq!(
             samples,
             20 * FRAME_SAMPLES,
