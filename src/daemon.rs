@@ -203,9 +203,11 @@ impl Daemon {
             Command::Start(reply) => {
                 let result = self.check_budget();
                 if result.is_ok() {
+                    // Fed even when not configured: the device shows the error (LED, earcon,
+                    // LastError) while the caller gets NotConfigured.
                     self.feed(Input::Start);
                 }
-                Self::reply(reply, result);
+                Self::reply(reply, result.and_then(|()| self.check_configured()));
             }
             Command::Stop(reply) => {
                 let result =
@@ -218,14 +220,20 @@ impl Daemon {
                 Self::reply(reply, result);
             }
             Command::Toggle(reply) => {
-                let result = if self.machine.state().is_active() {
-                    Ok(())
-                } else {
+                let starting = !self.machine.state().is_active();
+                let result = if starting {
                     self.check_budget()
+                } else {
+                    Ok(())
                 };
                 if result.is_ok() {
                     self.feed(Input::Toggle);
                 }
+                let result = if starting {
+                    result.and_then(|()| self.check_configured())
+                } else {
+                    result
+                };
                 Self::reply(reply, result);
             }
             Command::SendText(text, reply) => {
@@ -450,6 +458,10 @@ impl Daemon {
             s.audio = fresh;
             true
         });
+    }
+
+    fn check_configured(&self) -> Result<(), Refusal> {
+        self.parts.connector.ready().map_err(Refusal::NotConfigured)
     }
 
     fn check_budget(&mut self) -> Result<(), Refusal> {

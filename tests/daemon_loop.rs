@@ -217,3 +217,47 @@ async fn a_lost_link_reconnects_with_a_fresh_connection() {
     wait_state(&handle, State::Listening).await;
     assert_eq!(handle.snapshot.borrow().stats.reconnects, 1);
 }
+
+/// A connector without credentials.
+struct Keyless;
+
+impl Connector for Keyless {
+    fn ready(&self) -> Result<(), String> {
+        Err("no API key: put it in /etc/realtime-voiced/api-key".into())
+    }
+
+    fn connect(&self, _kind: TransportKind) -> ConnectFuture<'_> {
+        Box::pin(async {
+            Err(realtime_voiced::transport::ConnectError::fatal(
+                "no API key",
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn start_without_credentials_is_refused_and_the_device_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::new(
+        config(),
+        Parts {
+            connector: Arc::new(Keyless),
+            audio: Arc::new(NullAudio),
+            tools: Arc::new(Tools::new(&[])),
+            state_dir: dir.path().to_owned(),
+        },
+    );
+    let handle = daemon.handle();
+    tokio::spawn(daemon.run());
+    let err = handle.request(Command::Start).await.expect_err("no key");
+    assert!(
+        matches!(&err, Refusal::NotConfigured(m) if m.contains("no API key")),
+        "{err:?}"
+    );
+    // The LED, the earcon and LastError tell the person at the device, too.
+    wait_state(&handle, State::Error).await;
+    assert!(handle.snapshot.borrow().last_error.contains("no API key"));
+    // Toggle from error starts again, and is refused the same way.
+    let err = handle.request(Command::Toggle).await.expect_err("no key");
+    assert!(matches!(err, Refusal::NotConfigured(_)));
+}

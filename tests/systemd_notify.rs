@@ -120,7 +120,12 @@ fn ready_status_watchdog_reload_and_stop() {
         "-m",
         "io.thrive.RealtimeVoice1.Start",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
+    // No key here: Start is refused as NotConfigured, and the error state reaches STATUS=.
+    assert!(
+        !o.status.success() && text(&o).contains("NotConfigured"),
+        "{}",
+        text(&o)
+    );
     let status = notices.until(Duration::from_secs(5), |l| l.starts_with("STATUS=error: "));
     assert!(
         status.is_some_and(|m| m.contains("no API key")),

@@ -36,6 +36,18 @@ impl RealtimeConnector {
 }
 
 impl Connector for RealtimeConnector {
+    fn ready(&self) -> Result<(), String> {
+        let config = &self.ctx.config;
+        if config.api.token_url.is_some() {
+            return Ok(());
+        }
+        match config.api_key() {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(super::token::NO_KEY.to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
         Box::pin(async move {
             let token = self.tokens.token().await?;

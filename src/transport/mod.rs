@@ -67,6 +67,12 @@ pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = Result<Link, ConnectErr
 /// Opens links. The real one fetches a token and dials the service; tests plug in their own.
 pub trait Connector: Send + Sync {
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_>;
+
+    /// Whether connecting could work at all: the reason when it cannot (no credentials), so
+    /// that a Start is answered with NotConfigured at once. Checks no network.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Used until a transport is configured: every connect fails with a clear reason.

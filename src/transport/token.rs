@@ -16,7 +16,8 @@ use crate::config::{Config, Secret};
 /// Renew a token this long before it expires (less for very short lifetimes).
 const RENEW_MARGIN: Duration = Duration::from_secs(60);
 
-const NO_KEY: &str = "no API key: put it in /etc/realtime-voiced/api-key, set api.api_key_file \
+pub const NO_KEY: &str =
+    "no API key: put it in /etc/realtime-voiced/api-key, set api.api_key_file \
                       or OPENAI_API_KEY, or set api.token_url";
 
 /// A short-lived credential for one or more sessions.
