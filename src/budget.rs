@@ -20,16 +20,18 @@ pub struct DailyBudget {
 
 /// The local calendar day of `t` as year·1000 + day of year (a key, not a count).
 pub fn local_day(t: SystemTime) -> i64 {
-    let secs = t
+    let unix = t
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as libc::time_t;
+        .map_or(0, |d| d.as_secs());
+    // time_t is 32 bits on armhf: the fallback below works from the 64-bit count instead.
+    let secs = unix as libc::time_t;
     // SAFETY: localtime_r only writes the `tm` we hand it; a zeroed tm is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
     if ok {
         i64::from(tm.tm_year + 1900) * 1000 + i64::from(tm.tm_yday)
     } else {
-        secs / 86_400
+        (unix / 86_400) as i64
     }
 }
 
