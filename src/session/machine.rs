@@ -336,8 +336,9 @@ impl Machine {
     fn set_state(&mut self, state: State) {
         if self.state != state {
             self.state = state;
-            self.out.push(Action::StateChanged(state));
+            // The LED first: whoever sees the new state then also sees its pattern.
             self.out.push(Action::Led(LedPattern::for_state(state)));
+            self.out.push(Action::StateChanged(state));
         }
     }
 

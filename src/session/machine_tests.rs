@@ -92,8 +92,8 @@ fn start_from_idle_connects_with_earcon_led_and_state() {
         a,
         vec![
             Action::Earcon(Earcon::Start),
-            Action::StateChanged(State::Connecting),
             Action::Led(LedPattern::SlowBlink),
+            Action::StateChanged(State::Connecting),
             Action::Connect {
                 transport: TransportKind::Webrtc,
                 attempt: 1
