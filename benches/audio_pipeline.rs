@@ -21,6 +21,7 @@ use realtime_voiced::audio::echo::{EchoCanceller, BLOCK};
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
 use realtime_voiced::audio::jitter::{self, JitterSettings};
 use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::signals::speech_like;
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 
@@ -69,25 +70,6 @@ fn process_cpu() -> Duration {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
-/// Speech-like test signal: shaped noise with a syllable envelope and pauses.
-fn speech_like(n: usize, seed: u64) -> Vec<i16> {
-    let mut x = seed;
-    let mut lp = 0.0f64;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let white = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-            lp = 0.7 * lp + 0.3 * white;
-            let t = i as f64 / 48_000.0;
-            let syllable = (2.0 * std::f64::consts::PI * 3.0 * t).sin().max(0.0);
-            let phrase = if (t % 2.0) < 1.6 { 1.0 } else { 0.0 };
-            (12_000.0 * lp * syllable * phrase) as i16
-        })
-        .collect()
-}
-
 #[derive(Default)]
 struct Stages {
     echo: Duration,
@@ -99,8 +81,8 @@ struct Stages {
 /// The whole path for one conversation, in one thread: near end (the user, plus the echo of
 /// what we play) → canceller → encoder → decoder → jitter buffer → volume → far-end reference.
 fn pipeline(seconds: usize, aec: bool) -> (Stages, u64) {
-    let near_speech = speech_like(48_000 * seconds, 7);
-    let far_speech = speech_like(48_000 * seconds, 11);
+    let near_speech = speech_like(48_000 * seconds, 7, true);
+    let far_speech = speech_like(48_000 * seconds, 11, true);
     // The service's side: the reply encoded beforehand, outside the measurement.
     let replies: Vec<Vec<u8>> = {
         let mut service = OpusEncoder::new().expect("encoder");
@@ -428,7 +410,7 @@ fn bench_live(dir: &Path) {
     // alsa-lib straight to plugins, no sound server: the `file` plugin reads a speech-like
     // recording; the capture thread's guard paces a device that has no clock.
     let infile = dir.join("speech.raw");
-    let bytes: Vec<u8> = speech_like(48_000 * 60, 3)
+    let bytes: Vec<u8> = speech_like(48_000 * 60, 3, true)
         .iter()
         .flat_map(|s| s.to_le_bytes())
         .collect();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
 use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::signals::speech_like;
 use realtime_voiced::audio::{AudioControl, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 use realtime_voiced::session::Earcon;
@@ -500,23 +501,6 @@ fn child_paced() {
 // End to end: what the speaker plays comes back on the microphone (the null sink's monitor);
 // the canceller, fed what playback wrote, removes it.
 
-fn speech_like(n: usize, seed: u64) -> Vec<i16> {
-    let mut x = seed;
-    let mut lp = 0.0f64;
-    (0..n)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let white = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-            lp = 0.7 * lp + 0.3 * white;
-            let t = i as f64 / 48_000.0;
-            let syllable = (2.0 * std::f64::consts::PI * 3.0 * t).sin().max(0.0);
-            (12_000.0 * lp * syllable) as i16
-        })
-        .collect()
-}
-
 #[test]
 fn the_speaker_does_not_talk_to_itself_through_alsa() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -552,7 +536,7 @@ fn echo_energy(aec: bool) -> f64 {
     // Let a paced device start, then listen.
     count_frames(&rt, &mic, Duration::from_secs(2));
     engine.set_capture(true);
-    engine.push(&speech_like(48_000 * 10, 5));
+    engine.push(&speech_like(48_000 * 10, 5, false));
     let heard = rt.block_on(async {
         let mut rx = mic.lock().await;
         let mut heard = Vec::new();

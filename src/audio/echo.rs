@@ -132,24 +132,22 @@ impl Drop for EchoCanceller {
 mod tests {
     use super::*;
 
-    /// A speech-like far end: noise shaped by a slow syllable envelope, with pauses.
     fn far_end(n: usize, seed: u64) -> Vec<i16> {
-        let mut x = seed;
-        let mut lp = 0.0f64;
-        (0..n)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let white = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-                // A gentle low-pass gives it a voice-like spectral tilt.
-                lp = 0.7 * lp + 0.3 * white;
-                let t = i as f64 / 48_000.0;
-                let syllable = (2.0 * std::f64::consts::PI * 3.0 * t).sin().max(0.0);
-                let phrase = if (t % 2.0) < 1.6 { 1.0 } else { 0.0 };
-                (12_000.0 * lp * syllable * phrase) as i16
-            })
-            .collect()
+        crate::audio::signals::speech_like(n, seed, true)
+    }
+
+    /// Runs the canceller over `near` block by block with `far` as the reference.
+    fn cancel(aec: &mut EchoCanceller, near: &[i16], far: &[i16]) -> Vec<i16> {
+        let mut out = Vec::with_capacity(near.len());
+        let mut block = [0i16; BLOCK];
+        let mut far_block = [0i16; BLOCK];
+        for (nb, fb) in near.chunks_exact(BLOCK).zip(far.chunks_exact(BLOCK)) {
+            block.copy_from_slice(nb);
+            far_block.copy_from_slice(fb);
+            aec.process(&mut block, &far_block).expect("process");
+            out.extend_from_slice(&block);
+        }
+        out
     }
 
     fn energy(s: &[i16]) -> f64 {
@@ -171,15 +169,7 @@ mod tests {
             let mut aec = EchoCanceller::new(true, false)
                 .expect("canceller")
                 .expect("enabled");
-            let mut out = Vec::with_capacity(n);
-            let mut block = [0i16; BLOCK];
-            let mut far_block = [0i16; BLOCK];
-            for (nb, fb) in near.chunks_exact(BLOCK).zip(far.chunks_exact(BLOCK)) {
-                block.copy_from_slice(nb);
-                far_block.copy_from_slice(fb);
-                aec.process(&mut block, &far_block).expect("process");
-                out.extend_from_slice(&block);
-            }
+            let out = cancel(&mut aec, &near, &far);
             // Measure over the last 4 s, after convergence.
             let from = 48_000 * (seconds - 4);
             let erle = 10.0 * (energy(&near[from..]) / energy(&out[from..])).log10();
@@ -209,15 +199,7 @@ mod tests {
         let mut aec = EchoCanceller::new(true, false)
             .expect("canceller")
             .expect("enabled");
-        let mut out = Vec::with_capacity(n);
-        let mut block = [0i16; BLOCK];
-        let mut far_block = [0i16; BLOCK];
-        for (nb, fb) in near.chunks_exact(BLOCK).zip(far.chunks_exact(BLOCK)) {
-            block.copy_from_slice(nb);
-            far_block.copy_from_slice(fb);
-            aec.process(&mut block, &far_block).expect("process");
-            out.extend_from_slice(&block);
-        }
+        let out = cancel(&mut aec, &near, &far);
         let user_in: Vec<i16> = user[talk_from..].to_vec();
         let kept = 10.0 * (energy(&out[talk_from..]) / energy(&user_in)).log10();
         eprintln!("double talk (echo 6 dB under the user): the user comes out at {kept:+.1} dB");

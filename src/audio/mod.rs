@@ -98,3 +98,5 @@ pub mod jitter;
 pub mod opus;
 pub mod playback;
 pub mod resample;
+#[doc(hidden)]
+pub mod signals;
