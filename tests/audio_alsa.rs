@@ -369,11 +369,22 @@ impl Pulse {
             .stderr(Stdio::null())
             .spawn()
             .expect("pulseaudio (packages pulseaudio, libasound2-plugins) must be installed");
-        wait_for("the PulseAudio socket", Duration::from_secs(10), || {
-            socket.exists()
+        // The socket appears before the null sink is loaded: wait until the server lists it.
+        let server = format!("unix:{}", socket.display());
+        wait_for("PulseAudio's null sink", Duration::from_secs(10), || {
+            sink_ready(&server)
         });
         Pulse(child)
     }
+}
+
+/// Whether a PulseAudio server at `server` has the null sink loaded.
+fn sink_ready(server: &str) -> bool {
+    Command::new("pactl")
+        .args(["--server", server, "list", "short", "sinks"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nullsink"))
 }
 
 impl Drop for Pulse {
@@ -397,10 +408,15 @@ fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
     )
     .expect("asoundrc");
     let pulse = Pulse::start(dir.path());
-    let child = spawn_child("child_paced", dir.path());
+    let mut child = spawn_child("child_paced", dir.path());
+    // A child that ends early is reported with its output, not waited for.
     wait_for("the child to be ready", Duration::from_secs(60), || {
-        dir.path().join("lose").exists()
+        dir.path().join("lose").exists() || matches!(child.try_wait(), Ok(Some(_)))
     });
+    if !dir.path().join("lose").exists() {
+        let out = finish_child("child_paced", child, Duration::from_secs(5));
+        panic!("the child ended before the loss test: {out}");
+    }
     drop(pulse);
     wait_for("the child to see the loss", Duration::from_secs(30), || {
         dir.path().join("lost").exists()

@@ -46,7 +46,11 @@ PULSE_RUNTIME_PATH="$WORK/pulse" HOME="$WORK" pulseaudio -n --daemonize=no --exi
     -L "module-native-protocol-unix socket=$WORK/pulse-native auth-anonymous=1" \
     -L "module-null-sink sink_name=nullsink rate=48000 channels=1 format=s16le" >/dev/null 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do [ -S "$WORK/pulse-native" ] && break; sleep 0.1; done
+# The socket appears before the null sink is loaded: wait until the server lists it.
+for _ in $(seq 100); do
+    pactl --server "unix:$WORK/pulse-native" list short sinks 2>/dev/null | grep -q nullsink && break
+    sleep 0.1
+done
 
 # What the microphone hears: two seconds of quiet, a question, then quiet.
 espeak-ng -s 150 -w "$WORK/question.wav" "Hello! What is the weather like in Paris today?"
