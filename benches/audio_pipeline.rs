@@ -1,13 +1,14 @@
 //! What the audio path costs: CPU time per second of audio and peak memory.
 //!
 //! `cargo bench --bench audio_pipeline` prints:
-//! 1. the pipeline in one thread, stage by stage, over 60 s of speech-like audio: echo
-//!    cancellation and noise suppression (10 ms blocks against the far end), Opus encode, Opus
-//!    decode, jitter buffer and playback mix; with and without the canceller; plus heap
-//!    allocations counted in the steady state;
-//! 2. a live session through real alsa-lib, paced in real time by a PulseAudio null sink (when
-//!    `pulseaudio` is installed): the engine's capture and playback threads, a transport stand-in
-//!    that encodes every microphone frame, decodes it and plays it back; process CPU over 10 s;
+//! 1. the pipeline in one thread, stage by stage, over speech-like audio: echo cancellation and
+//!    noise suppression (10 ms blocks against the far end), Opus encode, Opus decode, jitter
+//!    buffer and playback mix; with and without the canceller; frames back to back and one per
+//!    20 ms (as live); plus heap allocations counted in the steady state;
+//! 2. a live session through real alsa-lib (`file`/`null` plugins, and a PulseAudio null sink
+//!    when `pulseaudio` is installed): the engine's capture and playback threads, a transport
+//!    stand-in that encodes every microphone frame, decodes it and plays it back; process CPU
+//!    and each thread's CPU over 10 s, median of three child processes; and an idle engine;
 //! 3. peak RSS (getrusage ru_maxrss) of the whole run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -80,7 +81,7 @@ struct Stages {
 
 /// The whole path for one conversation, in one thread: near end (the user, plus the echo of
 /// what we play) → canceller → encoder → decoder → jitter buffer → volume → far-end reference.
-fn pipeline(seconds: usize, aec: bool) -> (Stages, u64) {
+fn pipeline(seconds: usize, aec: bool, paced: bool) -> (Stages, u64) {
     let near_speech = speech_like(48_000 * seconds, 7, true);
     let far_speech = speech_like(48_000 * seconds, 11, true);
     // The service's side: the reply encoded beforehand, outside the measurement.
@@ -153,6 +154,10 @@ fn pipeline(seconds: usize, aec: bool) -> (Stages, u64) {
             jitter::push(&mut ref_tx, &period);
         }
         let t4 = thread_cpu();
+        if paced {
+            // As a live thread does: one frame, then nothing until the next is due.
+            std::thread::sleep(Duration::from_millis(20));
+        }
         stages.echo += t1 - t0;
         stages.encode += t2 - t1;
         stages.decode += t3 - t2;
@@ -173,30 +178,39 @@ fn per_s(d: Duration, seconds: usize) -> f64 {
 }
 
 fn bench_pipeline() {
-    const SECONDS: usize = 60;
-    println!("## 1. Pipeline in one thread, {SECONDS} s of audio (ms of CPU per second of audio)");
+    println!("## 1. Pipeline in one thread (ms of CPU per second of audio)");
     println!();
-    println!("| canceller | AEC+NS | encode | decode | jitter+mix | total | % of one core | allocations/frame |");
+    println!("| canceller, frames | AEC+NS | encode | decode | jitter+mix | total | % of one core | allocations/frame |");
     println!("|---|---|---|---|---|---|---|---|");
-    for aec in [true, false] {
-        let (s, allocs) = pipeline(SECONDS, aec);
-        let total = s.echo + s.encode + s.decode + s.playback;
-        println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} % | {:.3} |",
-            if aec { "on" } else { "off" },
-            per_s(s.echo, SECONDS),
-            per_s(s.encode, SECONDS),
-            per_s(s.decode, SECONDS),
-            per_s(s.playback, SECONDS),
-            per_s(total, SECONDS),
-            pct(total, Duration::from_secs(SECONDS as u64)),
-            allocs as f64 / ((SECONDS * 50 - 50) as f64),
-        );
+    // Back to back, then one frame per 20 ms as in a live session: between two frames other
+    // threads and processes run, and the next frame starts with colder caches.
+    for (paced, seconds) in [(false, 60), (true, 20)] {
+        for aec in [true, false] {
+            let (s, allocs) = pipeline(seconds, aec, paced);
+            let total = s.echo + s.encode + s.decode + s.playback;
+            println!(
+                "| {}, {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} % | {:.3} |",
+                if aec { "on" } else { "off" },
+                if paced {
+                    format!("one per 20 ms, {seconds} s")
+                } else {
+                    format!("back to back, {seconds} s")
+                },
+                per_s(s.echo, seconds),
+                per_s(s.encode, seconds),
+                per_s(s.decode, seconds),
+                per_s(s.playback, seconds),
+                per_s(total, seconds),
+                pct(total, Duration::from_secs(seconds as u64)),
+                allocs as f64 / ((seconds * 50 - 50) as f64),
+            );
+        }
     }
     println!();
 }
 
-/// A PulseAudio server with a null sink, for real-time pacing; `None` when not installed.
+/// A PulseAudio server with a null sink, for real-time pacing; `None` when not installed or
+/// not up within 10 s.
 fn start_pulse(dir: &Path) -> Option<std::process::Child> {
     let socket = dir.join("native");
     let child = Command::new("pulseaudio")
@@ -219,17 +233,33 @@ fn start_pulse(dir: &Path) -> Option<std::process::Child> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
+    // The socket appears before the null sink is loaded: wait until the server lists it.
+    let sink_ready = || {
+        Command::new("pactl")
+            .args(["--server", &format!("unix:{}", socket.display())])
+            .args(["list", "short", "sinks"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nullsink"))
+    };
     let end = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
+    while !sink_ready() {
+        if Instant::now() > end {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    socket.exists().then_some(child)
+    Some(child)
 }
 
 /// One live session in this process: the engine on `capture`/`playback`, a transport stand-in
-/// that sends every microphone frame through Opus and back to the speaker. Prints one line:
-/// `LIVE <cpu ms> <mic frames> <allocations> <xruns> <peak rss KiB>` over `seconds` of audio.
-fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
+/// that sends every microphone frame through Opus and back to the speaker. `talk` false is an
+/// idle daemon instead: devices open, capture off, no transport. Prints one line,
+/// `LIVE <cpu ms> <mic frames> <allocations> <xruns> <xruns> <peak rss KiB> <capture ms>
+/// <transport ms> <playback ms>`, over `seconds` of audio.
+fn live(capture: &str, playback: &str, aec: bool, talk: bool, seconds: u64) {
     let cfg = config::Audio {
         capture_device: capture.into(),
         playback_device: playback.into(),
@@ -240,7 +270,7 @@ fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
     let engine = match Engine::start_with(
         &cfg,
         EngineOptions {
-            capture_on: true,
+            capture_on: talk,
             ..EngineOptions::default()
         },
     ) {
@@ -251,70 +281,93 @@ fn live(capture: &str, playback: &str, aec: bool, seconds: u64) {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let transport = {
+    let transport = talk.then(|| {
         let engine = engine.clone();
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mic = engine.microphone();
-            let mut rx = mic.blocking_lock();
-            let mut enc = OpusEncoder::new().expect("encoder");
-            let mut dec = OpusDecoder::new().expect("decoder");
-            let mut packet = [0u8; MAX_PACKET];
-            let mut out = [0i16; FRAME_SAMPLES * 6];
-            while !stop.load(Ordering::Relaxed) {
-                let Some(frame) = rx.blocking_recv() else {
-                    break;
-                };
-                let n = enc.encode(&frame, &mut packet).expect("encode");
-                let m = dec.decode(&packet[..n], &mut out).expect("decode");
-                engine.push(&out[..m]);
-            }
-        })
-    };
+        std::thread::Builder::new()
+            .name("transport".into())
+            .spawn(move || {
+                let mic = engine.microphone();
+                let mut rx = mic.blocking_lock();
+                let mut enc = OpusEncoder::new().expect("encoder");
+                let mut dec = OpusDecoder::new().expect("decoder");
+                let mut packet = [0u8; MAX_PACKET];
+                let mut out = [0i16; FRAME_SAMPLES * 6];
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(frame) = rx.blocking_recv() else {
+                        break;
+                    };
+                    let n = enc.encode(&frame, &mut packet).expect("encode");
+                    let m = dec.decode(&packet[..n], &mut out).expect("decode");
+                    engine.push(&out[..m]);
+                }
+            })
+            .expect("transport thread")
+    });
     // Let the devices settle (a paced capture may start late, an unpaced one bursts) first.
     std::thread::sleep(Duration::from_secs(3));
     let before = engine.stats();
+    let threads0 = thread_cpu_ns();
     let allocs0 = ALLOCATIONS.load(Ordering::Relaxed);
     let cpu0 = process_cpu();
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu = process_cpu() - cpu0;
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;
-    // Diagnostic: CPU ticks per thread (RTV_BENCH_THREADS=1 with RTV_BENCH_LIVE=...).
-    if std::env::var("RTV_BENCH_THREADS").is_ok() {
-        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-            for t in tasks.flatten() {
-                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-                let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-                let f: Vec<&str> = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect();
-                eprintln!(
-                    "THREAD {} utime {} stime {}",
-                    name.trim(),
-                    f.get(11).unwrap_or(&""),
-                    f.get(12).unwrap_or(&"")
-                );
-            }
-        }
-    }
+    let threads = thread_cpu_ns();
+    let thread_ms = |name: &str| -> f64 {
+        let was = |n: &str| threads0.iter().find(|t| t.0 == n).map_or(0, |t| t.1);
+        threads
+            .iter()
+            .filter(|t| t.0.starts_with(name))
+            .map(|t| t.1.saturating_sub(was(&t.0)) as f64 / 1e6)
+            .sum()
+    };
     let after = engine.stats();
     stop.store(true, Ordering::Relaxed);
-    let _ = transport.join();
+    if let Some(t) = transport {
+        let _ = t.join();
+    }
     println!(
-        "LIVE {:.3} {} {} {} {} {}",
+        "LIVE {:.3} {} {} {} {} {} {:.3} {:.3} {:.3}",
         cpu.as_secs_f64() * 1000.0,
         after.capture_frames - before.capture_frames,
         allocs,
         after.capture_xruns - before.capture_xruns,
         after.playback_xruns - before.playback_xruns,
-        peak_rss_kib()
+        peak_rss_kib(),
+        thread_ms("rtv-capture"),
+        thread_ms("transport"),
+        thread_ms("rtv-playback"),
     );
 }
 
 const LIVE_SECONDS: u64 = 10;
+
+/// Each thread of this process and the CPU time it has run, in ns (`schedstat`).
+fn thread_cpu_ns() -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            let ns = read("schedstat")
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (
+                format!(
+                    "{} {}",
+                    read("comm").trim(),
+                    t.file_name().to_string_lossy()
+                ),
+                ns,
+            )
+        })
+        .collect()
+}
 
 /// This process's own peak RSS (VmHWM). `ru_maxrss` is carried across fork and exec, so in a
 /// child it would report the parent's size.
@@ -333,8 +386,8 @@ fn peak_rss_kib() -> i64 {
 fn main() {
     if let Ok(spec) = std::env::var("RTV_BENCH_LIVE") {
         let parts: Vec<&str> = spec.split(',').collect();
-        if let [capture, playback, aec] = parts[..] {
-            live(capture, playback, aec == "on", LIVE_SECONDS);
+        if let [capture, playback, aec, mode] = parts[..] {
+            live(capture, playback, aec == "on", mode != "idle", LIVE_SECONDS);
         }
         return;
     }
@@ -356,11 +409,9 @@ fn main() {
 }
 
 /// Runs one live session in a child process (alsa-lib reads its configuration once per
-/// process, and the child's peak RSS is that of the engine alone); returns its table row.
-fn live_child(dir: &Path, spec: &str, label: &str) -> String {
-    let Ok(exe) = std::env::current_exe() else {
-        return format!("| {label} | no executable |");
-    };
+/// process, and the child's peak RSS is that of the engine alone); returns its figures.
+fn live_child(dir: &Path, spec: &str) -> Result<Vec<f64>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let output = Command::new(exe)
         .env("RTV_BENCH_LIVE", spec)
         .env(
@@ -371,42 +422,72 @@ fn live_child(dir: &Path, spec: &str, label: &str) -> String {
             ),
         )
         .stderr(Stdio::null())
-        .output();
-    let text = output
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let Some(line) = text
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
         .lines()
         .find(|l| l.starts_with("LIVE ") || l.starts_with("ERROR "))
-    else {
-        return format!("| {label} | no result |");
-    };
+        .ok_or("no result")?;
     let f: Vec<f64> = line
         .split_whitespace()
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let [cpu_ms, frames, allocs, capture_xruns, playback_xruns, rss_kib] = f[..] else {
-        return format!("| {label} | {line} |");
-    };
+    if f.len() == 9 {
+        Ok(f)
+    } else {
+        Err(line.to_string())
+    }
+}
+
+/// Live runs repeated: the machine is shared, single runs vary by ±0.5 points.
+const LIVE_RUNS: usize = 3;
+
+/// `LIVE_RUNS` children; the table row with the median run's figures and the range of totals.
+fn live_row(dir: &Path, spec: &str, label: &str) -> String {
+    let mut runs = Vec::new();
+    for _ in 0..LIVE_RUNS {
+        match live_child(dir, spec) {
+            Ok(f) => runs.push(f),
+            Err(e) => return format!("| {label} | {e} |"),
+        }
+    }
+    runs.sort_by(|a, b| a[0].total_cmp(&b[0]));
+    let f = &runs[runs.len() / 2];
     let secs = LIVE_SECONDS as f64;
+    let per_s = |ms: f64| ms / secs;
     format!(
-        "| {label} | {:.2} ms | {:.2} % | {:.1} | {:.1} | {capture_xruns} / {playback_xruns} | {:.1} MiB |",
-        cpu_ms / secs,
-        cpu_ms / secs / 10.0,
-        frames / secs,
-        allocs / secs,
-        rss_kib / 1024.0
+        "| {label} | {:.2} ms | **{:.2} %** ({:.2}–{:.2}) | {:.1} / {} / {:.1} | {:.1} | {:.1} | {} / {} | {:.1} MiB |",
+        per_s(f[0]),
+        per_s(f[0]) / 10.0,
+        per_s(runs[0][0]) / 10.0,
+        per_s(runs[runs.len() - 1][0]) / 10.0,
+        per_s(f[6]),
+        if spec.ends_with("idle") {
+            "–".to_string()
+        } else {
+            format!("{:.1}", per_s(f[7]))
+        },
+        per_s(f[8]),
+        f[1] / secs,
+        f[2] / secs,
+        f[3],
+        f[4],
+        f[5] / 1024.0
     )
 }
 
 fn bench_live(dir: &Path) {
-    println!("## 2. Live session through alsa-lib ({LIVE_SECONDS} s, a child process each)");
+    println!("## 2. Live session through alsa-lib ({LIVE_SECONDS} s, a child process each, median of {LIVE_RUNS})");
     println!();
-    println!("Microphone → engine → Opus encode → Opus decode → speaker, all frames, capture on.");
+    println!("Microphone → engine → Opus encode → Opus decode → speaker, all frames, capture on;");
+    println!(
+        "\"idle\": the devices open and running, capture off (a daemon between conversations)."
+    );
     println!();
-    println!("| devices, canceller | process CPU per s of audio | % of one core | mic frames/s | allocations/s | xruns capture / playback | peak RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| devices, canceller | process CPU per s of audio | % of one core (range) | threads: capture / transport / playback, ms per s | mic frames/s | allocations/s | xruns capture / playback | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
     // alsa-lib straight to plugins, no sound server: the `file` plugin reads a speech-like
     // recording; the capture thread's guard paces a device that has no clock.
     let infile = dir.join("speech.raw");
@@ -425,12 +506,12 @@ fn bench_live(dir: &Path) {
         )
         .is_ok();
     if ok {
-        for aec in ["on", "off"] {
-            let spec = format!("speech,nullout,{aec}");
-            println!(
-                "{}",
-                live_child(dir, &spec, &format!("file/null plugins, {aec}"))
-            );
+        for (spec, label) in [
+            ("speech,nullout,on,talk", "file/null plugins, on"),
+            ("speech,nullout,off,talk", "file/null plugins, off"),
+            ("speech,nullout,on,idle", "file/null plugins, on, idle"),
+        ] {
+            println!("{}", live_row(dir, spec, label));
         }
     }
     match start_pulse(dir) {
@@ -446,12 +527,11 @@ fn bench_live(dir: &Path) {
                 ),
             );
             if written.is_ok() {
-                for aec in ["on", "off"] {
-                    let spec = format!("src,sink,{aec}");
-                    println!(
-                        "{}",
-                        live_child(dir, &spec, &format!("PulseAudio null sink, {aec}"))
-                    );
+                for (spec, label) in [
+                    ("src,sink,on,talk", "PulseAudio null sink, on"),
+                    ("src,sink,off,talk", "PulseAudio null sink, off"),
+                ] {
+                    println!("{}", live_row(dir, spec, label));
                 }
             }
             let _ = pulse.kill();

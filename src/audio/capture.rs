@@ -155,7 +155,15 @@ impl Capture {
             }
             Err(_) => b.far.fill(0),
         }
+        // Nobody listens outside a conversation: skip the canceller, which is most of the
+        // capture thread's work, so that an idle daemon costs next to nothing. Its filter is
+        // kept and picks up where it left off when capture comes back on.
+        if !self.shared.capture_on.load(Relaxed) {
+            b.in_frame = 0;
+            return;
+        }
         if let Some(echo) = self.echo.as_mut() {
+            self.shared.echo_blocks.fetch_add(1, Relaxed);
             if let Err(e) = echo.process(&mut b.block, &b.far) {
                 // Pass the block through rather than go silent.
                 warn!("{e}");
@@ -167,9 +175,6 @@ impl Capture {
             return;
         }
         b.in_frame = 0;
-        if !self.shared.capture_on.load(Relaxed) {
-            return;
-        }
         match self.frames.try_send(b.frame) {
             Ok(()) => {
                 self.shared.capture_frames.fetch_add(1, Relaxed);
@@ -191,5 +196,63 @@ fn pace(opened: Instant, blocks: u64) {
     let elapsed = opened.elapsed();
     if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtrb::RingBuffer;
+    use tokio::sync::mpsc;
+
+    fn capture(shared: &Arc<Shared>) -> (Capture, rtrb::Producer<i16>, mpsc::Receiver<Frame>) {
+        let (far_tx, far_rx) = RingBuffer::new(BLOCK * 8);
+        let (frames_tx, frames_rx) = mpsc::channel(8);
+        let capture = Capture {
+            device: "test".into(),
+            period_ms: 10,
+            pcm: None,
+            echo: EchoCanceller::new(true, true).expect("canceller"),
+            reference: far_rx,
+            frames: frames_tx,
+            shared: shared.clone(),
+        };
+        (capture, far_tx, frames_rx)
+    }
+
+    fn blocks() -> Blocks {
+        Blocks {
+            block: [100; BLOCK],
+            filled: 0,
+            far: [0; BLOCK],
+            frame: [0; FRAME_SAMPLES],
+            in_frame: 0,
+        }
+    }
+
+    /// Outside a conversation the canceller does not run, yet the far end keeps draining so
+    /// that it is aligned when capture comes back on.
+    #[test]
+    fn the_canceller_rests_while_capture_is_off() {
+        let shared = Arc::new(Shared::default());
+        let (mut capture, mut far, mut frames) = capture(&shared);
+        let mut b = blocks();
+        for _ in 0..10 {
+            assert_eq!(crate::audio::jitter::push(&mut far, &[7; BLOCK]), 0);
+            capture.block(&mut b);
+        }
+        assert_eq!(shared.echo_blocks.load(Relaxed), 0);
+        assert_eq!(capture.reference.slots(), 0, "far end not drained");
+        assert!(frames.try_recv().is_err(), "a frame was sent while off");
+
+        // Turned on in the middle of what would have been a frame: frames start afresh.
+        shared.capture_on.store(true, Relaxed);
+        for _ in 0..4 {
+            b.block = [100; BLOCK];
+            capture.block(&mut b);
+        }
+        assert_eq!(shared.echo_blocks.load(Relaxed), 4);
+        assert_eq!(shared.capture_frames.load(Relaxed), 2);
+        assert!(frames.try_recv().is_ok() && frames.try_recv().is_ok());
     }
 }

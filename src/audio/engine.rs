@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub capture_frames: AtomicU64,
     pub capture_dropped: AtomicU64,
     pub capture_xruns: AtomicU64,
+    /// Microphone blocks the echo canceller has processed.
+    pub echo_blocks: AtomicU64,
     pub playback_xruns: AtomicU64,
     pub playback_underruns: AtomicU64,
     pub playback_dropped: AtomicU64,
