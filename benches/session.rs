@@ -10,7 +10,8 @@
 //!   columns is what each client adds. ALSA positions are turned into wall-clock times with the
 //!   engine's one-time "stream running" log lines (capture: first read; playback: first write
 //!   of each run, with its offset in the recording);
-//! - CPU time per second of audio (utime + stime from /proc over the 60 s) and peak RSS (VmHWM).
+//! - CPU time per second of audio (utime + stime from /proc over the 60 s) and peak RSS (VmHWM);
+//! - before that, the idle daemon's CPU per second over 10 s (devices open, no conversation).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -22,7 +23,10 @@ use std::time::{Duration, Instant};
 use harness::*;
 
 const SESSION_S: u64 = 60;
-const BURSTS_S: [f64; 3] = [4.0, 22.0, 40.0];
+/// The idle daemon is measured first; the microphone stream runs from the daemon's start, so
+/// the bursts come after the idle measurement's worth of silence.
+const IDLE_S: u64 = 10;
+const BURSTS_S: [f64; 3] = [19.0, 37.0, 55.0];
 const BURST_MS: usize = 800;
 
 /// Seconds since the epoch of a tracing timestamp like `2026-11-22T19:01:03.071019Z`.
@@ -100,6 +104,7 @@ fn onsets(samples: &[i16]) -> Vec<usize> {
 }
 
 struct Daemon {
+    idle_cpu_ms_per_s: f64,
     start_to_listening_ms: f64,
     round_trips_ms: Vec<f64>,
     cpu_ms_per_audio_s: f64,
@@ -156,6 +161,12 @@ fn run_daemon(d: &Path) -> Daemon {
         bus.property("State")
     });
 
+    // Between conversations: devices open, capture off.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle0 = cpu_seconds(daemon.pid());
+    std::thread::sleep(Duration::from_secs(IDLE_S));
+    let idle_cpu_ms_per_s = (cpu_seconds(daemon.pid()) - idle0) * 1000.0 / IDLE_S as f64;
+
     let pressed = Instant::now();
     assert!(bus.call("Start", &[]).status.success(), "Start failed");
     wait_for(Duration::from_secs(15), "listening", || {
@@ -207,6 +218,7 @@ fn run_daemon(d: &Path) -> Daemon {
         }
     }
     Daemon {
+        idle_cpu_ms_per_s,
         start_to_listening_ms,
         round_trips_ms,
         cpu_ms_per_audio_s: cpu * 1000.0 / SESSION_S as f64,
@@ -267,6 +279,10 @@ fn main() {
             .and_then(|v| v.get(key))
             .map_or("-".to_owned(), |v| v.to_string())
     };
+    println!(
+        "{:<48} {:>16.1} {:>16}",
+        "idle daemon, CPU ms per s (no conversation)", daemon.idle_cpu_ms_per_s, "-"
+    );
     println!(
         "{:<48} {:>16.0} {:>16}",
         "Start -> listening (ms, via D-Bus)", daemon.start_to_listening_ms, "-"
