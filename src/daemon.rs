@@ -67,6 +67,11 @@ pub trait ToolRunner: Send + Sync {
         name: String,
         arguments: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>>;
+
+    /// The runner for a new list of tools (a reload); `None` keeps this one.
+    fn reconfigured(&self, _tools: &[crate::config::Tool]) -> Option<Arc<dyn ToolRunner>> {
+        None
+    }
 }
 
 pub struct Parts {
@@ -147,11 +152,26 @@ impl Daemon {
         Notifier(self.internal_tx.clone())
     }
 
-    /// Takes a new configuration (SIGHUP). Timing settings apply from the next session on.
+    /// Takes a new configuration (SIGHUP). The session, API, transport and tool settings apply
+    /// from the next connect on (a conversation in progress keeps its own); a changed
+    /// `audio.volume` applies at once. Devices, D-Bus and GPIO need a restart (`main` says so).
     pub fn reload(&mut self, config: Config) {
         let seed = self.generation.wrapping_add(0x9E37_79B9);
         self.machine
             .update_settings(Settings::from_config(&config, seed));
+        let shared = Arc::new(config.clone());
+        if let Some(connector) = self.parts.connector.reconfigured(&shared) {
+            self.parts.connector = connector;
+        }
+        if config.session.tools != self.config.session.tools {
+            if let Some(tools) = self.parts.tools.reconfigured(&config.session.tools) {
+                self.parts.tools = tools;
+            }
+        }
+        // Only a changed value: a volume set over D-Bus is not reset by an unrelated edit.
+        if config.audio.volume != self.config.audio.volume {
+            self.command(Command::SetVolume(config.audio.volume));
+        }
         self.config = config;
     }
 

@@ -174,6 +174,7 @@ async fn serve(
     };
     let bus = config.dbus.bus;
     let gpio_config = config.gpio.clone();
+    let running_audio = config.audio.clone();
     let daemon = Daemon::new(config, parts);
     let notifier = daemon.notifier();
     engine.on_drained(move || notifier.playback_drained());
@@ -222,8 +223,23 @@ async fn serve(
                 systemd::reloading();
                 match Config::load_or_default(&path, explicit) {
                     Ok(new) => {
-                        if new.dbus.bus != bus || new.gpio != gpio_config {
-                            warn!("changes to [dbus] and [gpio] take effect at the next start");
+                        let mut later = Vec::new();
+                        if new.dbus.bus != bus {
+                            later.push("[dbus]");
+                        }
+                        if new.gpio != gpio_config {
+                            later.push("[gpio]");
+                        }
+                        // The volume applies at once; devices and processing are the engine's.
+                        let audio = realtime_voiced::config::Audio {
+                            volume: running_audio.volume,
+                            ..new.audio.clone()
+                        };
+                        if audio != running_audio {
+                            later.push("[audio] devices and processing");
+                        }
+                        if !later.is_empty() {
+                            warn!("changes to {} take effect at the next start", later.join(", "));
                         }
                         log.set_level(new.log.level);
                         let _ = control.commands.send(Command::Reload(Box::new(new))).await;

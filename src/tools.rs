@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,6 +54,10 @@ impl ToolRunner for Tools {
                 }
             }
         })
+    }
+
+    fn reconfigured(&self, tools: &[Tool]) -> Option<Arc<dyn ToolRunner>> {
+        Some(Arc::new(Tools::new(tools)))
     }
 }
 

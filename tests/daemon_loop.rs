@@ -261,3 +261,99 @@ async fn start_without_credentials_is_refused_and_the_device_shows_it() {
     let err = handle.request(Command::Toggle).await.expect_err("no key");
     assert!(matches!(err, Refusal::NotConfigured(_)));
 }
+
+/// A connector that says which generation of the configuration made it and, on a reload,
+/// hands over to the next one.
+struct Generation {
+    voice: String,
+    links: mpsc::Sender<(String, Far)>,
+}
+
+impl Connector for Generation {
+    fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
+        Box::pin(async move {
+            let (cmd_tx, cmd_rx) = mpsc::channel(64);
+            let (ev_tx, ev_rx) = mpsc::channel(64);
+            let far = Far {
+                from_daemon: cmd_rx,
+                to_daemon: ev_tx,
+            };
+            let _ = self.links.send((self.voice.clone(), far)).await;
+            Ok(Link {
+                kind,
+                commands: cmd_tx,
+                events: ev_rx,
+            })
+        })
+    }
+
+    fn reconfigured(&self, config: &Arc<Config>) -> Option<Arc<dyn Connector>> {
+        Some(Arc::new(Generation {
+            voice: config.session.voice.clone(),
+            links: self.links.clone(),
+        }))
+    }
+}
+
+/// A reload reaches the next connect (not the one in progress), and a volume set over D-Bus
+/// survives a reload that leaves `audio.volume` alone, but not one that changes it.
+#[tokio::test]
+async fn a_reload_applies_from_the_next_connect_and_to_a_changed_volume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = config();
+    let (links_tx, mut links) = mpsc::channel(8);
+    let parts = Parts {
+        connector: Arc::new(Generation {
+            voice: c.session.voice.clone(),
+            links: links_tx,
+        }),
+        audio: Arc::new(NullAudio),
+        tools: Arc::new(Tools::new(&c.session.tools)),
+        state_dir: dir.path().to_owned(),
+    };
+    let daemon = Daemon::new(c.clone(), parts);
+    let handle = daemon.handle();
+    tokio::spawn(daemon.run());
+    let volume = |h: &ControlHandle| h.snapshot.borrow().volume;
+
+    handle.request(Command::Start).await.expect("start");
+    let (voice, _far) = next(&mut links).await;
+    assert_eq!(voice, "alloy");
+    wait_state(&handle, State::Listening).await;
+
+    handle
+        .commands
+        .send(Command::SetVolume(0.3))
+        .await
+        .expect("send");
+    let mut reloaded = c.clone();
+    reloaded.session.voice = "verse".into();
+    handle
+        .commands
+        .send(Command::Reload(Box::new(reloaded.clone())))
+        .await
+        .expect("send");
+    // The conversation in progress keeps its link.
+    handle.request(Command::Stop).await.expect("stop");
+    wait_state(&handle, State::Idle).await;
+    assert!(
+        (volume(&handle) - 0.3).abs() < 1e-9,
+        "an unrelated reload reset the volume"
+    );
+
+    handle.request(Command::Start).await.expect("start");
+    let (voice, _far) = next(&mut links).await;
+    assert_eq!(voice, "verse");
+
+    reloaded.audio.volume = 0.6;
+    handle
+        .commands
+        .send(Command::Reload(Box::new(reloaded)))
+        .await
+        .expect("send");
+    let mut watch = handle.snapshot.clone();
+    tokio::time::timeout(STEP, watch.wait_for(|s| (s.volume - 0.6).abs() < 1e-9))
+        .await
+        .expect("the configured volume applied")
+        .expect("watch");
+}

@@ -217,19 +217,61 @@ fn a_whole_conversation_through_the_binary() {
 
     // Recovery: a new session, the service dies and comes back on the same port. Losing a
     // peer takes ICE several seconds to notice, so the idle timeout is lengthened first, by a
-    // configuration reload (SIGHUP), which applies from the next session on.
+    // configuration reload (SIGHUP), which applies from the next session on; so do a new voice
+    // and a new tool, which the service must be told of. A changed device needs a restart,
+    // and the log says so.
+    let configured = |s: &Sim| -> Vec<String> {
+        sim_log(s)
+            .lines()
+            .filter(|l| l.contains("session configured"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = configured(&sim);
+    assert!(
+        !before.is_empty()
+            && before
+                .iter()
+                .all(|l| l.contains("alloy") && !l.contains("clock")),
+        "{before:?}"
+    );
     let text = std::fs::read_to_string(&config).expect("config");
+    let text = text
+        .replace(
+            "idle_timeout_s = 8",
+            "idle_timeout_s = 120\nvoice = \"verse\"",
+        )
+        .replace(
+            "playback_device = \"rtv_speaker\"",
+            "playback_device = \"rtv_speaker\"\nperiod_ms = 20",
+        );
     std::fs::write(
         &config,
-        text.replace("idle_timeout_s = 8", "idle_timeout_s = 120"),
+        format!(
+            "{text}\n[[session.tools]]\nname = \"clock\"\ndescription = \"The time\"\ncommand = [\"{}\"]\n",
+            tool.display()
+        ),
     )
     .expect("config");
     daemon.signal(libc::SIGHUP);
     wait_for(Duration::from_secs(5), "the reload", || {
         log().contains("configuration reloaded").then_some(())
     });
+    assert!(
+        log().contains("changes to [audio] devices and processing take effect at the next start"),
+        "{}",
+        log()
+    );
     assert!(bus.call("Start", &[]).status.success());
     bus.wait_state("listening", Duration::from_secs(15));
+    let after = configured(&sim);
+    let newest = after.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        after.len() > before.len()
+            && newest.contains("verse")
+            && newest.contains("echo,weather,clock"),
+        "the reloaded voice and tools did not reach the service: {after:?}"
+    );
     drop(sim);
     bus.wait_state("reconnecting", Duration::from_secs(20));
     let sim = Sim::start(d, port, &[]);

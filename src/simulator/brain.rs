@@ -408,6 +408,16 @@ impl Brain {
             self.create_response = td["create_response"].as_bool().unwrap_or(true);
             self.interrupt_response = td["interrupt_response"].as_bool().unwrap_or(true);
         }
+        // What the client asked for, in one line: tests check that settings reach the service.
+        let tools: Vec<&str> = session["tools"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        tracing::info!(
+            voice = session["audio"]["output"]["voice"].as_str().unwrap_or("-"),
+            tools = %tools.join(","),
+            "session configured"
+        );
         let mut echoed = session.clone();
         echoed["id"] = json!(self.session_id);
         echoed["object"] = json!("realtime.session");

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::dialect::{Dialect, RealtimeGa};
 use super::token::TokenSource;
 use super::{webrtc, websocket, ConnectError, ConnectFuture, Connector, LinkContext};
-use crate::config::TransportKind;
+use crate::config::{Config, TransportKind};
 
 pub struct RealtimeConnector {
     ctx: LinkContext,
@@ -45,6 +45,24 @@ impl Connector for RealtimeConnector {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(super::token::NO_KEY.to_owned()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn reconfigured(&self, config: &Arc<Config>) -> Option<Arc<dyn Connector>> {
+        let ctx = LinkContext {
+            config: Arc::clone(config),
+            ..self.ctx.clone()
+        };
+        // A fresh token source: a cached token carries the old session (voice, instructions).
+        match RealtimeConnector::new(ctx) {
+            Ok(connector) => {
+                connector.prefetch();
+                Some(Arc::new(connector))
+            }
+            Err(e) => {
+                warn!("keeping the previous connection settings: {e}");
+                None
+            }
         }
     }
 

@@ -73,6 +73,15 @@ pub trait Connector: Send + Sync {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The same connector for a new configuration (a reload), used from the next connect on;
+    /// `None` keeps this one.
+    fn reconfigured(
+        &self,
+        _config: &std::sync::Arc<crate::config::Config>,
+    ) -> Option<std::sync::Arc<dyn Connector>> {
+        None
+    }
 }
 
 /// Used until a transport is configured: every connect fails with a clear reason.
