@@ -11,12 +11,15 @@
 //!    and each thread's CPU over 10 s, median of three child processes; and an idle engine;
 //! 3. peak RSS (getrusage ru_maxrss) of the whole run.
 
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use realtime_voiced::audio::echo::{EchoCanceller, BLOCK};
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
@@ -207,51 +210,6 @@ fn bench_pipeline() {
         }
     }
     println!();
-}
-
-/// A PulseAudio server with a null sink, for real-time pacing; `None` when not installed or
-/// not up within 10 s.
-fn start_pulse(dir: &Path) -> Option<std::process::Child> {
-    let socket = dir.join("native");
-    let child = Command::new("pulseaudio")
-        .args([
-            "-n",
-            "--daemonize=no",
-            "--exit-idle-time=-1",
-            "--use-pid-file=no",
-            "-L",
-            &format!(
-                "module-native-protocol-unix socket={} auth-anonymous=1",
-                socket.display()
-            ),
-            "-L",
-            "module-null-sink sink_name=nullsink rate=48000 channels=1 format=s16le",
-        ])
-        .env("HOME", dir)
-        .env("XDG_RUNTIME_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    // The socket appears before the null sink is loaded: wait until the server lists it.
-    let sink_ready = || {
-        Command::new("pactl")
-            .args(["--server", &format!("unix:{}", socket.display())])
-            .args(["list", "short", "sinks"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nullsink"))
-    };
-    let end = Instant::now() + Duration::from_secs(10);
-    while !sink_ready() {
-        if Instant::now() > end {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(child)
 }
 
 /// One live session in this process: the engine on `capture`/`playback`, a transport stand-in
@@ -514,28 +472,25 @@ fn bench_live(dir: &Path) {
             println!("{}", live_row(dir, spec, label));
         }
     }
-    match start_pulse(dir) {
-        None => println!("| PulseAudio null sink | skipped: `pulseaudio` not installed |"),
-        Some(mut pulse) => {
-            let socket = dir.join("native");
-            let written = std::fs::write(
-                dir.join("asound.conf"),
-                format!(
-                    "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
-                     pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
-                    socket.display()
-                ),
-            );
-            if written.is_ok() {
-                for (spec, label) in [
-                    ("src,sink,on,talk", "PulseAudio null sink, on"),
-                    ("src,sink,off,talk", "PulseAudio null sink, off"),
-                ] {
-                    println!("{}", live_row(dir, spec, label));
-                }
+    if !harness::have("pulseaudio") {
+        println!("| PulseAudio null sink | skipped: `pulseaudio` not installed |");
+    } else {
+        let pulse = harness::Pulse::start(dir);
+        let written = std::fs::write(
+            dir.join("asound.conf"),
+            format!(
+                "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
+                 pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
+                pulse.socket.display()
+            ),
+        );
+        if written.is_ok() {
+            for (spec, label) in [
+                ("src,sink,on,talk", "PulseAudio null sink, on"),
+                ("src,sink,off,talk", "PulseAudio null sink, off"),
+            ] {
+                println!("{}", live_row(dir, spec, label));
             }
-            let _ = pulse.kill();
-            let _ = pulse.wait();
         }
     }
     println!();

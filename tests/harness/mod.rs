@@ -188,8 +188,15 @@ impl Pulse {
             .stderr(Stdio::null())
             .spawn()
             .expect("start pulseaudio");
-        wait_for(Duration::from_secs(10), "pulseaudio socket", || {
-            socket.exists().then_some(())
+        // The socket appears before the null sink is loaded: wait until the server lists it.
+        let server = format!("unix:{}", socket.display());
+        wait_for(Duration::from_secs(10), "PulseAudio's null sink", || {
+            Command::new("pactl")
+                .args(["--server", &server, "list", "short", "sinks"])
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nullsink"))
+                .then_some(())
         });
         Pulse {
             socket,
