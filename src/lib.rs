@@ -2,16 +2,14 @@
 //!
 //! The tree follows the data path: [`audio`] (microphone and speaker through ALSA), [`transport`]
 //! (the Realtime API over WebRTC or WebSocket), [`session`] (the conversation as a sans-IO state
-//! machine), [`control`] (D-Bus, GPIO, systemd) and [`config`]. [`daemon`] wires them together.
+//! machine), [`control`] (D-Bus, GPIO, systemd) and [`config`]. [`daemon`] is the event loop
+//! that feeds the machine and carries out its actions; [`app`] wires all of it together.
 
+pub mod app;
 pub mod audio;
-pub mod budget;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod logging;
-pub mod memory;
 pub mod session;
-pub mod simulator;
-pub mod tools;
 pub mod transport;

@@ -5,16 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use realtime_voiced::config::{Config, DEFAULT_PATH};
-use realtime_voiced::control::{dbus, gpio, systemd, Command};
-use realtime_voiced::daemon::{Daemon, Parts};
-use realtime_voiced::tools::Tools;
-use realtime_voiced::{audio, logging, transport};
-use tracing::{error, info, warn};
+use realtime_voiced::{app, logging};
+use tokio::sync::mpsc;
+use tracing::{error, info};
 
 const EX_CONFIG: u8 = 78;
 
@@ -111,7 +107,16 @@ fn run(path: &std::path::Path, explicit: bool, start: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, path.to_owned(), explicit, start, log)) {
+    info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+    let result = runtime.block_on(async {
+        let (signals_tx, signals) = mpsc::channel(4);
+        let signals_task =
+            tokio::spawn(forward_signals(path.to_owned(), explicit, log, signals_tx));
+        let result = app::run(config, signals, app::RunOptions { start }).await;
+        signals_task.abort();
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -120,151 +125,35 @@ fn run(path: &std::path::Path, explicit: bool, start: bool) -> ExitCode {
     }
 }
 
-async fn serve(
-    config: Config,
+/// SIGTERM and SIGINT stop the daemon; SIGHUP rereads the configuration file and hands it over
+/// if it is valid (a broken file is reported and the running configuration kept).
+async fn forward_signals(
     path: PathBuf,
     explicit: bool,
-    start: bool,
     log: logging::LogHandle,
-) -> anyhow::Result<()> {
+    to: mpsc::Sender<app::Signal>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-
-    info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
-    // GPIO first: a wrong setting there is cheap to find and ends the start at once.
-    let pins = if config.gpio.enabled {
-        Some(gpio::open(&config.gpio)?)
-    } else {
-        None
-    };
-    // The audio devices are opened next: READY=1 promises a daemon that can hear and speak.
-    // ALSA is opened off the runtime. A missing device is logged and retried, not fatal: a USB
-    // microphone may still be enumerating at boot.
-    let audio_config = config.audio.clone();
-    let engine = tokio::task::spawn_blocking(move || {
-        let options = audio::engine::EngineOptions {
-            wait_for_devices: true,
-            ..Default::default()
-        };
-        audio::engine::Engine::start_with(&audio_config, options)
-    })
-    .await??;
-    let engine = Arc::new(engine);
-    let link_context = transport::LinkContext {
-        config: Arc::new(config.clone()),
-        microphone: engine.microphone(),
-        speaker: engine.clone(),
-    };
-    let connector: Arc<dyn transport::Connector> =
-        match transport::connector::RealtimeConnector::new(link_context) {
-            Ok(connector) => {
-                // A token ready before the first Start.
-                connector.prefetch();
-                Arc::new(connector)
-            }
-            Err(e) => Arc::new(transport::Unavailable(e.message)),
-        };
-    let parts = Parts {
-        connector,
-        audio: engine.clone(),
-        tools: Arc::new(Tools::new(&config.session.tools)),
-        state_dir: realtime_voiced::memory::state_dir(),
-    };
-    let bus = config.dbus.bus;
-    let gpio_config = config.gpio.clone();
-    let running_audio = config.audio.clone();
-    let daemon = Daemon::new(config, parts);
-    let notifier = daemon.notifier();
-    engine.on_drained(move || notifier.playback_drained());
-    let control = daemon.handle();
-    let led = daemon.led();
-
-    let panel = if let Some((button, light)) = pins {
-        Some(gpio::Panel::new(
-            &gpio_config,
-            button,
-            light,
-            control.commands.clone(),
-            led,
-            std::time::Instant::now(),
-        ))
-    } else {
-        None
-    };
-    let bus_connection = dbus::connect(bus, &control).await?;
-
-    let mut daemon_task = tokio::spawn(daemon.run());
-    tokio::spawn(dbus::serve(bus, control.clone(), bus_connection));
-    tokio::spawn(systemd::follow_status(control.snapshot.clone()));
-    if let Some(interval) = systemd::watchdog_interval() {
-        tokio::spawn(systemd::watchdog(control.clone(), interval));
-    }
-    let panel_stop = Arc::new(AtomicBool::new(false));
-    let panel_thread = match panel {
-        Some(panel) => Some(
-            panel
-                .spawn(Arc::clone(&panel_stop))
-                .map_err(|e| anyhow::anyhow!("cannot start the GPIO thread: {e}"))?,
-        ),
-        None => None,
-    };
-    systemd::ready(&control.snapshot.borrow());
-    info!("ready");
-    if start {
-        let _ = control.commands.send(Command::Start(None)).await;
-    }
     loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                systemd::reloading();
-                match Config::load_or_default(&path, explicit) {
-                    Ok(new) => {
-                        let mut later = Vec::new();
-                        if new.dbus.bus != bus {
-                            later.push("[dbus]");
-                        }
-                        if new.gpio != gpio_config {
-                            later.push("[gpio]");
-                        }
-                        // The volume applies at once; devices and processing are the engine's.
-                        let audio = realtime_voiced::config::Audio {
-                            volume: running_audio.volume,
-                            ..new.audio.clone()
-                        };
-                        if audio != running_audio {
-                            later.push("[audio] devices and processing");
-                        }
-                        if !later.is_empty() {
-                            warn!("changes to {} take effect at the next start", later.join(", "));
-                        }
-                        log.set_level(new.log.level);
-                        let _ = control.commands.send(Command::Reload(Box::new(new))).await;
-                        info!("configuration reloaded");
-                    }
-                    Err(e) => error!("configuration not reloaded, keeping the running one: {e}"),
+        let signal = tokio::select! {
+            _ = term.recv() => app::Signal::Shutdown,
+            _ = int.recv() => app::Signal::Shutdown,
+            _ = hup.recv() => match Config::load_or_default(&path, explicit) {
+                Ok(new) => {
+                    log.set_level(new.log.level);
+                    app::Signal::Reload(Box::new(new))
                 }
-                systemd::ready(&control.snapshot.borrow());
-            }
-            result = &mut daemon_task => {
-                return result.map_err(|e| anyhow::anyhow!("the daemon's main loop stopped: {e}"));
-            }
+                Err(e) => {
+                    error!("configuration not reloaded, keeping the running one: {e}");
+                    continue;
+                }
+            },
+        };
+        if to.send(signal).await.is_err() {
+            return Ok(());
         }
     }
-    info!("stopping on signal");
-    systemd::stopping();
-    let _ = control.commands.send(Command::Shutdown).await;
-    // Never hang on exit: the unit's stop timeout is generous, our promise is 2 s.
-    match tokio::time::timeout(std::time::Duration::from_millis(1500), daemon_task).await {
-        Ok(_) => {}
-        Err(_) => warn!("the conversation did not close in time; exiting anyway"),
-    }
-    panel_stop.store(true, Ordering::Relaxed);
-    if let Some(thread) = panel_thread {
-        let _ = thread.join();
-    }
-    Ok(())
 }

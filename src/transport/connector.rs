@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 
 use super::dialect::{Dialect, RealtimeGa};
 use super::token::TokenSource;
-use super::{webrtc, websocket, ConnectError, ConnectFuture, Connector, LinkContext};
+use super::{webrtc, websocket, ConnectError, ConnectFuture, Connector, ErrorKind, LinkContext};
 use crate::config::{Config, TransportKind};
 
 pub struct RealtimeConnector {
@@ -66,54 +66,45 @@ impl Connector for RealtimeConnector {
         }
     }
 
+    fn packets_lost(&self) -> u64 {
+        self.ctx.stats.packets_lost()
+    }
+
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
         Box::pin(async move {
-            let token = self.tokens.token().await?;
-            let dialect: Arc<dyn Dialect> =
-                Arc::new(RealtimeGa::new(Arc::clone(&self.ctx.config), kind));
-            let result = match kind {
-                TransportKind::Websocket => websocket::connect(&self.ctx, dialect, &token).await,
-                TransportKind::Webrtc => webrtc::connect(&self.ctx, dialect, &token).await,
-            };
-            match result {
-                Ok(link) => {
-                    self.tokens.prefetch();
-                    Ok(link)
-                }
-                Err(e) => {
-                    // A refused token (expired, revoked) is replaced on the next try; any other
-                    // failure keeps it, so a fallback to the other transport does not wait.
-                    if refused_token(&e) {
-                        debug!("the service refused the token; dropping it: {e}");
-                        self.tokens.invalidate().await;
+            let first = self.dial(kind).await;
+            let result = match first {
+                // A refused token (expired, revoked) is replaced and tried once more; a second
+                // refusal of a fresh token will not change on its own.
+                Err(e) if e.kind == ErrorKind::TokenRefused => {
+                    debug!("the service refused the token; trying once with a fresh one: {e}");
+                    self.tokens.invalidate().await;
+                    match self.dial(kind).await {
+                        Err(e) if e.kind == ErrorKind::TokenRefused => {
+                            self.tokens.invalidate().await;
+                            Err(ConnectError::fatal(e.message))
+                        }
+                        other => other,
                     }
-                    Err(e)
                 }
+                other => other,
+            };
+            if result.is_ok() {
+                self.tokens.prefetch();
             }
+            result
         })
     }
 }
 
-/// Transports report HTTP refusals as "HTTP 401 …" / "HTTP 403 …".
-fn refused_token(e: &ConnectError) -> bool {
-    e.message.contains("HTTP 401") || e.message.contains("HTTP 403")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_refusals_drop_the_token() {
-        assert!(refused_token(&ConnectError::retry(
-            "WebSocket to api.openai.com refused: HTTP 401 Unauthorized: expired"
-        )));
-        assert!(refused_token(&ConnectError::fatal(
-            "call refused: HTTP 403 Forbidden"
-        )));
-        assert!(!refused_token(&ConnectError::retry(
-            "WebSocket connect to 127.0.0.1:40123 failed: Connection refused"
-        )));
-        assert!(!refused_token(&ConnectError::retry("ICE failed")));
+impl RealtimeConnector {
+    async fn dial(&self, kind: TransportKind) -> Result<super::Link, ConnectError> {
+        let token = self.tokens.token().await?;
+        let dialect: Arc<dyn Dialect> =
+            Arc::new(RealtimeGa::new(Arc::clone(&self.ctx.config), kind));
+        match kind {
+            TransportKind::Websocket => websocket::connect(&self.ctx, dialect, &token).await,
+            TransportKind::Webrtc => webrtc::connect(&self.ctx, dialect, &token).await,
+        }
     }
 }

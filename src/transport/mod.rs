@@ -8,6 +8,7 @@
 
 pub mod connector;
 pub mod dialect;
+pub mod error;
 pub mod token;
 pub mod webrtc;
 pub mod websocket;
@@ -16,6 +17,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::mpsc;
+
+pub use error::{ConnectError, ErrorKind};
 
 use crate::config::TransportKind;
 use crate::session::{ClientEvent, ServerEvent};
@@ -37,31 +40,6 @@ pub struct Link {
     pub events: mpsc::Receiver<LinkEvent>,
 }
 
-/// Why connecting failed, as one line for the user; `retry = false` when retrying cannot help
-/// (the key or token was refused).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConnectError {
-    pub message: String,
-    pub retry: bool,
-}
-
-impl ConnectError {
-    pub fn retry(message: impl Into<String>) -> Self {
-        ConnectError {
-            message: message.into(),
-            retry: true,
-        }
-    }
-
-    pub fn fatal(message: impl Into<String>) -> Self {
-        ConnectError {
-            message: message.into(),
-            retry: false,
-        }
-    }
-}
-
 pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = Result<Link, ConnectError>> + Send + 'a>>;
 
 /// Opens links. The real one fetches a token and dials the service; tests plug in their own.
@@ -76,6 +54,11 @@ pub trait Connector: Send + Sync {
 
     /// The same connector for a new configuration (a reload), used from the next connect on;
     /// `None` keeps this one.
+    /// Incoming audio packets lost over every link this connector opened.
+    fn packets_lost(&self) -> u64 {
+        0
+    }
+
     fn reconfigured(
         &self,
         _config: &std::sync::Arc<crate::config::Config>,
@@ -94,10 +77,45 @@ impl Connector for Unavailable {
     }
 }
 
-/// What a transport needs to open a link: the configuration and the audio engine's ports.
+/// What a transport needs to open a link: the configuration, the audio engine's ports, and the
+/// counters its links add to.
 #[derive(Clone)]
 pub struct LinkContext {
     pub config: std::sync::Arc<crate::config::Config>,
     pub microphone: crate::audio::Microphone,
     pub speaker: std::sync::Arc<dyn crate::audio::Speaker>,
+    pub stats: std::sync::Arc<LinkStats>,
+}
+
+impl LinkContext {
+    pub fn new(
+        config: std::sync::Arc<crate::config::Config>,
+        microphone: crate::audio::Microphone,
+        speaker: std::sync::Arc<dyn crate::audio::Speaker>,
+    ) -> Self {
+        LinkContext {
+            config,
+            microphone,
+            speaker,
+            stats: std::sync::Arc::default(),
+        }
+    }
+}
+
+/// Counters kept across the links of one context (one device), published on D-Bus in `Stats`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    packets_lost: std::sync::atomic::AtomicU64,
+}
+
+impl LinkStats {
+    /// Incoming audio packets that never arrived (WebRTC).
+    pub fn packets_lost(&self) -> u64 {
+        self.packets_lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn add_packets_lost(&self, n: u64) {
+        self.packets_lost
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }

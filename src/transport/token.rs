@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
+use super::error::{error_chain, one_line};
 use super::ConnectError;
 use crate::config::{Config, Secret};
 
@@ -234,42 +235,6 @@ struct InnerSecret {
     value: Option<String>,
     #[serde(default)]
     expires_at: Option<u64>,
-}
-
-/// The error and its causes on one line ("error sending request: connection refused").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// Collapses whitespace to single spaces and caps the length.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for word in text.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-        if out.len() > max {
-            let cut = (0..=max)
-                .rev()
-                .find(|&i| out.is_char_boundary(i))
-                .unwrap_or(0);
-            out.truncate(cut);
-            out.push('…');
-            break;
-        }
-    }
-    out
 }
 
 /// Removes secret values from a message, whole or as the masked fragments some servers echo.

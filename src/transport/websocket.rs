@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::dialect::{excerpt, Decoded, Dialect};
-use super::token::{error_chain, one_line};
+use super::error::{error_chain, one_line};
 use super::{ConnectError, Link, LinkContext, LinkEvent};
 use crate::audio::resample::{Downsampler, Upsampler};
 use crate::audio::{Frame, FRAME_SAMPLES};
@@ -134,7 +134,9 @@ fn handshake_error(url: &url::Url, e: tungstenite::Error) -> ConnectError {
             let message = format!("WebSocket to {} refused: HTTP {status}{detail}", host(url));
             // A refused ephemeral token may just have expired; the connector renews it, so the
             // next try is worth making. Other client errors will not change on their own.
-            if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) {
+            if matches!(status.as_u16(), 401 | 403) {
+                ConnectError::token_refused(message)
+            } else if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
                 ConnectError::fatal(message)
             } else {
                 ConnectError::retry(message)

@@ -6,6 +6,10 @@
 //! running a tool) runs in a task of its own and reports back through `internal`, so the loop
 //! never waits on I/O.
 
+pub mod budget;
+pub mod memory;
+pub mod tools;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -13,12 +17,15 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::audio::AudioControl;
-use crate::budget::{local_day, DailyBudget};
+
 use crate::config::Config;
 use crate::control::{Command, ControlHandle, Refusal, Reply, Snapshot, Transcript};
-use crate::memory::Memory;
+
 use crate::session::{Action, ClientEvent, Input, LedPattern, Machine, Settings, State};
 use crate::transport::{ConnectError, Connector, Link, LinkEvent};
+use budget::{local_day, DailyBudget};
+use memory::Memory;
+pub use tools::ToolRunner;
 
 /// Events produced by the daemon's own tasks, tagged with the link generation they belong to
 /// so that a late answer from a superseded connection is ignored.
@@ -56,21 +63,6 @@ pub struct Notifier(mpsc::Sender<Internal>);
 impl Notifier {
     pub fn playback_drained(&self) {
         let _ = self.0.try_send(Internal::PlaybackDrained);
-    }
-}
-
-/// Runs a tool call and returns the text to give back to the model. Never fails: errors become
-/// text for the model, so a broken tool cannot end a session.
-pub trait ToolRunner: Send + Sync {
-    fn run(
-        &self,
-        name: String,
-        arguments: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>>;
-
-    /// The runner for a new list of tools (a reload); `None` keeps this one.
-    fn reconfigured(&self, _tools: &[crate::config::Tool]) -> Option<Arc<dyn ToolRunner>> {
-        None
     }
 }
 
@@ -319,9 +311,10 @@ impl Daemon {
             }
             Internal::ConnectFailed { generation, error } if generation == self.generation => {
                 debug!("connect failed: {error}");
+                let retry = error.is_retryable();
                 self.feed(Input::ConnectFailed {
                     reason: error.message,
-                    retry: error.retry,
+                    retry,
                 });
             }
             Internal::Link { generation, event } if generation == self.generation => match event {
@@ -463,7 +456,7 @@ impl Daemon {
         fresh.queued_ms = 0;
         fresh.jitter_target_ms = 0;
         fresh.capture_frames = 0;
-        let lost = crate::transport::webrtc::packets_lost();
+        let lost = self.parts.connector.packets_lost();
         self.snapshot_tx.send_if_modified(|s| {
             if s.audio == fresh && s.packets_lost == lost {
                 return false;

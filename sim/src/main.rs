@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use realtime_voiced::simulator::{server, Reply, Sim, SimOptions};
+use realtime_sim::{server, Reply, Sim, SimOptions};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ReplyArg {

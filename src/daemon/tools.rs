@@ -14,7 +14,21 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Tool;
-use crate::daemon::ToolRunner;
+
+/// Runs a tool call and returns the text to give back to the model. Never fails: errors become
+/// text for the model, so a broken tool cannot end a session.
+pub trait ToolRunner: Send + Sync {
+    fn run(
+        &self,
+        name: String,
+        arguments: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>>;
+
+    /// The runner for a new list of tools (a reload); `None` keeps this one.
+    fn reconfigured(&self, _tools: &[crate::config::Tool]) -> Option<Arc<dyn ToolRunner>> {
+        None
+    }
+}
 
 /// Output beyond this is cut: the model's context is small and a runaway tool must not fill it.
 const MAX_OUTPUT: usize = 16 * 1024;

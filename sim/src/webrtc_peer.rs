@@ -19,10 +19,12 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::brain::{Brain, Mode, SimOutput};
 use super::Sim;
-use crate::audio::{Frame, FRAME_SAMPLES};
-use crate::transport::webrtc::{
-    build_peer, negotiated_opus, opus_track, receive_opus, sleep_until_opt, CloseOnDrop,
-    OpusSender, PeerEvents, PeerSetup, PeerWatch,
+use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
+use realtime_voiced::transport::webrtc::media::{
+    negotiated_opus, opus_track, receive_opus, OpusSender,
+};
+use realtime_voiced::transport::webrtc::peer::{
+    build_peer, sleep_until_opt, CloseOnDrop, PeerEvents, PeerSetup, PeerWatch,
 };
 
 /// The SDP answer and the call id the `Location` header names.
@@ -206,7 +208,7 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
                 let tx = pcm_tx.clone();
                 let mut frame = [0i16; FRAME_SAMPLES];
                 let mut filled = 0usize;
-                receivers.push(tokio::spawn(receive_opus(track, move |mut pcm: &[i16]| {
+                receivers.push(tokio::spawn(receive_opus(track, Default::default(), move |mut pcm: &[i16]| {
                     while !pcm.is_empty() {
                         let n = (FRAME_SAMPLES - filled).min(pcm.len());
                         frame[filled..filled + n].copy_from_slice(&pcm[..n]);

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Reply, SimOptions};
-use crate::audio::resample::{Downsampler, Upsampler};
-use crate::audio::{Frame, FRAME_SAMPLES};
+use realtime_voiced::audio::resample::{Downsampler, Upsampler};
+use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
 
 /// The rate of PCM inside WebSocket events, and of everything the brain keeps.
 const RATE: usize = 24_000;

@@ -1,0 +1,221 @@
+//! Placing a call: the peer connection, the offer with its gathered candidates, the answer,
+//! and the wait until media and the data channel are up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+
+use super::http::*;
+use super::link::*;
+use super::media::*;
+use super::peer::*;
+use crate::config::{Secret, TransportKind};
+use crate::transport::dialect::Dialect;
+use crate::transport::error::one_line;
+use crate::transport::{ConnectError, Link, LinkContext};
+
+/// Longest wait for ICE gathering; an unreachable STUN server must not eat the whole connect
+/// budget, and whatever was gathered by then goes into the offer.
+const GATHER_CAP: Duration = Duration::from_secs(5);
+
+/// Places a WebRTC call to the service and returns the running link.
+pub async fn connect(
+    ctx: &LinkContext,
+    dialect: Arc<dyn Dialect>,
+    token: &Secret,
+) -> Result<Link, ConnectError> {
+    let started = Instant::now();
+    let config = &ctx.config;
+    let budget = Duration::from_millis(config.transport.connect_timeout_ms);
+    let deadline = tokio::time::Instant::now() + budget;
+    let http = http_client()?;
+    let base = config.api.base_url.trim_end_matches('/').to_owned();
+
+    let (events, mut watch) = PeerEvents::new();
+    let setup = PeerSetup::from_config(config);
+    let pc = build_peer(&setup, events)
+        .await
+        .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
+    // If this future is dropped half-way (a caller's timeout), the driver must not run on.
+    let mut guard = CloseOnDrop(Some(pc.clone()));
+    let mut call = Call {
+        pc,
+        http,
+        base,
+        token: token.clone(),
+        call_id: None,
+    };
+    let placed = place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await;
+    guard.0 = None;
+    match placed {
+        Ok((channel, sender, early)) => {
+            let elapsed = started.elapsed();
+            info!(
+                "WebRTC call {} connected in {} ms ({})",
+                call.call_id.as_deref().unwrap_or("(no id)"),
+                elapsed.as_millis(),
+                selected_path(&call.pc)
+                    .await
+                    .unwrap_or_else(|| "path unknown".into())
+            );
+            let (commands_tx, commands) = mpsc::channel(64);
+            let (events_tx, events) = mpsc::channel(256);
+            let microphone = tokio::spawn(pump_microphone(ctx.microphone.clone(), sender));
+            let speaker = ctx.speaker.clone();
+            tokio::spawn(run_link(
+                call,
+                RunLink {
+                    dialect,
+                    channel,
+                    early,
+                    watch,
+                    commands,
+                    events: events_tx,
+                    microphone,
+                    speaker,
+                    stats: ctx.stats.clone(),
+                },
+            ));
+            Ok(Link {
+                kind: TransportKind::Webrtc,
+                commands: commands_tx,
+                events,
+            })
+        }
+        Err(e) => {
+            call.end().await;
+            // Errors quote the other side (SDP parser output, response bodies): keep them to
+            // one line for the log and the D-Bus status.
+            Err(ConnectError {
+                message: one_line(&e.message, 400),
+                kind: e.kind,
+            })
+        }
+    }
+}
+
+pub(super) fn http_client() -> Result<reqwest::Client, ConnectError> {
+    // reqwest is built without a bundled crypto provider; make sure one is installed (a no-op
+    // when the daemon already did it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("realtime-voiced/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConnectError::retry(format!("cannot create an HTTP client: {e}")))
+}
+
+/// A call in progress: what the hang-up needs.
+pub(super) struct Call {
+    pub(super) pc: Arc<dyn PeerConnection>,
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) token: Secret,
+    pub(super) call_id: Option<String>,
+}
+
+impl Call {
+    /// Closes the peer connection and, if the service knows of the call, hangs it up.
+    pub(super) async fn end(self) {
+        let close = async {
+            if let Err(e) = self.pc.close().await {
+                debug!("closing the peer connection: {e}");
+            }
+        };
+        let hangup = async {
+            if let Some(id) = &self.call_id {
+                hang_up(&self.http, &self.base, id, &self.token).await;
+            }
+        };
+        tokio::join!(close, hangup);
+    }
+}
+
+/// Offer, POST, answer, connect. On error the caller ends the call.
+pub(super) async fn place_call(
+    call: &mut Call,
+    watch: &mut PeerWatch,
+    deadline: tokio::time::Instant,
+    budget: Duration,
+    relay_only: bool,
+) -> Result<(Arc<dyn DataChannel>, OpusSender, Vec<String>), ConnectError> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| ConnectError::retry(format!("WebRTC: {what}: {e}"));
+    let (track, ssrc) = opus_track("mic");
+    let sender = call
+        .pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| fail("cannot add the audio track", &e))?;
+    let channel = call
+        .pc
+        .create_data_channel(EVENTS_LABEL, None)
+        .await
+        .map_err(|e| fail("cannot create the data channel", &e))?;
+    let offer = call
+        .pc
+        .create_offer(None)
+        .await
+        .map_err(|e| fail("cannot create the offer", &e))?;
+    call.pc
+        .set_local_description(offer)
+        .await
+        .map_err(|e| fail("cannot apply the offer", &e))?;
+
+    let gather_until = deadline.min(tokio::time::Instant::now() + GATHER_CAP);
+    if tokio::time::timeout_at(gather_until, watch.gathered.wait_for(|g| *g))
+        .await
+        .is_err()
+    {
+        debug!("ICE gathering still running; offering the candidates found so far");
+    }
+    let offer_sdp = call
+        .pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| ConnectError::retry("WebRTC: no local description after the offer"))?;
+
+    if relay_only && !offer_sdp.contains(" typ relay") {
+        // Nothing to offer: fail now, with the likely cause, rather than at the timeout.
+        return Err(ConnectError::retry(
+            "WebRTC: ice_transport_policy is \"relay\" but no TURN relay was allocated \
+             (check the TURN server's URL, username and credential; only TURN over UDP is \
+             supported)",
+        ));
+    }
+    let (answer, call_id) = post_offer(call, offer_sdp, deadline).await?;
+    call.call_id = call_id;
+    let answer = RTCSessionDescription::answer(answer).map_err(|e| {
+        ConnectError::retry(format!(
+            "WebRTC: the service's answer is not valid SDP: {e}"
+        ))
+    })?;
+    call.pc
+        .set_remote_description(answer)
+        .await
+        .map_err(|e| fail("cannot apply the service's answer", &e))?;
+
+    let early = wait_connected(&mut watch.state, &channel, deadline)
+        .await
+        .map_err(|e| {
+            if tokio::time::Instant::now() >= deadline {
+                ConnectError::retry(format!(
+                    "WebRTC: not connected within {} ms ({e})",
+                    budget.as_millis()
+                ))
+            } else {
+                ConnectError::retry(format!("WebRTC: {e}"))
+            }
+        })?;
+    let payload_type = negotiated_opus(&sender)
+        .await
+        .ok_or_else(|| ConnectError::retry("WebRTC: the service's answer has no Opus audio"))?;
+    let sender = OpusSender::new(track, ssrc, payload_type)
+        .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
+    Ok((channel, sender, early))
+}

@@ -1,0 +1,163 @@
+//! A call in progress: events both ways over the data channel, the microphone onto the send
+//! track, the service's track into the speaker, and the connection's health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use super::client::*;
+use super::media::*;
+use super::peer::*;
+use crate::audio::Microphone;
+use crate::session::{ClientEvent, ServerEvent};
+use crate::transport::dialect::{Decoded, Dialect};
+use crate::transport::{LinkEvent, LinkStats};
+
+/// How long ICE may stay `disconnected` before the link is declared lost: long enough to ride
+/// out a Wi-Fi hiccup, short enough that the user is not left talking to nobody.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(4);
+
+/// which releases the microphone).
+pub(super) async fn pump_microphone(microphone: Microphone, mut sender: OpusSender) {
+    let mut frames = microphone.lock_owned().await;
+    let mut failures: u64 = 0;
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = sender.send(&frame, Instant::now()).await {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                warn!("{e} ({failures} frames lost)");
+            }
+        }
+    }
+}
+
+pub(super) struct RunLink {
+    pub(super) dialect: Arc<dyn Dialect>,
+    pub(super) channel: Arc<dyn DataChannel>,
+    /// Messages that arrived before the channel reported open.
+    pub(super) early: Vec<String>,
+    pub(super) watch: PeerWatch,
+    pub(super) commands: mpsc::Receiver<ClientEvent>,
+    pub(super) events: mpsc::Sender<LinkEvent>,
+    pub(super) microphone: tokio::task::JoinHandle<()>,
+    pub(super) speaker: Arc<dyn crate::audio::Speaker>,
+    pub(super) stats: Arc<LinkStats>,
+}
+
+/// The link's life: events both ways, the remote track into the speaker, and the health of the
+/// connection. Returns when the link ends, after hanging up.
+pub(super) async fn run_link(call: Call, mut link: RunLink) {
+    let mut receivers = Vec::new();
+    let mut grace: Option<tokio::time::Instant> = None;
+    for text in std::mem::take(&mut link.early) {
+        if let Decoded::Event(event) = link.dialect.decode(&text) {
+            let _ = link.events.send(LinkEvent::Server(event)).await;
+        }
+    }
+    let reason: Option<String> = loop {
+        tokio::select! {
+            command = link.commands.recv() => match command {
+                Some(event) => {
+                    let text = link.dialect.encode(&event);
+                    match link.channel.send_text(&text).await {
+                        Ok(()) => {}
+                        Err(webrtc::error::Error::ErrOutboundPacketTooLarge) => {
+                            // Reconnecting would fail the same way: report it and carry on.
+                            let message = format!(
+                                "an event of {} bytes is larger than the service accepts \
+                                 (shorten session.instructions or the tools)",
+                                text.len()
+                            );
+                            warn!("{message}");
+                            let error = ServerEvent::Error {
+                                code: Some("event_too_large".into()),
+                                message,
+                            };
+                            if link.events.send(LinkEvent::Server(error)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Err(e) => break Some(format!("cannot send on the data channel: {e}")),
+                    }
+                }
+                None => break None,
+            },
+            event = link.channel.poll() => match event {
+                Some(DataChannelEvent::OnMessage(message)) => {
+                    let Ok(text) = std::str::from_utf8(&message.data) else {
+                        debug!("ignoring a binary data-channel message");
+                        continue;
+                    };
+                    match link.dialect.decode(text) {
+                        Decoded::Event(event) => {
+                            let delivered = link.events.send(LinkEvent::Server(event)).await;
+                            if delivered.is_err() {
+                                break None;
+                            }
+                        }
+                        Decoded::Malformed(why) => warn!("malformed event from the service: {why:?}"),
+                        _ => {}
+                    }
+                }
+                Some(DataChannelEvent::OnClose) | None => {
+                    break Some("the service closed the data channel".into());
+                }
+                _ => {}
+            },
+            Some(track) = link.watch.tracks.recv() => {
+                let speaker = link.speaker.clone();
+                let stats = link.stats.clone();
+                receivers.push(tokio::spawn(receive_opus(track, stats, move |pcm| speaker.push(pcm))));
+            }
+            changed = link.watch.state.changed() => {
+                if changed.is_err() {
+                    break Some("the peer connection stopped".into());
+                }
+                let state = *link.watch.state.borrow_and_update();
+                match state {
+                    RTCPeerConnectionState::Connected => grace = None,
+                    RTCPeerConnectionState::Disconnected => {
+                        grace.get_or_insert(tokio::time::Instant::now() + DISCONNECT_GRACE);
+                    }
+                    RTCPeerConnectionState::Failed => break Some("connection to the service failed".into()),
+                    RTCPeerConnectionState::Closed => break Some("the peer connection closed".into()),
+                    _ => {}
+                }
+            }
+            _ = sleep_until_opt(grace) => {
+                break Some(format!(
+                    "connection to the service lost (no media path for {} s)",
+                    DISCONNECT_GRACE.as_secs()
+                ));
+            }
+        }
+    };
+    link.microphone.abort();
+    let call_id = call.call_id.clone();
+    call.end().await;
+    for r in receivers {
+        r.abort();
+    }
+    match reason {
+        Some(reason) => {
+            info!(
+                "WebRTC call {} ended: {reason}",
+                call_id.as_deref().unwrap_or("(no id)")
+            );
+            let _ = link.events.send(LinkEvent::Closed { reason }).await;
+        }
+        None => {
+            debug!(
+                "WebRTC call {} hung up",
+                call_id.as_deref().unwrap_or("(no id)")
+            );
+            let _ = link.events.try_send(LinkEvent::Closed {
+                reason: "hung up".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The WebRTC transport: one call to the service over a webrtc-rs peer connection.
+//!
+//! The offer carries one Opus send/receive audio section and the `oai-events` data channel. ICE
+//! is gathered before the offer leaves (the service takes no trickled candidates); the offer is
+//! POSTed to `{base}/realtime/calls`, the 201 answer applied, and the call id from `Location`
+//! kept for the hang-up. Microphone frames are Opus-encoded onto the send track, the service's
+//! track is decoded (lost packets concealed) into the speaker, and JSON events cross the data
+//! channel through the wire dialect.
+//!
+//! - [`peer`]: the peer connection, as both ends of a call set it up (public: the simulator's
+//!   answerer is built from it too);
+//! - [`media`]: the Opus track, RTP packing and unpacking (public for the same reason);
+//! - `client`: placing the call; `http`: the offer/answer and hang-up requests; `link`: the
+//!   running call, events both ways.
+
+mod client;
+mod http;
+mod link;
+pub mod media;
+pub mod peer;
+
+pub use client::connect;
+pub use peer::EVENTS_LABEL;

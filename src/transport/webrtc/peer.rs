@@ -1,0 +1,359 @@
+//! What both ends of a WebRTC call share: the peer connection set up from the configuration,
+//! the Opus track, RTP packing and unpacking with loss concealment, and the connection checks.
+//! The daemon's client and the simulator's answerer are both built from these, so this is a
+//! deliberate public API rather than the client's internals.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RtpCodecKind};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionState, Registry, SettingEngineBuilder,
+};
+
+use super::media::*;
+use crate::config::{Config, IcePolicy};
+
+/// The data channel the service reads and writes JSON events on.
+pub const EVENTS_LABEL: &str = "oai-events";
+
+/// Where the peer connection binds and which servers it asks, decided from the configuration.
+pub struct PeerSetup {
+    pub ice_servers: Vec<RTCIceServer>,
+    pub relay_only: bool,
+    /// Local UDP addresses; `0.0.0.0:0` means every non-loopback interface.
+    pub udp_addrs: Vec<String>,
+    /// Loopback calls: keep loopback candidates (the simulator, tests).
+    pub loopback: bool,
+}
+
+impl PeerSetup {
+    pub fn from_config(config: &Config) -> Self {
+        let t = &config.transport;
+        for url in unsupported_turn_urls(config) {
+            warn!("TURN server `{url}` is skipped: only TURN over UDP (turn:…, transport=udp) is supported");
+        }
+        let ice_servers = t
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                // The one place the TURN credential leaves its wrapper: it goes to the TURN
+                // client and is never logged (RTCIceServer is not printed anywhere here).
+                credential: s
+                    .credential
+                    .as_ref()
+                    .map(|c| c.expose().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let loopback_service = t.allow_loopback && host_is_loopback(&config.api.base_url);
+        let udp_addrs = if loopback_service {
+            // A service on this machine is reached over loopback only: no other interface
+            // needs to be offered (or touched).
+            vec!["127.0.0.1:0".to_owned()]
+        } else if t.allow_loopback {
+            vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()]
+        } else {
+            vec!["0.0.0.0:0".to_owned()]
+        };
+        PeerSetup {
+            ice_servers,
+            relay_only: t.ice_transport_policy == IcePolicy::Relay,
+            udp_addrs,
+            loopback: t.allow_loopback,
+        }
+    }
+}
+
+/// TURN URLs the WebRTC stack cannot use: it speaks TURN over UDP only (no `turns:`, no TCP).
+fn unsupported_turn_urls(config: &Config) -> Vec<&str> {
+    config
+        .transport
+        .ice_servers
+        .iter()
+        .flat_map(|s| s.urls.iter())
+        .map(String::as_str)
+        .filter(|u| {
+            let lower = u.to_ascii_lowercase();
+            lower.starts_with("turns:")
+                || (lower.starts_with("turn:") && lower.contains("transport=tcp"))
+        })
+        .collect()
+}
+
+fn host_is_loopback(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// What a peer connection reports, forwarded from the driver's callbacks into channels so that
+/// the callbacks return at once (they run on the driver task).
+pub struct PeerEvents {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
+    channels: mpsc::Sender<Arc<dyn DataChannel>>,
+}
+
+/// The receiving ends of [`PeerEvents`].
+pub struct PeerWatch {
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    pub gathered: watch::Receiver<bool>,
+    pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+    pub channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+}
+
+impl PeerEvents {
+    pub fn new() -> (Arc<Self>, PeerWatch) {
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, gathered) = watch::channel(false);
+        // A call has one remote track and one data channel; a few slots are plenty.
+        let (tracks_tx, tracks) = mpsc::channel(4);
+        let (channels_tx, channels) = mpsc::channel(4);
+        let events = Arc::new(PeerEvents {
+            state: state_tx,
+            gathered: gathered_tx,
+            tracks: tracks_tx,
+            channels: channels_tx,
+        });
+        (
+            events,
+            PeerWatch {
+                state,
+                gathered,
+                tracks,
+                channels,
+            },
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerEvents {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!("peer connection {state}");
+        self.state.send_replace(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if self.tracks.try_send(track).is_err() {
+            warn!("ignoring an unexpected extra remote track");
+        }
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        if self.channels.try_send(channel).is_err() {
+            warn!("ignoring an unexpected extra data channel");
+        }
+    }
+}
+
+/// Builds a peer connection that speaks Opus only.
+pub async fn build_peer(
+    setup: &PeerSetup,
+    events: Arc<PeerEvents>,
+) -> Result<Arc<dyn PeerConnection>, String> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(|e| format!("cannot register Opus: {e}"))?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)
+        .map_err(|e| format!("cannot set up RTP interceptors: {e}"))?;
+    let configuration = RTCConfigurationBuilder::new()
+        .with_ice_servers(setup.ice_servers.clone())
+        .with_ice_transport_policy(if setup.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        })
+        .build();
+    let mut settings = SettingEngineBuilder::new()
+        // Neither end uses `.local` names; mDNS would only send multicast queries.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // session.updated echoes the whole session back: accept events as large as browsers
+        // do (256 KiB) rather than SDP's 64 KiB default.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(
+            SctpMaxMessageSize::MAX_MESSAGE_SIZE,
+        ));
+    if setup.loopback {
+        settings = settings
+            .with_include_loopback_candidate(true)
+            .with_network_types(vec![NetworkType::Udp4]);
+    }
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(events)
+        .with_udp_addrs(setup.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(|e| format!("cannot create the peer connection: {e}"))?;
+    Ok(Arc::new(pc))
+}
+
+/// The selected candidate pair's types, e.g. `local relay`: whether a call went through TURN is
+/// the first question when one is slow or fails.
+pub async fn selected_path(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let pair_id = &report.transport()?.selected_candidate_pair_id;
+    let Some(RTCStatsReportEntry::IceCandidatePair(pair)) = report.get(pair_id) else {
+        return None;
+    };
+    // The pair names its candidates by their own ids, the report by prefixed ones.
+    let kind = |id: &str| {
+        report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
+                if e.id() == id || e.id().ends_with(&format!("_{id}")) =>
+            {
+                Some(format!("{}", c.candidate_type))
+            }
+            _ => None,
+        })
+    };
+    let local = kind(&pair.local_candidate_id)?;
+    // The remote side is not always in the report (a peer-reflexive candidate, say).
+    Some(match kind(&pair.remote_candidate_id) {
+        Some(remote) => format!("local {local}, remote {remote}"),
+        None => format!("local {local}"),
+    })
+}
+
+/// Waits until the connection is up and `channel` is open, or fails with why not. Returns the
+/// text messages that arrived meanwhile: the driver may hand over the peer's first message
+/// before the open event when both come in one flight (it happens through a TURN relay).
+pub async fn wait_connected(
+    state: &mut watch::Receiver<RTCPeerConnectionState>,
+    channel: &Arc<dyn DataChannel>,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<String>, String> {
+    let mut open = false;
+    let mut early = Vec::new();
+    loop {
+        let current = *state.borrow_and_update();
+        match current {
+            RTCPeerConnectionState::Connected if open => return Ok(early),
+            RTCPeerConnectionState::Failed => {
+                return Err("no network path to the service (ICE failed)".into())
+            }
+            RTCPeerConnectionState::Closed => return Err("the peer connection closed".into()),
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!(
+                    "peer connection {current}, data channel {}",
+                    if open { "open" } else { "not open" }
+                ));
+            }
+            event = channel.poll(), if !open => match event {
+                Some(DataChannelEvent::OnOpen) => open = true,
+                Some(DataChannelEvent::OnMessage(message)) => {
+                    if let Ok(text) = String::from_utf8(message.data.to_vec()) {
+                        early.push(text);
+                    }
+                }
+                Some(DataChannelEvent::OnClose) | None => {
+                    return Err("the data channel closed before opening".into())
+                }
+                _ => {}
+            },
+            changed = state.changed() => if changed.is_err() {
+                return Err("the peer connection stopped".into());
+            },
+        }
+    }
+}
+
+/// Closes a peer connection that nobody else will: dropping one leaves its driver running.
+pub struct CloseOnDrop(pub Option<Arc<dyn PeerConnection>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let (Some(pc), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    #[test]
+    fn loopback_service_binds_loopback_only() {
+        let mut config = Config::default();
+        config.api.base_url = "http://127.0.0.1:8080/v1".into();
+        config.transport.allow_loopback = true;
+        assert_eq!(
+            PeerSetup::from_config(&config).udp_addrs,
+            vec!["127.0.0.1:0"]
+        );
+        config.transport.allow_loopback = false;
+        assert_eq!(PeerSetup::from_config(&config).udp_addrs, vec!["0.0.0.0:0"]);
+    }
+
+    #[test]
+    fn turn_over_tls_or_tcp_is_named_as_unsupported() {
+        let mut config = Config::default();
+        config.transport.ice_servers = vec![crate::config::IceServer {
+            urls: vec![
+                "turn:turn.example:3478".into(),
+                "turn:turn.example:3478?transport=udp".into(),
+                "turn:turn.example:443?transport=tcp".into(),
+                "turns:turn.example:443".into(),
+                "stun:stun.example:3478".into(),
+            ],
+            username: Some("u".into()),
+            credential: Some(Secret::new("p")),
+        }];
+        assert_eq!(
+            unsupported_turn_urls(&config),
+            vec![
+                "turn:turn.example:443?transport=tcp",
+                "turns:turn.example:443"
+            ]
+        );
+    }
+}
