@@ -13,9 +13,10 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, warn};
 
-use super::device::{self, Pcm, Side, Trouble};
+use super::device::{self, Pcm, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
-use super::engine::Shared;
+use super::shared::{Shared, Side};
+use super::supervisor::{Device, DeviceUser};
 use super::{Frame, FRAME_SAMPLES};
 
 /// Far-end audio queued beyond this is skipped. Playback writes ahead of what the speaker
@@ -43,39 +44,40 @@ struct Blocks {
     in_frame: usize,
 }
 
+/// A capture thread's work on whichever device is open.
+struct CaptureRun<'a> {
+    capture: &'a mut Capture,
+    blocks: Blocks,
+}
+
+impl DeviceUser for CaptureRun<'_> {
+    fn work(&mut self, pcm: &Pcm) -> Option<String> {
+        self.capture.read_until_trouble(pcm, &mut self.blocks)
+    }
+}
+
 impl Capture {
     pub fn run(mut self) {
-        let mut b = Blocks {
-            block: [0; BLOCK],
-            filled: 0,
-            far: [0; BLOCK],
-            frame: [0; FRAME_SAMPLES],
-            in_frame: 0,
+        let shared = Arc::clone(&self.shared);
+        let name = self.device.clone();
+        let device = Device {
+            shared: &shared,
+            name: &name,
+            side: Side::Capture,
+            period_ms: self.period_ms,
         };
-        let mut backoff = Duration::from_millis(100);
-        while !self.shared.stop.load(Relaxed) {
-            let Some(pcm) = self.pcm.take() else {
-                self.pcm = device::reopen(
-                    &self.shared,
-                    &self.device,
-                    Side::Capture,
-                    self.period_ms,
-                    &mut backoff,
-                );
-                continue;
-            };
-            match self.read_until_trouble(&pcm, &mut b) {
-                None => return,
-                Some(why) => {
-                    let problem =
-                        format!("capture device `{}` failed: {why}; reopening", self.device);
-                    warn!("{problem}");
-                    self.shared.set_problem(Side::Capture, Some(problem));
-                    drop(pcm);
-                    backoff = Duration::from_millis(100);
-                }
-            }
-        }
+        let pcm = self.pcm.take();
+        let mut run = CaptureRun {
+            capture: &mut self,
+            blocks: Blocks {
+                block: [0; BLOCK],
+                filled: 0,
+                far: [0; BLOCK],
+                frame: [0; FRAME_SAMPLES],
+                in_frame: 0,
+            },
+        };
+        device.supervise(pcm, &mut run);
     }
 
     /// Reads until told to stop (`None`) or until the device fails (`Some(reason)`).

@@ -2,30 +2,14 @@
 //! non-blocking mode (the threads wait with a timeout so that they can always stop), with short
 //! periods. Errors name the device and say what to try.
 
-use std::fmt;
-
 use alsa::pcm::{Access, Format, HwParams, PCM};
 use alsa::{Direction, ValueOr};
 
+use super::shared::Side;
 use super::SAMPLE_RATE;
 
 /// Periods in the device buffer: enough to ride out a scheduling hiccup, few enough for latency.
 pub const PERIODS: usize = 4;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Capture,
-    Playback,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Capture => "capture",
-            Side::Playback => "playback",
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -156,32 +140,5 @@ pub fn trouble(pcm: &PCM, e: alsa::Error) -> Trouble {
             Err(e) => Trouble::Lost(reason(&e)),
         },
         _ => Trouble::Lost(reason(&e)),
-    }
-}
-
-/// Waits `backoff`, then tries to open the device again: on success clears the device problem,
-/// on failure records it and doubles the wait (up to 5 s). Shared by capture and playback.
-pub(crate) fn reopen(
-    shared: &super::engine::Shared,
-    name: &str,
-    side: Side,
-    period_ms: u32,
-    backoff: &mut std::time::Duration,
-) -> Option<Pcm> {
-    shared.sleep_unless_stopped(*backoff);
-    if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
-        return None;
-    }
-    match open(name, side, period_ms) {
-        Ok(pcm) => {
-            tracing::info!(device = %name, "{side} device is back");
-            shared.set_problem(side, None);
-            Some(pcm)
-        }
-        Err(e) => {
-            shared.set_problem(side, Some(format!("{e}; retrying")));
-            *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
-            None
-        }
     }
 }

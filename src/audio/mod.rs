@@ -98,5 +98,7 @@ pub mod jitter;
 pub mod opus;
 pub mod playback;
 pub mod resample;
+pub(crate) mod shared;
 #[doc(hidden)]
 pub mod signals;
+mod supervisor;

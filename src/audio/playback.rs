@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtrb::Producer;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::device::{self, Pcm, Side, Trouble};
+use super::device::{self, Pcm, Trouble};
 use super::earcons::Earcons;
-use super::engine::Shared;
 use super::jitter::{self, JitterBuffer};
+use super::shared::{Shared, Side};
+use super::supervisor::{Device, DeviceUser};
 use super::SAMPLE_RATE;
 use crate::session::Earcon;
 
@@ -53,9 +54,30 @@ struct Mix {
     lifetime_written: u64,
 }
 
+/// A playback thread's work on whichever device is open.
+struct PlaybackRun<'a> {
+    playback: &'a mut Playback,
+    mix: Mix,
+}
+
+impl DeviceUser for PlaybackRun<'_> {
+    fn work(&mut self, pcm: &Pcm) -> Option<String> {
+        self.playback.play_until_trouble(pcm, &mut self.mix)
+    }
+
+    fn away(&mut self) {
+        // Keep the buffer moving (flushes, drains) while the device is away.
+        self.playback.housekeeping(&mut self.mix);
+    }
+
+    fn lost(&mut self) {
+        self.mix.running = false;
+    }
+}
+
 impl Playback {
     pub fn run(mut self) {
-        let mut m = Mix {
+        let mix = Mix {
             lifetime_written: 0,
             buf: Box::new([0; MAX_PERIOD]),
             flush_seen: self.shared.flush_gen.load(Relaxed),
@@ -67,33 +89,22 @@ impl Playback {
             audio_total: 0,
             after_audio: 0,
         };
-        let mut backoff = Duration::from_millis(100);
-        while !self.shared.stop.load(Relaxed) {
-            let Some(pcm) = self.pcm.take() else {
-                // Keep the buffer moving (flushes, drains) while the device is away.
-                self.housekeeping(&mut m);
-                self.pcm = device::reopen(
-                    &self.shared,
-                    &self.device,
-                    Side::Playback,
-                    self.period_ms,
-                    &mut backoff,
-                );
-                continue;
-            };
-            match self.play_until_trouble(&pcm, &mut m) {
-                None => return,
-                Some(why) => {
-                    let problem =
-                        format!("playback device `{}` failed: {why}; reopening", self.device);
-                    warn!("{problem}");
-                    self.shared.set_problem(Side::Playback, Some(problem));
-                    m.running = false;
-                    drop(pcm);
-                    backoff = Duration::from_millis(100);
-                }
-            }
-        }
+        let shared = Arc::clone(&self.shared);
+        let name = self.device.clone();
+        let device = Device {
+            shared: &shared,
+            name: &name,
+            side: Side::Playback,
+            period_ms: self.period_ms,
+        };
+        let pcm = self.pcm.take();
+        device.supervise(
+            pcm,
+            &mut PlaybackRun {
+                playback: &mut self,
+                mix,
+            },
+        );
     }
 
     /// Flushes and earcon requests; the gauges for `stats()`.

@@ -1,0 +1,119 @@
+//! What the engine's handle and its two ALSA threads share: counters, switches and the
+//! device problems, all atomics or short locks. A leaf: it imports nothing else of the engine.
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::session::Earcon;
+
+/// Which half of the sound hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Capture,
+    Playback,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Capture => "capture",
+            Side::Playback => "playback",
+        })
+    }
+}
+
+pub(crate) type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// State shared between the engine's handle and its threads.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub stop: AtomicBool,
+    pub capture_on: AtomicBool,
+    pub capture_frames: AtomicU64,
+    pub capture_dropped: AtomicU64,
+    pub capture_xruns: AtomicU64,
+    /// Microphone blocks the echo canceller has processed.
+    pub echo_blocks: AtomicU64,
+    pub playback_xruns: AtomicU64,
+    pub playback_underruns: AtomicU64,
+    pub playback_dropped: AtomicU64,
+    pub reference_dropped: AtomicU64,
+    pub jitter_target_ms: AtomicU32,
+    pub queued_samples: AtomicU64,
+    /// Assistant samples written since the last flush.
+    pub played_samples: AtomicU64,
+    pub flush_gen: AtomicU64,
+    /// f32 bits of the volume, 0.0–1.0.
+    pub volume_bits: AtomicU32,
+    pub muted: AtomicBool,
+    /// 0 none, else an [`Earcon`] + 1.
+    pub earcon: AtomicU8,
+    capture_problem: Mutex<Option<String>>,
+    playback_problem: Mutex<Option<String>>,
+    pub on_drained: OnceLock<Hook>,
+}
+
+impl Shared {
+    pub fn set_problem(&self, side: Side, problem: Option<String>) {
+        let slot = match side {
+            Side::Capture => &self.capture_problem,
+            Side::Playback => &self.playback_problem,
+        };
+        if let Ok(mut p) = slot.lock() {
+            *p = problem;
+        }
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|p| p.clone());
+        match (get(&self.capture_problem), get(&self.playback_problem)) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn sleep_unless_stopped(&self, total: Duration) {
+        let end = Instant::now() + total;
+        while !self.stop.load(Relaxed) {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    pub fn earcon_from(code: u8) -> Option<Earcon> {
+        match code {
+            1 => Some(Earcon::Start),
+            2 => Some(Earcon::Stop),
+            3 => Some(Earcon::Error),
+            _ => None,
+        }
+    }
+
+    pub fn earcon_code(e: Earcon) -> u8 {
+        match e {
+            Earcon::Start => 1,
+            Earcon::Stop => 2,
+            Earcon::Error => 3,
+        }
+    }
+
+    pub fn drained(&self) {
+        if let Some(hook) = self.on_drained.get() {
+            hook();
+        }
+    }
+
+    pub fn gain(&self) -> f32 {
+        if self.muted.load(Relaxed) {
+            0.0
+        } else {
+            f32::from_bits(self.volume_bits.load(Relaxed))
+        }
+    }
+}
