@@ -1,0 +1,339 @@
+//! The configuration's shape: one struct per TOML section, each field with a default that works,
+//! so that an empty file (or none at all) is a valid configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub api: Api,
+    pub session: Session,
+    pub transport: Transport,
+    pub audio: Audio,
+    pub gpio: Gpio,
+    pub dbus: Dbus,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Base of the REST endpoints; `http://` is allowed for the simulator on loopback.
+    pub base_url: String,
+    pub model: String,
+    /// A file holding the API key (first place looked at).
+    pub api_key_file: Option<PathBuf>,
+    /// A backend that mints ephemeral tokens; when set, no API key is needed on the device.
+    pub token_url: Option<String>,
+    /// Extra headers sent to `token_url` (often an authorization header, hence secret values).
+    pub token_url_headers: BTreeMap<String, Secret>,
+    /// Lifetime asked for when minting an ephemeral token from the API key.
+    pub token_lifetime_s: u64,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-realtime".into(),
+            api_key_file: None,
+            token_url: None,
+            token_url_headers: BTreeMap::new(),
+            token_lifetime_s: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Text,
+    Audio,
+    Tools,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Memory {
+    On,
+    #[default]
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Session {
+    pub voice: String,
+    /// Who the assistant is; sent before `instructions`.
+    pub persona: String,
+    pub instructions: String,
+    pub capabilities: Vec<Capability>,
+    pub memory: Memory,
+    /// Model that transcribes what the user said; empty turns input transcription off.
+    pub transcription_model: String,
+    /// End a session after this long without speech either way; 0 never.
+    pub idle_timeout_s: u64,
+    /// Roll over to a fresh session after this long (the service caps a session at 60 minutes).
+    pub max_session_s: u64,
+    /// Seconds of conversation allowed per day; 0 is unlimited.
+    pub daily_limit_s: u64,
+    pub turn_detection: TurnDetection,
+    pub tools: Vec<Tool>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            voice: "alloy".into(),
+            persona: "You are a friendly voice assistant living in a small speaker. Keep answers short and spoken.".into(),
+            instructions: String::new(),
+            capabilities: vec![Capability::Text, Capability::Audio, Capability::Tools],
+            memory: Memory::Off,
+            transcription_model: "gpt-4o-mini-transcribe".into(),
+            idle_timeout_s: 30,
+            max_session_s: 55 * 60,
+            daily_limit_s: 0,
+            turn_detection: TurnDetection::default(),
+            tools: Vec::new(),
+        }
+    }
+}
+
+impl Session {
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetectionKind {
+    #[default]
+    ServerVad,
+    SemanticVad,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnDetection {
+    #[serde(rename = "type")]
+    pub kind: TurnDetectionKind,
+    pub threshold: f64,
+    pub prefix_padding_ms: u32,
+    pub silence_duration_ms: u32,
+}
+
+impl Default for TurnDetection {
+    fn default() -> Self {
+        TurnDetection {
+            kind: TurnDetectionKind::ServerVad,
+            threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON schema of the arguments, written as a TOML table.
+    #[serde(default = "empty_object_schema")]
+    pub parameters: serde_json::Value,
+    /// Program and arguments run for each call (no shell); none means a built-in tool.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_tool_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+fn default_tool_timeout_ms() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Webrtc,
+    Websocket,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Webrtc => "webrtc",
+            TransportKind::Websocket => "websocket",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    #[default]
+    All,
+    Relay,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transport {
+    pub kind: TransportKind,
+    /// Fall back to WebSocket when WebRTC cannot connect.
+    pub fallback: bool,
+    pub connect_timeout_ms: u64,
+    pub ice_transport_policy: IcePolicy,
+    /// Let a call reach a server on 127.0.0.1 (the simulator, tests).
+    pub allow_loopback: bool,
+    pub ice_servers: Vec<IceServer>,
+    /// Tries after a lost or failed connection before giving up with an error.
+    pub reconnect_attempts: u32,
+    /// First reconnect delay; doubles with each try, with jitter.
+    pub reconnect_backoff_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            kind: TransportKind::Webrtc,
+            fallback: true,
+            connect_timeout_ms: 10_000,
+            ice_transport_policy: IcePolicy::All,
+            allow_loopback: false,
+            ice_servers: vec![IceServer {
+                urls: vec!["stun:stun.l.google.com:19302".into()],
+                username: None,
+                credential: None,
+            }],
+            reconnect_attempts: 5,
+            reconnect_backoff_ms: 500,
+            reconnect_backoff_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audio {
+    /// ALSA PCM names; a bare `hw:` card may refuse mono 48 kHz, `plughw:` converts.
+    pub capture_device: String,
+    pub playback_device: String,
+    pub sample_rate: u32,
+    pub period_ms: u32,
+    pub echo_cancellation: bool,
+    pub noise_suppression: bool,
+    pub volume: f64,
+    pub earcons: bool,
+}
+
+impl Default for Audio {
+    fn default() -> Self {
+        Audio {
+            capture_device: "default".into(),
+            playback_device: "default".into(),
+            sample_rate: 48_000,
+            period_ms: 10,
+            echo_cancellation: true,
+            noise_suppression: true,
+            volume: 0.8,
+            earcons: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gpio {
+    pub enabled: bool,
+    /// BCM numbering.
+    pub button_pin: u8,
+    pub button_active_low: bool,
+    pub debounce_ms: u64,
+    pub long_press_ms: u64,
+    pub led_pin: u8,
+    pub led_active_low: bool,
+}
+
+impl Default for Gpio {
+    fn default() -> Self {
+        Gpio {
+            enabled: false,
+            button_pin: 17,
+            button_active_low: true,
+            debounce_ms: 30,
+            long_press_ms: 1500,
+            led_pin: 27,
+            led_active_low: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    #[default]
+    System,
+    Session,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dbus {
+    pub bus: Bus,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: LogLevel,
+    /// Write what was said to the journal (off by default: it is the household's speech).
+    pub transcripts: bool,
+}
