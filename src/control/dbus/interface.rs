@@ -1,0 +1,216 @@
+//! The interface's members as zbus serves them: methods become [`Command`]s, properties are
+//! read from the daemon's [`Snapshot`], and the dictionaries `Status` and `Stats` return.
+
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::{fdo, interface};
+
+use crate::audio::AudioStats;
+use crate::control::{Command, ControlHandle, Refusal, Snapshot};
+use crate::session::Stats;
+
+use super::*;
+
+fn owned(value: Value<'_>) -> OwnedValue {
+    // Only values holding file descriptors can fail to be owned; none of ours do.
+    value
+        .try_to_owned()
+        .unwrap_or_else(|_| OwnedValue::from(0u8))
+}
+
+/// The `Stats` dictionary; times not yet measured are left out.
+pub fn stats_dict(
+    stats: &Stats,
+    audio: &AudioStats,
+    packets_lost: u64,
+) -> HashMap<String, OwnedValue> {
+    let mut d = HashMap::new();
+    d.insert("packets_lost".into(), OwnedValue::from(packets_lost));
+    d.insert(
+        "capture_xruns".into(),
+        OwnedValue::from(audio.capture_xruns),
+    );
+    d.insert(
+        "playback_xruns".into(),
+        OwnedValue::from(audio.playback_xruns),
+    );
+    d.insert(
+        "playback_underruns".into(),
+        OwnedValue::from(audio.playback_underruns),
+    );
+    d.insert(
+        "capture_dropped".into(),
+        OwnedValue::from(audio.capture_dropped),
+    );
+    d.insert(
+        "playback_dropped".into(),
+        OwnedValue::from(audio.playback_dropped),
+    );
+    if let Some(problem) = &audio.device_problem {
+        d.insert(
+            "audio_device_problem".into(),
+            owned(Value::from(problem.as_str())),
+        );
+    }
+    d.insert("sessions".into(), OwnedValue::from(stats.sessions));
+    d.insert("reconnects".into(), OwnedValue::from(stats.reconnects));
+    if let Some(ms) = stats.last_connect_ms {
+        d.insert("last_connect_ms".into(), OwnedValue::from(ms));
+    }
+    if let Some(ms) = stats.time_to_first_audio_ms {
+        d.insert("time_to_first_audio_ms".into(), OwnedValue::from(ms));
+    }
+    d.insert("tokens_used".into(), OwnedValue::from(stats.tokens_used));
+    d.insert("input_tokens".into(), OwnedValue::from(stats.input_tokens));
+    d.insert(
+        "output_tokens".into(),
+        OwnedValue::from(stats.output_tokens),
+    );
+    d.insert("responses".into(), OwnedValue::from(stats.responses));
+    d
+}
+
+/// What `Status()` returns: the properties and the stats in one dictionary.
+pub fn status_dict(s: &Snapshot) -> HashMap<String, OwnedValue> {
+    let mut d = stats_dict(&s.stats, &s.audio, s.packets_lost);
+    let since_usec = s
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    d.insert("state".into(), owned(Value::from(s.state.as_str())));
+    d.insert(
+        "transport".into(),
+        owned(Value::from(s.transport.to_string())),
+    );
+    d.insert(
+        "session_id".into(),
+        owned(Value::from(s.session_id.as_str())),
+    );
+    d.insert("since_usec".into(), OwnedValue::from(since_usec));
+    d.insert(
+        "last_error".into(),
+        owned(Value::from(s.last_error.as_str())),
+    );
+    d.insert("muted".into(), OwnedValue::from(s.muted));
+    d.insert("volume".into(), OwnedValue::from(s.volume));
+    d
+}
+
+/// The interface as zbus dispatches it. Wrapped in [`Documented`] before it is served.
+pub struct Voice {
+    pub(super) handle: ControlHandle,
+}
+
+impl Voice {
+    pub(super) fn snapshot(&self) -> Snapshot {
+        self.handle.snapshot.borrow().clone()
+    }
+
+    /// Applies a property change and returns once the event loop has taken it, so that a `Get`
+    /// right after the `Set` sees the new value.
+    pub(super) async fn apply(&self, command: Command) -> Result<(), Refusal> {
+        self.handle
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| Refusal::Failed("the daemon is shutting down".into()))?;
+        self.handle.request(Command::Ping).await
+    }
+}
+
+pub(super) fn fdo_error(r: Refusal) -> fdo::Error {
+    match r {
+        Refusal::InvalidArgument(m) => fdo::Error::InvalidArgs(m),
+        other => fdo::Error::Failed(other.to_string()),
+    }
+}
+
+#[interface(name = "io.thrive.RealtimeVoice1", introspection_docs = false)]
+impl Voice {
+    async fn start(&self) -> Result<(), Error> {
+        Ok(self.handle.request(Command::Start).await?)
+    }
+
+    async fn stop(&self) -> Result<(), Error> {
+        Ok(self.handle.request(Command::Stop).await?)
+    }
+
+    async fn toggle(&self) -> Result<(), Error> {
+        Ok(self.handle.request(Command::Toggle).await?)
+    }
+
+    async fn send_text(&self, text: String) -> Result<(), Error> {
+        check_text(&text)?;
+        Ok(self
+            .handle
+            .request(|reply| Command::SendText(text, reply))
+            .await?)
+    }
+
+    async fn clear_memory(&self) -> Result<(), Error> {
+        Ok(self.handle.request(Command::ClearMemory).await?)
+    }
+
+    #[zbus(out_args("status"))]
+    async fn status(&self) -> HashMap<String, OwnedValue> {
+        status_dict(&self.snapshot())
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.handle.snapshot.borrow().state.as_str().to_owned()
+    }
+
+    #[zbus(property)]
+    fn transport(&self) -> String {
+        self.handle.snapshot.borrow().transport.to_string()
+    }
+
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.handle.snapshot.borrow().last_error.clone()
+    }
+
+    #[zbus(property)]
+    fn muted(&self) -> bool {
+        self.handle.snapshot.borrow().muted
+    }
+
+    // Never called: `Documented::set` handles the writable properties so that the change is
+    // announced once, by the snapshot watch. Kept so the introspection says `readwrite`.
+    #[zbus(property)]
+    async fn set_muted(&self, muted: bool) -> fdo::Result<()> {
+        self.apply(Command::SetMuted(muted))
+            .await
+            .map_err(fdo_error)
+    }
+
+    #[zbus(property)]
+    fn volume(&self) -> f64 {
+        self.handle.snapshot.borrow().volume
+    }
+
+    #[zbus(property)]
+    async fn set_volume(&self, volume: f64) -> fdo::Result<()> {
+        let volume = check_volume(volume).map_err(fdo_error)?;
+        self.apply(Command::SetVolume(volume))
+            .await
+            .map_err(fdo_error)
+    }
+
+    #[zbus(property)]
+    fn stats(&self) -> HashMap<String, OwnedValue> {
+        let s = self.handle.snapshot.borrow();
+        stats_dict(&s.stats, &s.audio, s.packets_lost)
+    }
+
+    #[zbus(signal)]
+    pub async fn transcript(
+        emitter: &SignalEmitter<'_>,
+        role: &str,
+        text: &str,
+    ) -> zbus::Result<()>;
+}
