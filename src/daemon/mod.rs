@@ -6,7 +6,9 @@
 //! running a tool) runs in a task of its own and reports back through `internal`, so the loop
 //! never waits on I/O.
 
+mod actions;
 pub mod budget;
+mod commands;
 pub mod memory;
 pub mod tools;
 
@@ -14,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::audio::AudioControl;
 
 use crate::config::Config;
-use crate::control::{Command, ControlHandle, Refusal, Reply, Snapshot, Transcript};
+use crate::control::{Command, ControlHandle, Snapshot};
 
-use crate::session::{Action, ClientEvent, Input, LedPattern, Machine, Settings, State};
+use crate::session::{ClientEvent, Input, LedPattern, Machine, Settings};
 use crate::transport::{ConnectError, Connector, Link, LinkEvent};
 use budget::{local_day, DailyBudget};
 use memory::Memory;
@@ -88,8 +90,6 @@ pub struct Daemon {
     led_tx: watch::Sender<LedPattern>,
     memory: Option<Memory>,
     budget: DailyBudget,
-    /// When the current live stretch began, for the daily budget.
-    live_since: Option<Instant>,
 }
 
 impl Daemon {
@@ -111,7 +111,6 @@ impl Daemon {
         Daemon {
             memory,
             budget,
-            live_since: None,
             handle: ControlHandle {
                 commands: commands_tx,
                 snapshot: snapshot_rx,
@@ -151,6 +150,11 @@ impl Daemon {
         let seed = self.generation.wrapping_add(0x9E37_79B9);
         self.machine
             .update_settings(Settings::from_config(&config, seed));
+        if config.session.daily_limit_s != self.config.session.daily_limit_s {
+            self.budget.set_limit(config.session.daily_limit_s);
+            let left = self.budget.remaining(local_day(SystemTime::now()));
+            self.feed(Input::BudgetLeft(left));
+        }
         let shared = Arc::new(config.clone());
         if let Some(connector) = self.parts.connector.reconfigured(&shared) {
             self.parts.connector = connector;
@@ -173,10 +177,7 @@ impl Daemon {
         let mut audio_poll = tokio::time::interval(std::time::Duration::from_secs(1));
         audio_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = [self.machine.next_deadline(), self.budget_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = self.machine.next_deadline();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -190,359 +191,20 @@ impl Daemon {
                     Some(command) => self.command(command),
                 },
                 Some(event) = self.internal_rx.recv() => self.internal(event),
-                () = sleep => {
-                    self.feed(Input::Tick);
-                    self.enforce_budget();
-                }
+                () = sleep => self.feed(Input::Tick),
             }
         }
         info!("shutting down");
         self.feed(Input::Stop);
-        self.account_live_time(false);
         // Dropping the link's sender makes its task hang up; give it a moment to do so.
         self.link = None;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-
-    fn reply(reply: Option<Reply>, result: Result<(), Refusal>) {
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
-        }
-    }
-
-    fn command(&mut self, command: Command) {
-        match command {
-            Command::Start(reply) => {
-                let result = self.check_budget();
-                if result.is_ok() {
-                    // Fed even when not configured: the device shows the error (LED, earcon,
-                    // LastError) while the caller gets NotConfigured.
-                    self.feed(Input::Start);
-                }
-                Self::reply(reply, result.and_then(|()| self.check_configured()));
-            }
-            Command::Stop(reply) => {
-                let result =
-                    if self.machine.state().is_active() || self.machine.state() == State::Error {
-                        Ok(())
-                    } else {
-                        Err(Refusal::NotActive("no conversation is running".into()))
-                    };
-                self.feed(Input::Stop);
-                Self::reply(reply, result);
-            }
-            Command::Toggle(reply) => {
-                let starting = !self.machine.state().is_active();
-                let result = if starting {
-                    self.check_budget()
-                } else {
-                    Ok(())
-                };
-                if result.is_ok() {
-                    self.feed(Input::Toggle);
-                }
-                let result = if starting {
-                    result.and_then(|()| self.check_configured())
-                } else {
-                    result
-                };
-                Self::reply(reply, result);
-            }
-            Command::SendText(text, reply) => {
-                let result = if self.machine.state().is_live() {
-                    self.feed(Input::SendText(text));
-                    Ok(())
-                } else {
-                    Err(Refusal::NotActive(format!(
-                        "no conversation is connected (state: {})",
-                        self.machine.state().as_str()
-                    )))
-                };
-                Self::reply(reply, result);
-            }
-            Command::SetMuted(muted) => {
-                self.parts.audio.set_muted(muted);
-                self.snapshot_tx.send_modify(|s| s.muted = muted);
-            }
-            Command::SetVolume(volume) => {
-                let volume = volume.clamp(0.0, 1.0);
-                self.parts.audio.set_volume(volume);
-                self.snapshot_tx.send_modify(|s| s.volume = volume);
-            }
-            Command::StopAndMute => {
-                self.feed(Input::Stop);
-                self.command(Command::SetMuted(true));
-            }
-            Command::ClearMemory(reply) => {
-                let result = self.clear_memory();
-                Self::reply(reply, result);
-            }
-            Command::Reload(config) => self.reload(*config),
-            Command::Ping(reply) => Self::reply(reply, Ok(())),
-            Command::Shutdown => {}
-        }
-    }
-
-    fn internal(&mut self, event: Internal) {
-        match event {
-            Internal::Connected { generation, link } if generation == self.generation => {
-                let Link {
-                    kind,
-                    commands,
-                    mut events,
-                    ..
-                } = link;
-                info!(transport = %kind, "connected");
-                self.link = Some(commands);
-                let tx = self.internal_tx.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
-                        let closed = matches!(event, LinkEvent::Closed { .. });
-                        if tx.send(Internal::Link { generation, event }).await.is_err() || closed {
-                            return;
-                        }
-                    }
-                    let event = LinkEvent::Closed {
-                        reason: "transport ended".into(),
-                    };
-                    let _ = tx.send(Internal::Link { generation, event }).await;
-                });
-                self.feed(Input::Connected);
-            }
-            Internal::ConnectFailed { generation, error } if generation == self.generation => {
-                debug!("connect failed: {error}");
-                let retry = error.is_retryable();
-                self.feed(Input::ConnectFailed {
-                    reason: error.message,
-                    retry,
-                });
-            }
-            Internal::Link { generation, event } if generation == self.generation => match event {
-                LinkEvent::Server(event) => self.feed(Input::Server(event)),
-                LinkEvent::Closed { reason } => {
-                    self.link = None;
-                    self.feed(Input::Closed { reason });
-                }
-            },
-            Internal::ToolResult { call_id, output } => {
-                self.feed(Input::ToolResult { call_id, output })
-            }
-            Internal::PlaybackDrained => self.feed(Input::PlaybackDrained),
-            stale => debug!("ignoring event from an old connection: {stale:?}"),
-        }
     }
 
     fn feed(&mut self, input: Input) {
         let actions = self.machine.handle(Instant::now(), input);
         for action in actions {
             self.act(action);
-        }
-    }
-
-    fn act(&mut self, action: Action) {
-        match action {
-            Action::Connect { transport, attempt } => {
-                self.generation += 1;
-                self.link = None;
-                let generation = self.generation;
-                let connector = Arc::clone(&self.parts.connector);
-                let tx = self.internal_tx.clone();
-                info!(transport = %transport, attempt, "connecting");
-                tokio::spawn(async move {
-                    let event = match connector.connect(transport).await {
-                        Ok(link) => Internal::Connected { generation, link },
-                        Err(error) => Internal::ConnectFailed { generation, error },
-                    };
-                    let _ = tx.send(event).await;
-                });
-            }
-            Action::Disconnect => {
-                // A new generation makes any connect still under way report to no one.
-                self.generation += 1;
-                self.link = None;
-            }
-            Action::Send(ClientEvent::SessionUpdate) => {
-                self.send(ClientEvent::SessionUpdate);
-                // What the device remembers goes in right after the session is configured.
-                let history: Vec<ClientEvent> = self
-                    .memory
-                    .iter()
-                    .flat_map(|m| m.turns())
-                    .map(|(role, text)| ClientEvent::HistoryItem {
-                        role,
-                        text: text.to_owned(),
-                    })
-                    .collect();
-                for item in history {
-                    self.send(item);
-                }
-            }
-            Action::Send(event) => self.send(event),
-            Action::FlushPlayback => self.parts.audio.flush_playback(),
-            Action::TruncatePlayed { item_id } => {
-                let audio_end_ms = self.parts.audio.played_ms();
-                self.send(ClientEvent::Truncate {
-                    item_id,
-                    audio_end_ms,
-                });
-            }
-            Action::Earcon(earcon) => self.parts.audio.play_earcon(earcon),
-            Action::Led(pattern) => {
-                let _ = self.led_tx.send_replace(pattern);
-            }
-            Action::StateChanged(state) => {
-                info!(state = state.as_str(), "state changed");
-                self.account_live_time(state.is_live());
-                self.parts.audio.set_capture(state.is_live());
-                let (transport, session_id) = (
-                    self.machine.transport(),
-                    self.machine.session_id().map(str::to_owned),
-                );
-                self.snapshot_tx.send_modify(|s| {
-                    s.state = state;
-                    s.transport = transport;
-                    s.session_id = session_id.unwrap_or_default();
-                    s.since = SystemTime::now();
-                });
-            }
-            Action::LastError(message) => {
-                if !message.is_empty() {
-                    warn!("{message}");
-                }
-                self.snapshot_tx.send_modify(|s| s.last_error = message);
-            }
-            Action::Transcript { role, text } => {
-                if self.config.log.transcripts {
-                    info!(role = role.as_str(), "transcript: {text}");
-                }
-                if let Some(memory) = &mut self.memory {
-                    if let Err(e) = memory.remember(role, &text) {
-                        warn!("cannot save conversation memory: {e}");
-                    }
-                }
-                let _ = self.handle.transcripts.send(Transcript { role, text });
-            }
-            Action::RunTool {
-                call_id,
-                name,
-                arguments,
-            } => {
-                info!(tool = %name, "tool call");
-                let tools = Arc::clone(&self.parts.tools);
-                let tx = self.internal_tx.clone();
-                tokio::spawn(async move {
-                    let output = tools.run(name, arguments).await;
-                    let _ = tx.send(Internal::ToolResult { call_id, output }).await;
-                });
-            }
-            Action::SessionEnded(reason) => info!(?reason, "conversation ended"),
-            Action::StatsChanged => {
-                let stats = self.machine.stats().clone();
-                let session_id = self
-                    .machine
-                    .session_id()
-                    .map(str::to_owned)
-                    .unwrap_or_default();
-                self.snapshot_tx.send_modify(|s| {
-                    s.stats = stats;
-                    s.session_id = session_id;
-                });
-            }
-        }
-    }
-
-    fn refresh_audio_stats(&mut self) {
-        let mut fresh = self.parts.audio.stats();
-        fresh.queued_ms = 0;
-        fresh.jitter_target_ms = 0;
-        fresh.capture_frames = 0;
-        let lost = self.parts.connector.packets_lost();
-        self.snapshot_tx.send_if_modified(|s| {
-            if s.audio == fresh && s.packets_lost == lost {
-                return false;
-            }
-            s.packets_lost = lost;
-            if s.audio.device_problem != fresh.device_problem {
-                match &fresh.device_problem {
-                    Some(problem) => warn!("audio: {problem}"),
-                    None => info!("audio devices are working again"),
-                }
-            }
-            s.audio = fresh;
-            true
-        });
-    }
-
-    fn check_configured(&self) -> Result<(), Refusal> {
-        self.parts.connector.ready().map_err(Refusal::NotConfigured)
-    }
-
-    fn check_budget(&mut self) -> Result<(), Refusal> {
-        if self.budget.exhausted(local_day(SystemTime::now())) {
-            let minutes = self.budget.limit().map_or(0, |l| l.as_secs() / 60);
-            return Err(Refusal::LimitReached(format!(
-                "today's conversation time ({minutes} min, session.daily_limit_s) is used up; it resets at midnight"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Starts or ends a live stretch and books the time spent.
-    fn account_live_time(&mut self, live: bool) {
-        match (live, self.live_since) {
-            (true, None) => self.live_since = Some(Instant::now()),
-            (false, Some(since)) => {
-                self.live_since = None;
-                if let Err(e) = self
-                    .budget
-                    .spend(local_day(SystemTime::now()), since.elapsed())
-                {
-                    warn!("cannot save the daily usage: {e}");
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn budget_deadline(&mut self) -> Option<Instant> {
-        let since = self.live_since?;
-        let remaining = self.budget.remaining(local_day(SystemTime::now()))?;
-        Some(since + remaining)
-    }
-
-    fn enforce_budget(&mut self) {
-        if let Some(deadline) = self.budget_deadline() {
-            if Instant::now() >= deadline {
-                self.feed(Input::Stop);
-                let message =
-                    "stopped: today's conversation time (session.daily_limit_s) is used up"
-                        .to_owned();
-                warn!("{message}");
-                self.snapshot_tx.send_modify(|s| s.last_error = message);
-            }
-        }
-    }
-
-    /// Forget the remembered turns (D-Bus `ClearMemory`).
-    pub fn clear_memory(&mut self) -> Result<(), Refusal> {
-        match &mut self.memory {
-            Some(m) => m
-                .clear()
-                .map_err(|e| Refusal::Failed(format!("cannot clear conversation memory: {e}"))),
-            None => Ok(()),
-        }
-    }
-
-    fn send(&mut self, event: ClientEvent) {
-        match &self.link {
-            // A full queue means the link is stuck; dropping the event is better than stalling
-            // the loop, and the link's own health check will end it.
-            Some(link) => {
-                if let Err(e) = link.try_send(event) {
-                    warn!("could not queue an event for the service: {e}");
-                }
-            }
-            None => debug!("no link for {event:?}"),
         }
     }
 }

@@ -1,4 +1,7 @@
-use super::*;
+use std::time::{Duration, Instant};
+
+use crate::config::TransportKind;
+use crate::session::*;
 
 fn settings() -> Settings {
     Settings {
@@ -654,4 +657,65 @@ fn every_state_has_a_led_pattern_and_name() {
         assert_eq!(LedPattern::for_state(s), led);
         assert_eq!(s.as_str(), name);
     }
+}
+
+fn spent(actions: &[Action]) -> Vec<Duration> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::LiveTimeSpent(d) => Some(*d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_daily_limit_stops_a_conversation_when_it_runs_out() {
+    let mut r = Rig::new(Settings {
+        idle_timeout: None,
+        ..settings()
+    });
+    r.feed(Input::BudgetLeft(Some(Duration::from_secs(90))));
+    r.feed(Input::Start);
+    r.advance(Duration::from_secs(2));
+    r.feed(Input::Connected);
+    let at = r.m.next_deadline().expect("the budget sets a deadline");
+    assert_eq!(at, r.now + Duration::from_secs(90));
+    let a = r.run_to_deadline();
+    assert_eq!(states(&a), vec![State::Idle]);
+    assert!(
+        a.contains(&Action::SessionEnded(StopReason::DailyLimit)),
+        "{a:?}"
+    );
+    // Only live time counts: the 2 s spent connecting are free.
+    assert_eq!(spent(&a), vec![Duration::from_secs(90)]);
+    assert!(r.m.last_error().contains("session.daily_limit_s"));
+}
+
+#[test]
+fn time_spent_before_a_reconnect_counts_against_the_rest() {
+    let mut r = Rig::new(Settings {
+        idle_timeout: None,
+        ..settings()
+    });
+    r.feed(Input::BudgetLeft(Some(Duration::from_secs(100))));
+    r.feed(Input::Start);
+    r.feed(Input::Connected);
+    r.now += Duration::from_secs(30);
+    let a = r.feed(Input::Closed {
+        reason: "gone".into(),
+    });
+    assert_eq!(spent(&a), vec![Duration::from_secs(30)]);
+    r.run_to_deadline(); // the retry
+    r.feed(Input::Connected);
+    assert_eq!(r.m.next_deadline(), Some(r.now + Duration::from_secs(70)));
+}
+
+#[test]
+fn without_a_limit_live_time_is_still_reported() {
+    let mut r = Rig::live(settings());
+    r.now += Duration::from_secs(5);
+    let a = r.feed(Input::Stop);
+    assert_eq!(spent(&a), vec![Duration::from_secs(5)]);
+    assert!(!a.contains(&Action::SessionEnded(StopReason::DailyLimit)));
 }

@@ -1,8 +1,11 @@
 //! The conversation: dialect-neutral events, the sans-IO state machine and its reconnect backoff.
 
 pub mod backoff;
+mod conversation;
 pub mod events;
 pub mod machine;
+pub mod types;
 
 pub use events::{ClientEvent, Role, ServerEvent, Usage};
-pub use machine::{Action, Earcon, Input, LedPattern, Machine, Settings, State, Stats, StopReason};
+pub use machine::Machine;
+pub use types::{Action, Earcon, Input, LedPattern, Settings, State, Stats, StopReason};

@@ -259,7 +259,6 @@ async fn publish(conn: &Connection, handle: &ControlHandle) -> Ended {
 
 #[cfg(test)]
 mod tests {
-    use super::introspection::DOCS;
     use super::*;
     use crate::audio::AudioStats;
     use crate::config::TransportKind;

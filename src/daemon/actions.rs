@@ -1,0 +1,216 @@
+//! Carrying out what the machine decided ([`Action`]s), and turning what the daemon's own tasks
+//! report ([`Internal`]) into machine inputs. Slow work (connecting, running a tool) is spawned
+//! and reports back through `internal`, so the loop never waits on I/O.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{debug, info, warn};
+
+use super::budget::local_day;
+use super::{Daemon, Internal};
+use crate::control::Transcript;
+use crate::session::{Action, ClientEvent, Input};
+use crate::transport::{Link, LinkEvent};
+
+impl Daemon {
+    pub(super) fn internal(&mut self, event: Internal) {
+        match event {
+            Internal::Connected { generation, link } if generation == self.generation => {
+                let Link {
+                    kind,
+                    commands,
+                    mut events,
+                    ..
+                } = link;
+                info!(transport = %kind, "connected");
+                self.link = Some(commands);
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        let closed = matches!(event, LinkEvent::Closed { .. });
+                        if tx.send(Internal::Link { generation, event }).await.is_err() || closed {
+                            return;
+                        }
+                    }
+                    let event = LinkEvent::Closed {
+                        reason: "transport ended".into(),
+                    };
+                    let _ = tx.send(Internal::Link { generation, event }).await;
+                });
+                self.feed(Input::Connected);
+            }
+            Internal::ConnectFailed { generation, error } if generation == self.generation => {
+                debug!("connect failed: {error}");
+                let retry = error.is_retryable();
+                self.feed(Input::ConnectFailed {
+                    reason: error.message,
+                    retry,
+                });
+            }
+            Internal::Link { generation, event } if generation == self.generation => match event {
+                LinkEvent::Server(event) => self.feed(Input::Server(event)),
+                LinkEvent::Closed { reason } => {
+                    self.link = None;
+                    self.feed(Input::Closed { reason });
+                }
+            },
+            Internal::ToolResult { call_id, output } => {
+                self.feed(Input::ToolResult { call_id, output })
+            }
+            Internal::PlaybackDrained => self.feed(Input::PlaybackDrained),
+            stale => debug!("ignoring event from an old connection: {stale:?}"),
+        }
+    }
+
+    pub(super) fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect { transport, attempt } => {
+                self.generation += 1;
+                self.link = None;
+                let generation = self.generation;
+                let connector = Arc::clone(&self.parts.connector);
+                let tx = self.internal_tx.clone();
+                info!(transport = %transport, attempt, "connecting");
+                tokio::spawn(async move {
+                    let event = match connector.connect(transport).await {
+                        Ok(link) => Internal::Connected { generation, link },
+                        Err(error) => Internal::ConnectFailed { generation, error },
+                    };
+                    let _ = tx.send(event).await;
+                });
+            }
+            Action::Disconnect => {
+                // A new generation makes any connect still under way report to no one.
+                self.generation += 1;
+                self.link = None;
+            }
+            Action::Send(ClientEvent::SessionUpdate) => {
+                self.send(ClientEvent::SessionUpdate);
+                // What the device remembers goes in right after the session is configured.
+                let history: Vec<ClientEvent> = self
+                    .memory
+                    .iter()
+                    .flat_map(|m| m.turns())
+                    .map(|(role, text)| ClientEvent::HistoryItem {
+                        role,
+                        text: text.to_owned(),
+                    })
+                    .collect();
+                for item in history {
+                    self.send(item);
+                }
+            }
+            Action::Send(event) => self.send(event),
+            Action::FlushPlayback => self.parts.audio.flush_playback(),
+            Action::TruncatePlayed { item_id } => {
+                let audio_end_ms = self.parts.audio.played_ms();
+                self.send(ClientEvent::Truncate {
+                    item_id,
+                    audio_end_ms,
+                });
+            }
+            Action::Earcon(earcon) => self.parts.audio.play_earcon(earcon),
+            Action::Led(pattern) => {
+                let _ = self.led_tx.send_replace(pattern);
+            }
+            Action::StateChanged(state) => {
+                info!(state = state.as_str(), "state changed");
+                self.parts.audio.set_capture(state.is_live());
+                let (transport, session_id) = (
+                    self.machine.transport(),
+                    self.machine.session_id().map(str::to_owned),
+                );
+                self.snapshot_tx.send_modify(|s| {
+                    s.state = state;
+                    s.transport = transport;
+                    s.session_id = session_id.unwrap_or_default();
+                    s.since = SystemTime::now();
+                });
+            }
+            Action::LastError(message) => {
+                if !message.is_empty() {
+                    warn!("{message}");
+                }
+                self.snapshot_tx.send_modify(|s| s.last_error = message);
+            }
+            Action::Transcript { role, text } => {
+                if self.config.log.transcripts {
+                    info!(role = role.as_str(), "transcript: {text}");
+                }
+                if let Some(memory) = &mut self.memory {
+                    if let Err(e) = memory.remember(role, &text) {
+                        warn!("cannot save conversation memory: {e}");
+                    }
+                }
+                let _ = self.handle.transcripts.send(Transcript { role, text });
+            }
+            Action::RunTool {
+                call_id,
+                name,
+                arguments,
+            } => {
+                info!(tool = %name, "tool call");
+                let tools = Arc::clone(&self.parts.tools);
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let output = tools.run(name, arguments).await;
+                    let _ = tx.send(Internal::ToolResult { call_id, output }).await;
+                });
+            }
+            Action::SessionEnded(reason) => info!(?reason, "conversation ended"),
+            Action::LiveTimeSpent(spent) => {
+                if let Err(e) = self.budget.spend(local_day(SystemTime::now()), spent) {
+                    warn!("cannot save the daily usage: {e}");
+                }
+            }
+            Action::StatsChanged => {
+                let stats = self.machine.stats().clone();
+                let session_id = self
+                    .machine
+                    .session_id()
+                    .map(str::to_owned)
+                    .unwrap_or_default();
+                self.snapshot_tx.send_modify(|s| {
+                    s.stats = stats;
+                    s.session_id = session_id;
+                });
+            }
+        }
+    }
+
+    pub(super) fn refresh_audio_stats(&mut self) {
+        let mut fresh = self.parts.audio.stats();
+        fresh.queued_ms = 0;
+        fresh.jitter_target_ms = 0;
+        fresh.capture_frames = 0;
+        let lost = self.parts.connector.packets_lost();
+        self.snapshot_tx.send_if_modified(|s| {
+            if s.audio == fresh && s.packets_lost == lost {
+                return false;
+            }
+            s.packets_lost = lost;
+            if s.audio.device_problem != fresh.device_problem {
+                match &fresh.device_problem {
+                    Some(problem) => warn!("audio: {problem}"),
+                    None => info!("audio devices are working again"),
+                }
+            }
+            s.audio = fresh;
+            true
+        });
+    }
+
+    pub(super) fn send(&mut self, event: ClientEvent) {
+        match &self.link {
+            // A full queue means the link is stuck; dropping the event is better than stalling
+            // the loop, and the link's own health check will end it.
+            Some(link) => {
+                if let Err(e) = link.try_send(event) {
+                    warn!("could not queue an event for the service: {e}");
+                }
+            }
+            None => debug!("no link for {event:?}"),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! What goes into the machine and what comes out: its inputs, actions, states, settings and
+//! counters.
+
+use std::time::Duration;
+
+use super::events::{ClientEvent, Role, ServerEvent};
+use crate::config::{Config, TransportKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Idle,
+    Connecting,
+    Listening,
+    Speaking,
+    Reconnecting,
+    Error,
+}
+
+impl State {
+    /// The name used on D-Bus, in `STATUS=` and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Listening => "listening",
+            State::Speaking => "speaking",
+            State::Reconnecting => "reconnecting",
+            State::Error => "error",
+        }
+    }
+
+    /// A session is wanted by the user (Stop has work to do).
+    pub fn is_active(self) -> bool {
+        !matches!(self, State::Idle | State::Error)
+    }
+
+    /// A transport is up and audio should flow.
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Listening | State::Speaking)
+    }
+}
+
+/// Short sounds played on the device itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earcon {
+    Start,
+    Stop,
+    Error,
+}
+
+/// What the status LED shows for each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedPattern {
+    Off,
+    SlowBlink,
+    On,
+    Breathing,
+    FastBlink,
+}
+
+impl LedPattern {
+    pub fn for_state(state: State) -> LedPattern {
+        match state {
+            State::Idle => LedPattern::Off,
+            State::Connecting | State::Reconnecting => LedPattern::SlowBlink,
+            State::Listening => LedPattern::On,
+            State::Speaking => LedPattern::Breathing,
+            State::Error => LedPattern::FastBlink,
+        }
+    }
+}
+
+/// Why a session ended, for logs and D-Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    User,
+    IdleTimeout,
+    /// Today's conversation time (`session.daily_limit_s`) is used up.
+    DailyLimit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Start,
+    Stop,
+    Toggle,
+    SendText(String),
+    /// The transport asked for by the last [`Action::Connect`] is up.
+    Connected,
+    /// Connecting failed; `retry = false` for errors a retry cannot fix (a rejected key).
+    ConnectFailed {
+        reason: String,
+        retry: bool,
+    },
+    /// An established transport went away.
+    Closed {
+        reason: String,
+    },
+    Server(ServerEvent),
+    ToolResult {
+        call_id: String,
+        output: String,
+    },
+    /// Local playback has played out everything it was given.
+    PlaybackDrained,
+    /// Today's conversation time left, not counting a stretch in progress (`None`: no daily
+    /// limit). Fed before each start and after a reload; the machine counts the time itself.
+    BudgetLeft(Option<Duration>),
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Open a transport of this kind (fetching a token first as needed) and report back with
+    /// `Connected` or `ConnectFailed`.
+    Connect {
+        transport: TransportKind,
+        attempt: u32,
+    },
+    /// Close the transport, if any.
+    Disconnect,
+    Send(ClientEvent),
+    /// Drop everything queued for the speaker now (barge-in, stop).
+    FlushPlayback,
+    /// WebSocket barge-in: truncate `item_id` to the audio actually played (the audio engine
+    /// knows how much that was, the machine does not).
+    TruncatePlayed {
+        item_id: String,
+    },
+    Earcon(Earcon),
+    Led(LedPattern),
+    StateChanged(State),
+    /// A new last error (empty when cleared).
+    LastError(String),
+    Transcript {
+        role: Role,
+        text: String,
+    },
+    RunTool {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    SessionEnded(StopReason),
+    StatsChanged,
+    /// A live stretch (listening or speaking) ended: book this much against today's budget.
+    LiveTimeSpent(Duration),
+}
+
+/// The timing and retry settings the machine needs, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub transport: TransportKind,
+    pub fallback: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_session: Duration,
+    pub reconnect_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub earcons: bool,
+    pub tools: bool,
+    pub jitter_seed: u64,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config, jitter_seed: u64) -> Self {
+        let s = &config.session;
+        let t = &config.transport;
+        Settings {
+            transport: t.kind,
+            fallback: t.fallback,
+            connect_timeout: Duration::from_millis(t.connect_timeout_ms),
+            idle_timeout: (s.idle_timeout_s > 0).then(|| Duration::from_secs(s.idle_timeout_s)),
+            max_session: Duration::from_secs(s.max_session_s),
+            reconnect_attempts: t.reconnect_attempts,
+            backoff_initial: Duration::from_millis(t.reconnect_backoff_ms),
+            backoff_max: Duration::from_millis(t.reconnect_backoff_max_ms),
+            earcons: config.audio.earcons,
+            tools: s.has(crate::config::Capability::Tools),
+            jitter_seed,
+        }
+    }
+}
+
+/// Counters published on D-Bus as `Stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub sessions: u64,
+    pub reconnects: u64,
+    pub last_connect_ms: Option<u64>,
+    pub time_to_first_audio_ms: Option<u64>,
+    pub tokens_used: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub responses: u64,
+}
