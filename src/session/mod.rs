@@ -6,6 +6,12 @@ pub mod events;
 pub mod machine;
 pub mod types;
 
+#[cfg(test)]
+#[path = "conversation_tests.rs"]
+mod conversation_tests;
+#[cfg(test)]
+pub(crate) mod test_rig;
+
 pub use events::{ClientEvent, Role, ServerEvent, Usage};
 pub use machine::Machine;
 pub use types::{Action, Earcon, Input, LedPattern, Settings, State, Stats, StopReason};
