@@ -8,10 +8,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+use webrtc::peer_connection::RTCSessionDescription;
 
-use super::http::*;
-use super::link::*;
+use super::call::Call;
+use super::http::{http_client, post_offer};
+use super::link::{pump_microphone, run_link, RunLink};
 use super::media::*;
 use super::peer::*;
 use crate::config::{Secret, TransportKind};
@@ -99,42 +100,6 @@ pub async fn connect(
     }
 }
 
-pub(super) fn http_client() -> Result<reqwest::Client, ConnectError> {
-    // reqwest is built without a bundled crypto provider; make sure one is installed (a no-op
-    // when the daemon already did it).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("realtime-voiced/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConnectError::retry(format!("cannot create an HTTP client: {e}")))
-}
-
-/// A call in progress: what the hang-up needs.
-pub(super) struct Call {
-    pub(super) pc: Arc<dyn PeerConnection>,
-    pub(super) http: reqwest::Client,
-    pub(super) base: String,
-    pub(super) token: Secret,
-    pub(super) call_id: Option<String>,
-}
-
-impl Call {
-    /// Closes the peer connection and, if the service knows of the call, hangs it up.
-    pub(super) async fn end(self) {
-        let close = async {
-            if let Err(e) = self.pc.close().await {
-                debug!("closing the peer connection: {e}");
-            }
-        };
-        let hangup = async {
-            if let Some(id) = &self.call_id {
-                hang_up(&self.http, &self.base, id, &self.token).await;
-            }
-        };
-        tokio::join!(close, hangup);
-    }
-}
-
 /// Offer, POST, answer, connect. On error the caller ends the call.
 pub(super) async fn place_call(
     call: &mut Call,
@@ -188,7 +153,8 @@ pub(super) async fn place_call(
              supported)",
         ));
     }
-    let (answer, call_id) = post_offer(call, offer_sdp, deadline).await?;
+    let (answer, call_id) =
+        post_offer(&call.http, &call.base, &call.token, offer_sdp, deadline).await?;
     call.call_id = call_id;
     let answer = RTCSessionDescription::answer(answer).map_err(|e| {
         ConnectError::retry(format!(

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::client::*;
 use crate::config::Secret;
 use crate::transport::error::{error_chain, one_line, service_message};
 use crate::transport::ConnectError;
@@ -27,19 +26,30 @@ pub(super) async fn hang_up(http: &reqwest::Client, base: &str, call_id: &str, t
     }
 }
 
+pub(super) fn http_client() -> Result<reqwest::Client, ConnectError> {
+    // reqwest is built without a bundled crypto provider; make sure one is installed (a no-op
+    // when the daemon already did it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("realtime-voiced/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConnectError::retry(format!("cannot create an HTTP client: {e}")))
+}
+
 /// POSTs the offer; returns the answer SDP and the call id.
 pub(super) async fn post_offer(
-    call: &Call,
+    http: &reqwest::Client,
+    base: &str,
+    token: &Secret,
     offer: String,
     deadline: tokio::time::Instant,
 ) -> Result<(String, Option<String>), ConnectError> {
-    let url = format!("{}/realtime/calls", call.base);
+    let url = format!("{base}/realtime/calls");
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let response = call
-        .http
+    let response = http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-        .bearer_auth(call.token.expose())
+        .bearer_auth(token.expose())
         .body(offer)
         .timeout(remaining.max(Duration::from_millis(1)))
         .send()

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use super::client::*;
+use super::call::Call;
 use super::media::*;
 use super::peer::*;
 use crate::audio::Microphone;

@@ -10,9 +10,10 @@
 //! - [`peer`]: the peer connection, as both ends of a call set it up (public: the simulator's
 //!   answerer is built from it too);
 //! - [`media`]: the Opus track, RTP packing and unpacking (public for the same reason);
-//! - `client`: placing the call; `http`: the offer/answer and hang-up requests; `link`: the
-//!   running call, events both ways.
+//! - `client`: placing the call; `call`: what a placed call holds; `http`: the offer/answer
+//!   and hang-up requests; `link`: the running call, events both ways.
 
+mod call;
 mod client;
 mod http;
 mod link;
