@@ -20,7 +20,7 @@ use super::echo::{EchoCanceller, EchoError};
 use super::jitter::{self, JitterSettings};
 use super::playback::Playback;
 use super::shared::{Shared, Side};
-use super::{AudioControl, AudioStats, Frame, Microphone, Speaker, SAMPLE_RATE};
+use super::{AudioControl, AudioStats, Frame, ItemHeard, Microphone, Speaker, SAMPLE_RATE};
 use crate::config;
 use crate::session::Earcon;
 
@@ -182,6 +182,9 @@ impl Speaker for Engine {
             Ok(mut producer) => jitter::push(&mut producer, pcm),
             Err(_) => pcm.len(),
         };
+        self.shared
+            .pushed_samples
+            .fetch_add((pcm.len() - dropped.min(pcm.len())) as u64, Relaxed);
         if dropped > 0 {
             self.shared
                 .playback_dropped
@@ -189,18 +192,28 @@ impl Speaker for Engine {
         }
         self.playback_thread.unpark();
     }
+
+    fn item_boundary(&self) {
+        let pushed = self.shared.pushed_samples.load(Relaxed);
+        self.shared.item_start.store(pushed, Relaxed);
+    }
 }
 
 impl AudioControl for Engine {
     fn flush_playback(&self) {
         self.shared.flush_gen.fetch_add(1, Relaxed);
         self.shared.played_samples.store(0, Relaxed);
+        self.shared.pushed_samples.store(0, Relaxed);
+        self.shared.item_start.store(0, Relaxed);
         self.playback_thread.unpark();
     }
 
-    fn played_ms(&self) -> u32 {
-        let samples = self.shared.played_samples.load(Relaxed);
-        u32::try_from(samples / u64::from(SAMPLE_RATE / 1000)).unwrap_or(u32::MAX)
+    fn item_heard(&self) -> ItemHeard {
+        item_heard(
+            self.shared.played_samples.load(Relaxed),
+            self.shared.pushed_samples.load(Relaxed),
+            self.shared.item_start.load(Relaxed),
+        )
     }
 
     fn play_earcon(&self, earcon: Earcon) {
@@ -246,6 +259,19 @@ impl AudioControl for Engine {
     }
 }
 
+/// Playback is first in, first out: the current item's first sample is heard once everything
+/// pushed before it has been. Counts are samples since the last flush.
+fn item_heard(played: u64, pushed: u64, item_start: u64) -> ItemHeard {
+    let delivered = pushed.saturating_sub(item_start);
+    let heard = played.saturating_sub(item_start).min(delivered);
+    let ms =
+        |samples: u64| u32::try_from(samples / u64::from(SAMPLE_RATE / 1000)).unwrap_or(u32::MAX);
+    ItemHeard {
+        heard_ms: ms(heard),
+        delivered_ms: ms(delivered),
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shared.stop.store(true, Relaxed);
@@ -253,5 +279,29 @@ impl Drop for Engine {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 48;
+
+    #[test]
+    fn heard_counts_only_the_current_item_and_never_past_what_arrived() {
+        // Item 1: 1000 ms, all heard; item 2 began after it, 400 ms arrived, 1150 ms played.
+        let h = item_heard(1150 * MS, 1400 * MS, 1000 * MS);
+        assert_eq!(
+            h,
+            ItemHeard {
+                heard_ms: 150,
+                delivered_ms: 400
+            }
+        );
+        // Item 2 not reached yet: nothing of it heard.
+        assert_eq!(item_heard(900 * MS, 1400 * MS, 1000 * MS).heard_ms, 0);
+        // Played past what arrived (counters read a moment apart): capped.
+        assert_eq!(item_heard(1500 * MS, 1400 * MS, 1000 * MS).heard_ms, 400);
     }
 }

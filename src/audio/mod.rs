@@ -24,15 +24,26 @@ pub type Microphone = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Frame>>
 /// Must not block: the engine buffers, and drops with a count when full.
 pub trait Speaker: Send + Sync {
     fn push(&self, pcm: &[i16]);
+    /// The next sample pushed starts a new assistant item, so that [`AudioControl::item_heard`]
+    /// can say how much of that item the user heard.
+    fn item_boundary(&self) {}
+}
+
+/// How much of the assistant item now playing was heard, and how much of it arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemHeard {
+    pub heard_ms: u32,
+    pub delivered_ms: u32,
 }
 
 /// How the daemon steers the engine. All calls return at once.
 pub trait AudioControl: Send + Sync {
     /// Drop everything queued for the speaker (barge-in, stop).
     fn flush_playback(&self);
-    /// Milliseconds of assistant audio played since the last flush (for WebSocket truncation):
-    /// written to the device and no longer queued in it.
-    fn played_ms(&self) -> u32;
+    /// The current item's audio that was played (written to the device and no longer queued
+    /// in it), never more than what arrived of it: for WebSocket truncation. Read it before a
+    /// flush, which starts the count again.
+    fn item_heard(&self) -> ItemHeard;
     fn play_earcon(&self, earcon: Earcon);
     /// Capture is sent to the service only while a session is live.
     fn set_capture(&self, on: bool);
@@ -80,8 +91,8 @@ impl Speaker for NullAudio {
 
 impl AudioControl for NullAudio {
     fn flush_playback(&self) {}
-    fn played_ms(&self) -> u32 {
-        0
+    fn item_heard(&self) -> ItemHeard {
+        ItemHeard::default()
     }
     fn play_earcon(&self, _earcon: Earcon) {}
     fn set_capture(&self, _on: bool) {}

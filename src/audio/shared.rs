@@ -43,8 +43,11 @@ pub(crate) struct Shared {
     pub reference_dropped: AtomicU64,
     pub jitter_target_ms: AtomicU32,
     pub queued_samples: AtomicU64,
-    /// Assistant samples written since the last flush.
+    /// Assistant samples heard since the last flush (written, and no longer queued in the device).
     pub played_samples: AtomicU64,
+    /// Assistant samples pushed since the last flush, and where among them the current item began.
+    pub pushed_samples: AtomicU64,
+    pub item_start: AtomicU64,
     pub flush_gen: AtomicU64,
     /// f32 bits of the volume, 0.0–1.0.
     pub volume_bits: AtomicU32,

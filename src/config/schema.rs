@@ -41,7 +41,7 @@ impl Default for Api {
     fn default() -> Self {
         Api {
             base_url: "https://api.openai.com/v1".into(),
-            model: "gpt-realtime".into(),
+            model: "gpt-realtime-2.1".into(),
             api_key_file: None,
             token_url: None,
             token_url_headers: BTreeMap::new(),

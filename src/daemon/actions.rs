@@ -104,10 +104,15 @@ impl Daemon {
             Action::Send(event) => self.send(event),
             Action::FlushPlayback => self.parts.audio.flush_playback(),
             Action::TruncatePlayed { item_id } => {
-                let audio_end_ms = self.parts.audio.played_ms();
+                // Read before the flush that follows, which starts the engine's count again.
+                let heard = self.parts.audio.item_heard();
                 self.send(ClientEvent::Truncate {
                     item_id,
-                    audio_end_ms,
+                    audio_end_ms: heard.heard_ms,
+                });
+                self.feed(Input::Heard {
+                    heard_ms: heard.heard_ms,
+                    delivered_ms: heard.delivered_ms,
                 });
             }
             Action::Earcon(earcon) => self.parts.audio.play_earcon(earcon),
@@ -138,13 +143,16 @@ impl Daemon {
                 if self.config.log.transcripts {
                     info!(role = role.as_str(), "transcript: {text}");
                 }
+                let _ = self.handle.transcripts.send(Transcript { role, text });
+            }
+            Action::Remember { role, text } => {
                 if let Some(memory) = &mut self.memory {
                     if let Err(e) = memory.remember(role, &text) {
                         warn!("cannot save conversation memory: {e}");
                     }
                 }
-                let _ = self.handle.transcripts.send(Transcript { role, text });
             }
+            Action::Warn(message) => warn!("{message}"),
             Action::RunTool {
                 call_id,
                 name,

@@ -1,12 +1,26 @@
 //! What the machine does while connected: the service's events, one response at a time, tool
 //! calls, and the user talking over the assistant.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::events::{ClientEvent, Role, ServerEvent, Usage};
+use super::events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 use super::machine::Machine;
-use super::types::{Action, State, Stats};
+use super::types::{Action, LedPattern, State, Stats};
 use crate::config::TransportKind;
+
+/// How long the LED flashes the error pattern when one answer fails but the conversation goes on.
+const ERROR_FLASH: Duration = Duration::from_millis(1500);
+/// Speech rate used to guess how much of a transcript was heard when only the playing time is
+/// known (WebRTC plays on the service's side): about 150 words a minute.
+const CHARS_PER_SECOND: u64 = 15;
+
+/// How much of an interrupted answer the user heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Heard {
+    pub heard_ms: u32,
+    /// What had arrived of it, when known (WebSocket): the heard share of the text follows.
+    pub delivered_ms: Option<u32>,
+}
 
 impl Machine {
     pub(super) fn send_text(&mut self, now: Instant, text: String) {
@@ -53,10 +67,18 @@ impl Machine {
             ServerEvent::InputTranscript { text } => {
                 self.out.push(Action::Transcript {
                     role: Role::User,
+                    text: text.clone(),
+                });
+                self.out.push(Action::Remember {
+                    role: Role::User,
                     text,
                 });
             }
-            ServerEvent::ResponseCreated { .. } => self.response_active = true,
+            ServerEvent::ResponseCreated { .. } => {
+                self.response_active = true;
+                // A cut that no transcript claimed belongs to an earlier answer.
+                self.cut = None;
+            }
             ServerEvent::AudioStarted { item_id } => {
                 self.last_activity = now;
                 if let Some(ended) = self.turn_ended.take() {
@@ -64,16 +86,27 @@ impl Machine {
                         Some(now.saturating_duration_since(ended).as_millis() as u64);
                     self.out.push(Action::StatsChanged);
                 }
-                if item_id.is_some() {
+                if item_id.is_some() && item_id != self.playing_item {
+                    // A new item: the one before it played out whole.
+                    self.remember_heard_in_full();
                     self.playing_item = item_id;
+                }
+                if self.state != State::Speaking {
+                    self.speaking_since = Some(now);
                 }
                 self.set_state(State::Speaking);
             }
-            ServerEvent::AudioStopped => {
+            ServerEvent::AudioStopped { interrupted } => {
                 self.last_activity = now;
                 // WebRTC plays on the service's clock: its "stopped" means the speaker is quiet.
                 // WebSocket audio may still be in our buffer; PlaybackDrained ends Speaking then.
                 if self.transport == TransportKind::Webrtc && self.state == State::Speaking {
+                    if interrupted {
+                        let heard = self.heard_so_far(now);
+                        self.interrupted(heard);
+                    } else {
+                        self.remember_heard_in_full();
+                    }
                     self.playing_item = None;
                     self.set_state(State::Listening);
                 }
@@ -81,14 +114,32 @@ impl Machine {
             ServerEvent::AssistantTranscript { text } => {
                 self.out.push(Action::Transcript {
                     role: Role::Assistant,
-                    text,
+                    text: text.clone(),
                 });
+                // Memory keeps what the user heard: wait until the audio has played (or was
+                // cut) before deciding how much of the text that was.
+                if let Some(cut) = self.cut.take() {
+                    self.remember_cut(&text, cut);
+                } else if self.state == State::Speaking {
+                    self.pending_transcript = Some(text);
+                } else {
+                    self.out.push(Action::Remember {
+                        role: Role::Assistant,
+                        text,
+                    });
+                }
             }
             ServerEvent::FunctionCall {
                 call_id,
                 name,
                 arguments,
             } => {
+                // The service may repeat an item's completion (`output_item.done` after a
+                // reconnect, say); a call runs once.
+                if self.called.contains(&call_id) {
+                    return;
+                }
+                self.called.push(call_id.clone());
                 if self.settings.tools {
                     self.out.push(Action::RunTool {
                         call_id,
@@ -102,11 +153,19 @@ impl Machine {
                     }));
                 }
             }
-            ServerEvent::ResponseDone { usage } => {
+            ServerEvent::ResponseDone { usage, outcome } => {
                 self.last_activity = now;
                 self.stats.responses += 1;
                 if let Some(u) = usage {
                     add_usage(&mut self.stats, u);
+                }
+                if let ResponseOutcome::Failed(why) | ResponseOutcome::Incomplete(why) = outcome {
+                    // One answer failed; the conversation goes on. Say so on every surface.
+                    self.stats.responses_failed += 1;
+                    self.set_error(format!("the service could not answer: {why}"));
+                    self.earcon(super::types::Earcon::Error);
+                    self.out.push(Action::Led(LedPattern::FastBlink));
+                    self.led_restore_at = Some(now + ERROR_FLASH);
                 }
                 self.out.push(Action::StatsChanged);
                 self.response_active = false;
@@ -114,33 +173,129 @@ impl Machine {
                     self.request_response();
                 }
             }
-            ServerEvent::Error { code, message } => match code.as_deref() {
-                // Our own sequencing lost a race with server VAD: the pending create is moot.
-                Some("conversation_already_has_active_response") => self.response_active = true,
+            ServerEvent::TranscriptionFailed { message } => {
+                self.stats.transcription_failures += 1;
+                self.out.push(Action::StatsChanged);
+                self.out.push(Action::Warn(format!(
+                    "the service could not transcribe what was said: {message}"
+                )));
+            }
+            ServerEvent::Error {
+                code,
+                message,
+                about,
+            } => match code.as_deref() {
+                // Our create lost a race with one the service started itself (server VAD):
+                // that one is active now, and ours is owed once it ends.
+                Some("conversation_already_has_active_response") => {
+                    self.response_active = true;
+                    self.response_pending = true;
+                }
                 Some("response_cancel_not_active") => {}
                 Some("session_expired") => self.rollover(now),
-                _ => self.set_error(format!("service error: {message}")),
+                _ => match about {
+                    Some(about) => {
+                        self.set_error(format!("service error about {about}: {message}"))
+                    }
+                    None => self.set_error(format!("service error: {message}")),
+                },
             },
         }
     }
 
     /// The user talked over the assistant: silence the speaker now and tell the service.
     pub(super) fn barge_in(&mut self) {
+        // WebSocket: what was heard of the item is read before the flush, which starts the
+        // engine's count again.
+        let truncate = match self.transport {
+            TransportKind::Websocket => self.playing_item.take(),
+            TransportKind::Webrtc => None,
+        };
+        if let Some(item_id) = truncate {
+            self.out.push(Action::TruncatePlayed { item_id });
+        } else if self.state == State::Speaking {
+            // WebRTC (or WebSocket audio already drained): only the playing time is known.
+            let heard = self.heard_so_far(self.now);
+            self.interrupted(heard);
+        }
         self.out.push(Action::FlushPlayback);
         if self.response_active {
             self.out.push(Action::Send(ClientEvent::ResponseCancel));
         }
-        match self.transport {
-            TransportKind::Webrtc => self.out.push(Action::Send(ClientEvent::OutputAudioClear)),
-            TransportKind::Websocket => {
-                if let Some(item_id) = self.playing_item.take() {
-                    self.out.push(Action::TruncatePlayed { item_id });
-                }
-            }
+        if self.transport == TransportKind::Webrtc {
+            self.out.push(Action::Send(ClientEvent::OutputAudioClear));
         }
         self.response_pending = false;
         self.set_state(State::Listening);
     }
+
+    /// What the daemon measured of a truncated WebSocket item.
+    pub(super) fn heard(&mut self, heard_ms: u32, delivered_ms: u32) {
+        self.interrupted(Heard {
+            heard_ms,
+            delivered_ms: Some(delivered_ms),
+        });
+    }
+
+    pub(super) fn heard_so_far(&self, now: Instant) -> Heard {
+        let playing = self
+            .speaking_since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        Heard {
+            heard_ms: u32::try_from(playing.as_millis()).unwrap_or(u32::MAX),
+            delivered_ms: None,
+        }
+    }
+
+    /// The answer was cut: remember its heard part now if its text is here, or once it comes.
+    pub(super) fn interrupted(&mut self, heard: Heard) {
+        match self.pending_transcript.take() {
+            Some(text) => self.remember_cut(&text, heard),
+            None => self.cut = Some(heard),
+        }
+    }
+
+    /// The answer played out whole.
+    pub(super) fn remember_heard_in_full(&mut self) {
+        if let Some(text) = self.pending_transcript.take() {
+            self.out.push(Action::Remember {
+                role: Role::Assistant,
+                text,
+            });
+        }
+    }
+
+    fn remember_cut(&mut self, text: &str, heard: Heard) {
+        if let Some(part) = heard_part(text, heard) {
+            self.out.push(Action::Remember {
+                role: Role::Assistant,
+                text: part,
+            });
+        }
+    }
+}
+
+/// The start of `text` the user heard, cut at a word and marked as cut; `None` when nothing.
+fn heard_part(text: &str, heard: Heard) -> Option<String> {
+    let total = text.chars().count() as u64;
+    let chars = match heard.delivered_ms {
+        Some(delivered) if delivered > 0 => {
+            total * u64::from(heard.heard_ms.min(delivered)) / u64::from(delivered)
+        }
+        _ => u64::from(heard.heard_ms) * CHARS_PER_SECOND / 1000,
+    };
+    if chars >= total {
+        return Some(text.to_owned());
+    }
+    let end = text
+        .char_indices()
+        .nth(chars as usize)
+        .map_or(text.len(), |(i, _)| i);
+    let cut = text[..end]
+        .rfind(char::is_whitespace)
+        .map_or("", |i| &text[..i])
+        .trim_end();
+    (!cut.is_empty()).then(|| format!("{cut}…"))
 }
 
 fn add_usage(stats: &mut Stats, u: Usage) {

@@ -50,12 +50,16 @@ pub enum ServerEvent {
     AudioStarted {
         item_id: Option<String>,
     },
-    /// The service stopped sending (or, on WebRTC, playing) assistant audio.
-    AudioStopped,
+    /// The service stopped sending (or, on WebRTC, playing) assistant audio; `interrupted`
+    /// when WebRTC playout was cut short (`output_audio_buffer.cleared`).
+    AudioStopped {
+        interrupted: bool,
+    },
     /// Final transcript of what the assistant said.
     AssistantTranscript {
         text: String,
     },
+    /// A function call item the service completed (never one from a cancelled response).
     FunctionCall {
         call_id: String,
         name: String,
@@ -63,11 +67,30 @@ pub enum ServerEvent {
     },
     ResponseDone {
         usage: Option<Usage>,
+        outcome: ResponseOutcome,
+    },
+    /// What the user said could not be transcribed.
+    TranscriptionFailed {
+        message: String,
     },
     Error {
         code: Option<String>,
         message: String,
+        /// Which of our events it answers (its type and `event_id`), when the service says.
+        about: Option<String>,
     },
+}
+
+/// How a response ended (`response.done`'s `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    Completed,
+    /// Cancelled by us or by the user talking (`turn_detected`).
+    Cancelled,
+    /// The service could not finish it: why, from `status_details`.
+    Failed(String),
+    /// Cut short (`max_output_tokens`, `content_filter`): why.
+    Incomplete(String),
 }
 
 /// What the daemon asks of the service.

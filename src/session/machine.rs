@@ -50,6 +50,16 @@ pub struct Machine {
     pub(super) budget_left: Option<Duration>,
     /// When the current live stretch began.
     pub(super) live_since: Option<Instant>,
+    /// Function calls already run in this conversation (the service may repeat a completion).
+    pub(super) called: Vec<String>,
+    /// The assistant's transcript, kept until we know how much of its audio was heard.
+    pub(super) pending_transcript: Option<String>,
+    /// An interruption whose transcript has not come yet.
+    pub(super) cut: Option<super::conversation::Heard>,
+    /// When the assistant's audio began to play.
+    pub(super) speaking_since: Option<Instant>,
+    /// When the LED goes back to the state's pattern after an error flash.
+    pub(super) led_restore_at: Option<Instant>,
 }
 
 impl Machine {
@@ -81,6 +91,11 @@ impl Machine {
             now,
             budget_left: None,
             live_since: None,
+            called: Vec::new(),
+            pending_transcript: None,
+            cut: None,
+            speaking_since: None,
+            led_restore_at: None,
         }
     }
 
@@ -114,7 +129,8 @@ impl Machine {
 
     /// The earliest time at which a [`Input::Tick`] could change something.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines = [None; 5];
+        let mut deadlines = [None; 6];
+        deadlines[5] = self.led_restore_at;
         deadlines[0] = self.connect_deadline;
         deadlines[1] = self.retry_at;
         if self.state.is_live() {
@@ -156,12 +172,17 @@ impl Machine {
             }
             Input::PlaybackDrained => {
                 if self.state == State::Speaking {
+                    self.remember_heard_in_full();
                     self.playing_item = None;
                     self.last_activity = now;
                     self.set_state(State::Listening);
                 }
             }
             Input::BudgetLeft(left) => self.budget_left = left,
+            Input::Heard {
+                heard_ms,
+                delivered_ms,
+            } => self.heard(heard_ms, delivered_ms),
             Input::Tick => self.tick(now),
         }
         std::mem::take(&mut self.out)
@@ -174,6 +195,7 @@ impl Machine {
                 (true, false) => self.end_live_stretch(),
                 _ => {}
             }
+            self.led_restore_at = None;
             self.state = state;
             // The LED first: whoever sees the new state then also sees its pattern.
             self.out.push(Action::Led(LedPattern::for_state(state)));
@@ -219,6 +241,10 @@ impl Machine {
         self.turn_ended = None;
         self.rolling_over = false;
         self.session_id = None;
+        self.called.clear();
+        self.pending_transcript = None;
+        self.cut = None;
+        self.speaking_since = None;
     }
 
     fn start(&mut self, now: Instant) {
@@ -251,6 +277,11 @@ impl Machine {
                 self.set_state(State::Idle);
             }
             return;
+        }
+        if self.state == State::Speaking {
+            // Cut off by the stop: keep what was heard of the answer.
+            let heard = self.heard_so_far(self.now);
+            self.interrupted(heard);
         }
         self.out.push(Action::FlushPlayback);
         self.out.push(Action::Disconnect);
@@ -347,6 +378,11 @@ impl Machine {
     }
 
     fn tick(&mut self, now: Instant) {
+        if self.led_restore_at.is_some_and(|at| now >= at) {
+            self.led_restore_at = None;
+            self.out
+                .push(Action::Led(LedPattern::for_state(self.state)));
+        }
         if let Some(deadline) = self.connect_deadline {
             if now >= deadline {
                 let secs = self.settings.connect_timeout.as_secs_f64();

@@ -275,7 +275,10 @@ fn idle_timeout_waits_while_a_response_runs_and_can_be_disabled() {
         response_id: "r1".into(),
     });
     assert!(r.advance(Duration::from_secs(40)).is_empty());
-    r.server(ServerEvent::ResponseDone { usage: None });
+    r.server(ServerEvent::ResponseDone {
+        usage: None,
+        outcome: ResponseOutcome::Completed,
+    });
     assert_eq!(
         states(&r.advance(Duration::from_secs(30))),
         vec![State::Idle]
@@ -310,6 +313,7 @@ fn session_expired_error_rolls_over() {
     let a = r.server(ServerEvent::Error {
         code: Some("session_expired".into()),
         message: "expired".into(),
+        about: None,
     });
     assert_eq!(states(&a), vec![State::Connecting]);
 }

@@ -12,6 +12,6 @@ mod conversation_tests;
 #[cfg(test)]
 pub(crate) mod test_rig;
 
-pub use events::{ClientEvent, Role, ServerEvent, Usage};
+pub use events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 pub use machine::Machine;
 pub use types::{Action, Earcon, Input, LedPattern, Settings, State, Stats, StopReason};

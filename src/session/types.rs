@@ -106,6 +106,11 @@ pub enum Input {
     /// Today's conversation time left, not counting a stretch in progress (`None`: no daily
     /// limit). Fed before each start and after a reload; the machine counts the time itself.
     BudgetLeft(Option<Duration>),
+    /// What the engine measured of a truncated item (answers [`Action::TruncatePlayed`]).
+    Heard {
+        heard_ms: u32,
+        delivered_ms: u32,
+    },
     Tick,
 }
 
@@ -123,7 +128,8 @@ pub enum Action {
     /// Drop everything queued for the speaker now (barge-in, stop).
     FlushPlayback,
     /// WebSocket barge-in: truncate `item_id` to the audio actually played (the audio engine
-    /// knows how much that was, the machine does not).
+    /// knows how much that was, the machine does not), and report it back with
+    /// [`Input::Heard`]. Comes before the [`Action::FlushPlayback`] that resets the count.
     TruncatePlayed {
         item_id: String,
     },
@@ -132,10 +138,19 @@ pub enum Action {
     StateChanged(State),
     /// A new last error (empty when cleared).
     LastError(String),
+    /// What was said (published as it came).
     Transcript {
         role: Role,
         text: String,
     },
+    /// What to keep in memory: what the user said, and of the assistant's words only what
+    /// was played.
+    Remember {
+        role: Role,
+        text: String,
+    },
+    /// Worth a line in the log, not an error on the device.
+    Warn(String),
     RunTool {
         call_id: String,
         name: String,
@@ -194,4 +209,8 @@ pub struct Stats {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub responses: u64,
+    /// Responses that ended `failed` or `incomplete`.
+    pub responses_failed: u64,
+    /// Turns the service could not transcribe.
+    pub transcription_failures: u64,
 }

@@ -5,8 +5,10 @@
 //! implementation of [`Dialect`], with no change to the transports or the state machine.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -14,7 +16,7 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use crate::config::{Capability, Config, TransportKind, TurnDetectionKind};
-use crate::session::{ClientEvent, Role, ServerEvent, Usage};
+use crate::session::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 
 /// The sample rate of PCM audio carried inside WebSocket events.
 pub const WS_PCM_RATE: u32 = 24_000;
@@ -59,11 +61,16 @@ pub trait Dialect: Send + Sync {
 pub struct RealtimeGa {
     config: Arc<Config>,
     transport: TransportKind,
+    ids: EventIds,
 }
 
 impl RealtimeGa {
     pub fn new(config: Arc<Config>, transport: TransportKind) -> Self {
-        RealtimeGa { config, transport }
+        RealtimeGa {
+            config,
+            transport,
+            ids: EventIds::default(),
+        }
     }
 
     /// The `session` object of `session.update`. `with_format` adds the PCM formats, which only
@@ -140,9 +147,60 @@ impl RealtimeGa {
     }
 }
 
+/// The `event_id`s we put on client events, so that an `error` can be tied to its cause. The
+/// last few are kept with their type; audio appends get ids of their own shape instead, so the
+/// audio path takes no lock.
+#[derive(Default)]
+struct EventIds {
+    next: AtomicU64,
+    recent: Mutex<VecDeque<(u64, &'static str)>>,
+}
+
+/// How many sent events an error can still be traced to.
+const RECENT_EVENTS: usize = 64;
+const ID_PREFIX: &str = "rtv_";
+const APPEND_ID_PREFIX: &str = "rtv_audio_";
+
+impl EventIds {
+    fn issue(&self, kind: &'static str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back((n, kind));
+        }
+        format!("{ID_PREFIX}{n}")
+    }
+
+    /// Writes an id for an audio append into `out` (no allocation once `out` has grown).
+    fn write_append(&self, out: &mut String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let _ = write!(out, "{APPEND_ID_PREFIX}{n}");
+    }
+
+    /// "our response.create (rtv_12)" for an id we issued; the bare id otherwise.
+    fn describe(&self, id: &str) -> String {
+        if id.starts_with(APPEND_ID_PREFIX) {
+            return format!("our input_audio_buffer.append ({id})");
+        }
+        let kind = id
+            .strip_prefix(ID_PREFIX)
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| {
+                let recent = self.recent.lock().ok()?;
+                recent.iter().find(|(m, _)| *m == n).map(|(_, k)| *k)
+            });
+        match kind {
+            Some(kind) => format!("our {kind} ({id})"),
+            None => format!("event {id}"),
+        }
+    }
+}
+
 impl Dialect for RealtimeGa {
     fn encode(&self, event: &ClientEvent) -> String {
-        let value = match event {
+        let mut value = match event {
             ClientEvent::SessionUpdate => json!({
                 "type": "session.update",
                 "session": self.session_object(self.transport == TransportKind::Websocket),
@@ -186,6 +244,17 @@ impl Dialect for RealtimeGa {
                 "item": {"type": "function_call_output", "call_id": call_id, "output": output},
             }),
         };
+        let kind = match event {
+            ClientEvent::SessionUpdate => "session.update",
+            ClientEvent::UserText(_)
+            | ClientEvent::HistoryItem { .. }
+            | ClientEvent::FunctionOutput { .. } => "conversation.item.create",
+            ClientEvent::ResponseCreate => "response.create",
+            ClientEvent::ResponseCancel => "response.cancel",
+            ClientEvent::OutputAudioClear => "output_audio_buffer.clear",
+            ClientEvent::Truncate { .. } => "conversation.item.truncate",
+        };
+        value["event_id"] = Value::String(self.ids.issue(kind));
         value.to_string()
     }
 
@@ -211,7 +280,9 @@ impl Dialect for RealtimeGa {
             scratch.extend_from_slice(&s.to_le_bytes());
         }
         out.clear();
-        out.push_str(r#"{"type":"input_audio_buffer.append","audio":""#);
+        out.push_str(r#"{"type":"input_audio_buffer.append","event_id":""#);
+        self.ids.write_append(out);
+        out.push_str(r#"","audio":""#);
         base64::engine::general_purpose::STANDARD.encode_string(scratch.as_slice(), out);
         out.push_str(r#""}"#);
     }
@@ -267,11 +338,10 @@ impl RealtimeGa {
                     item_id: e.item_id.or(e.response_id),
                 }
             }
-            "output_audio_buffer.stopped" | "output_audio_buffer.cleared" => {
-                ServerEvent::AudioStopped
-            }
+            "output_audio_buffer.stopped" => ServerEvent::AudioStopped { interrupted: false },
+            "output_audio_buffer.cleared" => ServerEvent::AudioStopped { interrupted: true },
             "response.output_audio.done" | "response.audio.done" if !webrtc => {
-                ServerEvent::AudioStopped
+                ServerEvent::AudioStopped { interrupted: false }
             }
             "response.output_audio_transcript.done"
             | "response.audio_transcript.done"
@@ -282,12 +352,26 @@ impl RealtimeGa {
                     text: e.transcript.or(e.text).unwrap_or_default(),
                 }
             }
-            "response.function_call_arguments.done" => {
-                let e: FunctionCall = serde_json::from_str(text)?;
-                ServerEvent::FunctionCall {
-                    call_id: e.call_id,
-                    name: e.name,
-                    arguments: e.arguments,
+            // A call runs only once its item is complete: `function_call_arguments.done` also
+            // comes for interrupted and cancelled responses (as the official SDKs read it).
+            "response.output_item.done" => {
+                let e: WithOutputItem = serde_json::from_str(text)?;
+                match e.item {
+                    OutputItem::FunctionCall {
+                        call_id,
+                        name,
+                        arguments,
+                        status,
+                    } if status.as_deref() == Some("completed") => ServerEvent::FunctionCall {
+                        call_id,
+                        name,
+                        arguments,
+                    },
+                    OutputItem::FunctionCall { name, status, .. } => {
+                        debug!(tool = %name, ?status, "not running a function call that did not complete");
+                        return Ok(None);
+                    }
+                    OutputItem::Other => return Ok(None),
                 }
             }
             "response.done" => {
@@ -298,12 +382,20 @@ impl RealtimeGa {
                         output_tokens: u.output_tokens,
                         total_tokens: u.total_tokens,
                     }),
+                    outcome: outcome(e.response.status.as_deref(), e.response.status_details),
+                }
+            }
+            "conversation.item.input_audio_transcription.failed" => {
+                let e: ErrorEvent = serde_json::from_str(text)?;
+                ServerEvent::TranscriptionFailed {
+                    message: e.error.describe(),
                 }
             }
             "error" => {
                 let e: ErrorEvent = serde_json::from_str(text)?;
                 ServerEvent::Error {
-                    code: e.error.code.or(e.error.kind),
+                    about: e.error.event_id.as_deref().map(|id| self.ids.describe(id)),
+                    code: e.error.code.clone().or(e.error.kind.clone()),
                     message: e.error.message,
                 }
             }
@@ -380,6 +472,60 @@ struct ResponseInfo {
     id: Option<String>,
     #[serde(default)]
     usage: Option<UsageInfo>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    status_details: Option<StatusDetails>,
+}
+
+/// `response.status_details`: nothing in it is required, and it may be `null`.
+#[derive(Deserialize, Default)]
+struct StatusDetails {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    error: Option<ErrorInfo>,
+}
+
+/// `response.done`'s status as the machine needs it, with a reason worth showing the user.
+fn outcome(status: Option<&str>, details: Option<StatusDetails>) -> ResponseOutcome {
+    let details = details.unwrap_or_default();
+    let why = || {
+        details
+            .error
+            .as_ref()
+            .map(ErrorInfo::describe)
+            .filter(|m| !m.is_empty())
+            .or_else(|| details.reason.clone())
+            .unwrap_or_else(|| "no reason given".into())
+    };
+    match status {
+        Some("failed") => ResponseOutcome::Failed(why()),
+        Some("incomplete") => ResponseOutcome::Incomplete(why()),
+        Some("cancelled") => ResponseOutcome::Cancelled,
+        _ => ResponseOutcome::Completed,
+    }
+}
+
+#[derive(Deserialize)]
+struct WithOutputItem {
+    item: OutputItem,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum OutputItem {
+    #[serde(rename = "function_call")]
+    FunctionCall {
+        call_id: String,
+        name: String,
+        #[serde(default)]
+        arguments: String,
+        #[serde(default)]
+        status: Option<String>,
+    },
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Deserialize)]
@@ -401,14 +547,6 @@ struct AudioDelta<'a> {
 }
 
 #[derive(Deserialize)]
-struct FunctionCall {
-    call_id: String,
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
-#[derive(Deserialize)]
 struct ErrorEvent {
     error: ErrorInfo,
 }
@@ -421,6 +559,21 @@ struct ErrorInfo {
     kind: Option<String>,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+impl ErrorInfo {
+    /// The message, or failing that the code or type: every field of an error is optional.
+    fn describe(&self) -> String {
+        let name = self.code.as_deref().or(self.kind.as_deref());
+        match (self.message.trim(), name) {
+            ("", Some(name)) => name.to_owned(),
+            ("", None) => String::new(),
+            (message, Some(code)) => format!("{message} ({code})"),
+            (message, None) => message.to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]

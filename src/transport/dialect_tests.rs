@@ -21,8 +21,15 @@ fn ga(c: Arc<Config>, kind: TransportKind) -> RealtimeGa {
     RealtimeGa::new(c, kind)
 }
 
+/// The event as JSON, without its `event_id` (checked on its own).
 fn encoded(d: &RealtimeGa, e: &ClientEvent) -> Value {
-    serde_json::from_str(&d.encode(e)).expect("encode gives JSON")
+    let mut v: Value = serde_json::from_str(&d.encode(e)).expect("encode gives JSON");
+    let id = v
+        .as_object_mut()
+        .and_then(|o| o.remove("event_id"))
+        .expect("every client event carries an event_id");
+    assert!(id.as_str().is_some_and(|id| id.starts_with("rtv_")), "{id}");
+    v
 }
 
 #[test]
@@ -32,7 +39,7 @@ fn session_update_carries_the_configuration() {
     assert_eq!(v["type"], "session.update");
     let s = &v["session"];
     assert_eq!(s["type"], "realtime");
-    assert_eq!(s["model"], "gpt-realtime");
+    assert_eq!(s["model"], "gpt-realtime-2.1");
     assert_eq!(s["instructions"], "You are Pip.\n\nAnswer in French.");
     assert_eq!(s["output_modalities"], json!(["audio"]));
     let input = &s["audio"]["input"];
@@ -236,7 +243,7 @@ fn server_events_decode() {
             },
         ),
         (
-            r#"{"type":"response.function_call_arguments.done","call_id":"call_9","name":"echo","arguments":"{\"text\":\"x\"}"}"#,
+            r#"{"type":"response.output_item.done","response_id":"r","output_index":0,"item":{"id":"item_5","type":"function_call","status":"completed","call_id":"call_9","name":"echo","arguments":"{\"text\":\"x\"}"}}"#,
             ServerEvent::FunctionCall {
                 call_id: "call_9".into(),
                 name: "echo".into(),
@@ -251,26 +258,31 @@ fn server_events_decode() {
                     output_tokens: 10,
                     total_tokens: 30,
                 }),
+                outcome: ResponseOutcome::Completed,
             },
         ),
         (
             r#"{"type":"response.done","response":{"id":"r","status":"cancelled"}}"#,
-            ServerEvent::ResponseDone { usage: None },
+            ServerEvent::ResponseDone {
+                usage: None,
+                outcome: ResponseOutcome::Cancelled,
+            },
         ),
         (
             r#"{"type":"error","error":{"type":"invalid_request_error","code":"conversation_already_has_active_response","message":"busy"}}"#,
             ServerEvent::Error {
                 code: Some("conversation_already_has_active_response".into()),
                 message: "busy".into(),
+                about: None,
             },
         ),
         (
             r#"{"type":"response.output_audio.done","item_id":"i"}"#,
-            ServerEvent::AudioStopped,
+            ServerEvent::AudioStopped { interrupted: false },
         ),
         (
             r#"{"type":"output_audio_buffer.stopped","response_id":"r"}"#,
-            ServerEvent::AudioStopped,
+            ServerEvent::AudioStopped { interrupted: false },
         ),
     ];
     for (text, expected) in cases {
@@ -288,7 +300,7 @@ fn server_events_decode() {
     );
     assert_eq!(
         event(&rtc, r#"{"type":"output_audio_buffer.cleared"}"#),
-        ServerEvent::AudioStopped
+        ServerEvent::AudioStopped { interrupted: true }
     );
     assert_eq!(
         rtc.decode(r#"{"type":"response.output_audio.done","item_id":"i"}"#),
@@ -332,7 +344,7 @@ fn bad_and_unknown_input_is_contained() {
         "{\"type\":",
         r#"{"no_type":1}"#,
         r#"[1,2]"#,
-        r#"{"type":"response.function_call_arguments.done","name":7}"#,
+        r#"{"type":"response.output_item.done","item":{"type":"function_call","name":7}}"#,
         r#"{"type":"response.output_audio.delta"}"#,
         r#"{"type":"error","error":"flat"}"#,
     ] {
@@ -341,4 +353,121 @@ fn bad_and_unknown_input_is_contained() {
             other => panic!("{bad:?} gave {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_function_call_runs_only_from_a_completed_item() {
+    let d = ga(config(|_| {}), TransportKind::Webrtc);
+    // The arguments' end comes for cancelled responses too: it never starts a tool.
+    let args = r#"{"type":"response.function_call_arguments.done","response_id":"r","item_id":"i","output_index":0,"call_id":"c","name":"echo","arguments":"{}"}"#;
+    assert!(matches!(d.decode(args), Decoded::Ignored(_)));
+    for status in ["incomplete", "in_progress"] {
+        let item = format!(
+            r#"{{"type":"response.output_item.done","response_id":"r","output_index":0,"item":{{"id":"i","type":"function_call","status":"{status}","call_id":"c","name":"echo","arguments":"{{}}"}}}}"#
+        );
+        assert!(matches!(d.decode(&item), Decoded::Ignored(_)), "{status}");
+    }
+    let message = r#"{"type":"response.output_item.done","response_id":"r","output_index":0,"item":{"id":"i","type":"message","role":"assistant","status":"completed","content":[]}}"#;
+    assert!(matches!(d.decode(message), Decoded::Ignored(_)));
+}
+
+#[test]
+fn failed_and_incomplete_responses_carry_their_reason() {
+    let d = ga(config(|_| {}), TransportKind::Webrtc);
+    let done = |status: &str, details: &str| {
+        event(
+            &d,
+            &format!(
+                r#"{{"type":"response.done","response":{{"id":"r","status":"{status}","status_details":{details},"output":[]}}}}"#
+            ),
+        )
+    };
+    let outcome = |e: ServerEvent| match e {
+        ServerEvent::ResponseDone { outcome, .. } => outcome,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        outcome(done(
+            "failed",
+            r#"{"type":"failed","error":{"type":"server_error","code":"rate_limit_exceeded"}}"#
+        )),
+        ResponseOutcome::Failed("rate_limit_exceeded".into())
+    );
+    assert_eq!(
+        outcome(done(
+            "incomplete",
+            r#"{"type":"incomplete","reason":"max_output_tokens"}"#
+        )),
+        ResponseOutcome::Incomplete("max_output_tokens".into())
+    );
+    assert_eq!(
+        outcome(done(
+            "cancelled",
+            r#"{"type":"cancelled","reason":"turn_detected"}"#
+        )),
+        ResponseOutcome::Cancelled
+    );
+    // `status_details` may be null, and a failure may say nothing.
+    assert_eq!(
+        outcome(done("completed", "null")),
+        ResponseOutcome::Completed
+    );
+    assert_eq!(
+        outcome(done("failed", "null")),
+        ResponseOutcome::Failed("no reason given".into())
+    );
+}
+
+#[test]
+fn transcription_failures_are_events() {
+    let d = ga(config(|_| {}), TransportKind::Websocket);
+    let e = event(
+        &d,
+        r#"{"type":"conversation.item.input_audio_transcription.failed","event_id":"e","item_id":"i","content_index":0,"error":{"type":"transcription_error","code":"audio_unintelligible","message":"The audio could not be transcribed.","param":null}}"#,
+    );
+    assert_eq!(
+        e,
+        ServerEvent::TranscriptionFailed {
+            message: "The audio could not be transcribed. (audio_unintelligible)".into()
+        }
+    );
+}
+
+#[test]
+fn every_client_event_has_an_id_and_errors_name_the_event_they_answer() {
+    let d = ga(config(|_| {}), TransportKind::Websocket);
+    let first: Value = serde_json::from_str(&d.encode(&ClientEvent::ResponseCreate)).expect("json");
+    let second: Value =
+        serde_json::from_str(&d.encode(&ClientEvent::ResponseCancel)).expect("json");
+    let id = first["event_id"].as_str().expect("an id").to_owned();
+    assert_ne!(first["event_id"], second["event_id"]);
+    let (mut scratch, mut out) = (Vec::new(), String::new());
+    d.encode_audio_append(&[0; 4], &mut scratch, &mut out);
+    let append: Value = serde_json::from_str(&out).expect("json");
+    let append_id = append["event_id"].as_str().expect("an id").to_owned();
+
+    let error = |about: &str| {
+        event(
+            &d,
+            &format!(
+                r#"{{"type":"error","error":{{"type":"invalid_request_error","code":"x","message":"no","param":null,"event_id":"{about}"}}}}"#
+            ),
+        )
+    };
+    let about = |e: ServerEvent| match e {
+        ServerEvent::Error { about, .. } => about,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        about(error(&id)),
+        Some(format!("our response.create ({id})"))
+    );
+    assert_eq!(
+        about(error(&append_id)),
+        Some(format!("our input_audio_buffer.append ({append_id})"))
+    );
+    assert_eq!(
+        about(error("evt_other")),
+        Some("event evt_other".to_owned())
+    );
 }

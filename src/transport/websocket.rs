@@ -319,7 +319,7 @@ impl LinkTask {
                 return true;
             }
         };
-        if matches!(event, ServerEvent::AudioStopped) {
+        if matches!(event, ServerEvent::AudioStopped { .. }) {
             audio.playing = None;
         }
         self.events.send(LinkEvent::Server(event)).await.is_ok()
@@ -345,12 +345,15 @@ impl LinkTask {
         );
         audio.pcm_out.resize(audio.pcm_in.len() * 2, 0);
         let n = audio.up.process(&audio.pcm_in, &mut audio.pcm_out);
-        self.ctx.speaker.push(&audio.pcm_out[..n]);
-
         let is_new = match &audio.playing {
             None => true,
             Some(current) => current.as_deref() != item_id,
         };
+        if is_new {
+            // Before its first sample: the engine counts what is heard of each item.
+            self.ctx.speaker.item_boundary();
+        }
+        self.ctx.speaker.push(&audio.pcm_out[..n]);
         if is_new {
             audio.playing = Some(item_id.map(str::to_owned));
             let event = ServerEvent::AudioStarted {

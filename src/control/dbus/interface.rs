@@ -70,6 +70,14 @@ pub fn stats_dict(
         OwnedValue::from(stats.output_tokens),
     );
     d.insert("responses".into(), OwnedValue::from(stats.responses));
+    d.insert(
+        "responses_failed".into(),
+        OwnedValue::from(stats.responses_failed),
+    );
+    d.insert(
+        "transcription_failures".into(),
+        OwnedValue::from(stats.transcription_failures),
+    );
     d
 }
 

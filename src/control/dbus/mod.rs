@@ -353,6 +353,8 @@ mod tests {
             "reconnects",
             "tokens_used",
             "responses",
+            "responses_failed",
+            "transcription_failures",
         ] {
             assert!(d.contains_key(key), "{key}");
         }

@@ -76,6 +76,7 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
                             let error = ServerEvent::Error {
                                 code: Some("event_too_large".into()),
                                 message,
+                                about: None,
                             };
                             if link.events.send(LinkEvent::Server(error)).await.is_err() {
                                 break None;
