@@ -3,7 +3,7 @@
 //! does not wait on a round trip. The long-lived API key only ever goes to the token endpoint.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,20 +21,53 @@ pub const NO_KEY: &str =
     "no API key: put it in /etc/realtime-voiced/api-key, set api.api_key_file \
                       or OPENAI_API_KEY, or set api.token_url";
 
-/// A short-lived credential for one or more sessions.
+/// A short-lived credential for one or more sessions. Its life is counted on the monotonic
+/// clock from when it was asked for: a Raspberry Pi has no real-time clock, and until NTP has
+/// synced its wall clock can be days or years off.
 #[derive(Clone, Debug)]
 pub struct Token {
     pub value: Secret,
-    pub expires_at: SystemTime,
+    /// How long the service said it lives.
+    pub lifetime: Duration,
     /// When to stop handing it out.
-    renew_at: SystemTime,
+    renew_at: Instant,
 }
 
 impl Token {
-    fn fresh(&self, now: SystemTime) -> bool {
+    fn fresh(&self, now: Instant) -> bool {
         now < self.renew_at
     }
 }
+
+/// A token's lifetime by the server's clock: `expires_at` less the reply's `Date`. Without a
+/// `Date`, the device's clock is trusted only when it gives a lifetime the service could have
+/// granted; otherwise the lifetime asked for is assumed.
+pub fn lifetime(
+    expires_at: Option<u64>,
+    server_date: Option<SystemTime>,
+    device_now: SystemTime,
+    requested: Duration,
+) -> Duration {
+    let Some(expires_at) = expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s)) else {
+        return requested;
+    };
+    if let Some(date) = server_date {
+        return expires_at.duration_since(date).unwrap_or_default();
+    }
+    match expires_at.duration_since(device_now) {
+        Ok(left) if !left.is_zero() && left <= MAX_LIFETIME => left,
+        _ => {
+            warn!(
+                "the token's expiry and this device's clock disagree, and the reply has no Date; \
+                 assuming the lifetime asked for"
+            );
+            requested
+        }
+    }
+}
+
+/// The longest lifetime the service grants a client secret.
+const MAX_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// Where tokens come from, with a one-token cache.
 pub struct TokenSource {
@@ -66,7 +99,7 @@ impl TokenSource {
     /// A token valid for at least the renewal margin: the cached one, or a fresh one.
     pub async fn token(&self) -> Result<Secret, ConnectError> {
         let mut cache = self.cache.lock().await;
-        if let Some(token) = cache.as_ref().filter(|t| t.fresh(SystemTime::now())) {
+        if let Some(token) = cache.as_ref().filter(|t| t.fresh(Instant::now())) {
             return Ok(token.value.clone());
         }
         *cache = None;
@@ -126,6 +159,8 @@ impl TokenSource {
         what: &str,
         secrets: &[&Secret],
     ) -> Result<Token, ConnectError> {
+        // The token's life starts no earlier than the request: counting from here is safe.
+        let asked = Instant::now();
         let response = request.send().await.map_err(|e| {
             // Name the host only: a backend URL's query string may carry a credential.
             let host = e
@@ -146,6 +181,11 @@ impl TokenSource {
             ))
         })?;
         let status = response.status();
+        let server_date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let body = response.bytes().await.map_err(|e| {
             ConnectError::retry(scrub(
                 &format!("token request ({what}): reading the reply failed: {e}"),
@@ -190,20 +230,16 @@ impl TokenSource {
         let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
             ConnectError::retry(format!("token request ({what}): no token in the reply"))
         })?;
-        let now = SystemTime::now();
-        let lifetime = Duration::from_secs(self.config.api.token_lifetime_s);
-        let expires_at = expires_at
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-            .unwrap_or(now + lifetime);
-        let left = expires_at.duration_since(now).unwrap_or_default();
+        let requested = Duration::from_secs(self.config.api.token_lifetime_s);
+        let left = lifetime(expires_at, server_date, SystemTime::now(), requested);
         if left.is_zero() {
-            warn!("the token backend returned an expired token; check the device's clock");
+            warn!("the token source returned a token that has already expired (by its own clock)");
         }
         let margin = RENEW_MARGIN.min(left / 2);
         Ok(Token {
             value: Secret::new(value),
-            expires_at,
-            renew_at: expires_at - margin,
+            lifetime: left,
+            renew_at: asked + left - margin,
         })
     }
 }
@@ -260,4 +296,46 @@ pub(crate) fn scrub(message: &str, secrets: &[&Secret]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn the_servers_date_decides_the_lifetime_whatever_the_device_clock_says() {
+        let server_now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let expires = 1_800_000_000 + 600;
+        let asked = Duration::from_secs(600);
+        // A Pi booted without network thinks it is 1970, or a year ahead.
+        for device_now in [UNIX_EPOCH, server_now + 365 * 24 * HOUR, server_now] {
+            assert_eq!(
+                lifetime(Some(expires), Some(server_now), device_now, asked),
+                Duration::from_secs(600)
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_date_a_wild_device_clock_is_not_trusted() {
+        let asked = Duration::from_secs(300);
+        let device_now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // A sane clock: the expiry is 200 s away.
+        assert_eq!(
+            lifetime(Some(1_800_000_200), None, device_now, asked),
+            Duration::from_secs(200)
+        );
+        // A clock days behind (expiry seemingly far away) or ahead (already expired).
+        assert_eq!(
+            lifetime(Some(1_800_000_200 + 86_400), None, device_now, asked),
+            asked
+        );
+        assert_eq!(
+            lifetime(Some(1_700_000_000), None, device_now, asked),
+            asked
+        );
+        assert_eq!(lifetime(None, None, device_now, asked), asked);
+    }
 }
