@@ -7,14 +7,18 @@
 //! `silence_duration_ms`. A finished utterance is transcribed as "heard N ms of speech" and
 //! answered with the utterance itself (or a tone).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Reply, SimOptions};
+use super::conformance::Conformance;
+use super::stats::SimStats;
+use super::{Reply, Sim, SimOptions};
 use realtime_voiced::audio::resample::{Downsampler, Upsampler};
 use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
 
@@ -104,10 +108,29 @@ pub struct Brain {
     up: Upsampler,
     b64: Vec<u8>,
     pcm_scratch: Vec<i16>,
+
+    stats: Arc<SimStats>,
+    /// Milliseconds of audio sent for each assistant item (what a truncation may cut to).
+    delivered_ms: HashMap<String, u64>,
+    /// Function calls of cancelled responses (their outputs should never come).
+    cancelled_calls: Vec<String>,
+    cancelled_call_switch: bool,
+    fail_responses: u32,
+    race_responses: u32,
+    expire_at: Option<Instant>,
 }
 
 impl Brain {
+    /// A session of `sim`: its options, and its counters.
+    pub fn for_sim(sim: &Sim, mode: Mode) -> Self {
+        Brain::with_stats(&sim.options, mode, Arc::clone(&sim.stats))
+    }
+
     pub fn new(opts: &SimOptions, mode: Mode) -> Self {
+        Brain::with_stats(opts, mode, Arc::default())
+    }
+
+    fn with_stats(opts: &SimOptions, mode: Mode, stats: Arc<SimStats>) -> Self {
         let now = Instant::now();
         let mut brain = Brain {
             mode,
@@ -144,6 +167,15 @@ impl Brain {
             up: Upsampler::default(),
             b64: Vec::new(),
             pcm_scratch: Vec::new(),
+            stats,
+            delivered_ms: HashMap::new(),
+            cancelled_calls: Vec::new(),
+            cancelled_call_switch: opts.cancelled_calls,
+            fail_responses: opts.fail_responses,
+            race_responses: opts.race_responses,
+            expire_at: opts
+                .session_expired_after_ms
+                .map(|ms| now + Duration::from_millis(ms)),
         };
         brain.session_id = brain.id("sess");
         let event = json!({
@@ -240,6 +272,20 @@ impl Brain {
             }
         };
         let client_id = head.event_id.as_deref();
+        self.stats.client_events.fetch_add(1, Ordering::Relaxed);
+        // What the service's published schema refuses is refused here too.
+        if let (Some(conformance), Ok(value)) = (
+            Conformance::published(),
+            serde_json::from_str::<Value>(text),
+        ) {
+            self.stats.schema_checked.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = conformance.violation(&value) {
+                tracing::warn!("client event outside the published schema: {}", v.message);
+                self.stats.violation(v.message.clone());
+                self.error(v.code, &v.message, client_id);
+                return;
+            }
+        }
         if head.kind == "input_audio_buffer.append" {
             self.append(text, client_id, now);
             return;
@@ -264,17 +310,7 @@ impl Brain {
                 self.event("input_audio_buffer.cleared", json!({}));
             }
             "conversation.item.create" => self.item_create(&value, client_id),
-            "conversation.item.truncate" => {
-                let item_id = value["item_id"].as_str().unwrap_or_default().to_owned();
-                self.event(
-                    "conversation.item.truncated",
-                    json!({
-                        "item_id": item_id,
-                        "content_index": value["content_index"].as_u64().unwrap_or(0),
-                        "audio_end_ms": value["audio_end_ms"].as_u64().unwrap_or(0),
-                    }),
-                );
-            }
+            "conversation.item.truncate" => self.truncate(&value, client_id),
             "response.create" => {
                 if let Some(active) = &self.response {
                     let message = format!(
@@ -285,6 +321,17 @@ impl Brain {
                     self.error(
                         "conversation_already_has_active_response",
                         &message,
+                        client_id,
+                    );
+                } else if self.race_responses > 0 {
+                    // Server VAD started a response a moment before this create arrived.
+                    self.race_responses -= 1;
+                    self.start_response(now);
+                    let message = "Conversation already has an active response in progress. \
+                                   Wait until the response is finished before creating a new one.";
+                    self.error(
+                        "conversation_already_has_active_response",
+                        message,
                         client_id,
                     );
                 } else {
@@ -449,6 +496,15 @@ impl Brain {
                 }
                 let output = item["output"].as_str().unwrap_or_default();
                 tracing::info!(output, "function_call_output");
+                if item["call_id"]
+                    .as_str()
+                    .is_some_and(|id| self.cancelled_calls.iter().any(|c| c == id))
+                {
+                    tracing::warn!("the client answered a function call of a cancelled response");
+                    self.stats
+                        .cancelled_calls_answered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.tool_output = Some(output.to_owned());
             }
             _ => {
@@ -467,6 +523,44 @@ impl Brain {
         self.event(
             "conversation.item.done",
             json!({"previous_item_id": null, "item": item}),
+        );
+    }
+
+    /// `conversation.item.truncate`, as strict as the service: only an assistant item with
+    /// audio, and never past the audio it had.
+    fn truncate(&mut self, value: &Value, client_id: Option<&str>) {
+        let item_id = value["item_id"].as_str().unwrap_or_default().to_owned();
+        let end_ms = value["audio_end_ms"].as_u64().unwrap_or(0);
+        let delivered = match &self.response {
+            Some(r) if r.item_id == item_id => Some((r.pos * 1000 / RATE) as u64),
+            _ => self.delivered_ms.get(&item_id).copied(),
+        };
+        let Some(delivered) = delivered else {
+            self.error(
+                "invalid_value",
+                &format!("Item with item_id '{item_id}' not found or has no audio to truncate."),
+                client_id,
+            );
+            return;
+        };
+        if end_ms > delivered {
+            self.stats.truncates_refused.fetch_add(1, Ordering::Relaxed);
+            self.error(
+                "invalid_value",
+                &format!("Audio content of {delivered}ms is already shorter than {end_ms}ms"),
+                client_id,
+            );
+            return;
+        }
+        self.stats.truncates.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(item = %item_id, audio_end_ms = end_ms, delivered_ms = delivered, "truncated");
+        self.event(
+            "conversation.item.truncated",
+            json!({
+                "item_id": item_id,
+                "content_index": value["content_index"].as_u64().unwrap_or(0),
+                "audio_end_ms": end_ms,
+            }),
         );
     }
 
@@ -588,6 +682,7 @@ impl Brain {
     }
 
     fn start_response(&mut self, now: Instant) {
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
         let id = self.id("resp");
         let item_id = self.id("item");
         let input_tokens = 10
@@ -693,6 +788,13 @@ impl Brain {
             return;
         };
         let played_ms = r.pos * 1000 / RATE;
+        self.delivered_ms
+            .insert(r.item_id.clone(), played_ms as u64);
+        let failed = status == "completed" && self.fail_responses > 0;
+        if failed {
+            self.fail_responses -= 1;
+        }
+        let status = if failed { "failed" } else { status };
         let output_tokens = (played_ms / 50) as u64 + r.transcript.len() as u64 / 4;
         let ids = json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0});
         let with = |extra: Value| {
@@ -733,7 +835,12 @@ impl Brain {
             "response.output_item.done",
             json!({"response_id": r.id, "output_index": 0, "item": item}),
         );
-        let details = reason.map(|reason| json!({"type": status, "reason": reason}));
+        let details = if failed {
+            Some(json!({"type": "failed",
+                        "error": {"type": "server_error", "code": "sim_failure"}}))
+        } else {
+            reason.map(|reason| json!({"type": status, "reason": reason}))
+        };
         self.event(
             "response.done",
             json!({"response": {
@@ -748,6 +855,25 @@ impl Brain {
     }
 
     fn cancel_response(&mut self, reason: &str) {
+        if self.cancelled_call_switch {
+            // What the service sends for a call cut short: the arguments' end (which does not
+            // mean the call is complete) and the item, incomplete.
+            let response_id = self.response.as_ref().map(|r| r.id.clone());
+            let (item_id, call_id) = (self.id("item"), self.id("call"));
+            let name = self.tool.clone().unwrap_or_else(|| "echo".into());
+            self.cancelled_calls.push(call_id.clone());
+            let item = json!({"id": item_id, "type": "function_call", "status": "incomplete",
+                              "name": name, "call_id": call_id, "arguments": "{}"});
+            self.event(
+                "response.function_call_arguments.done",
+                json!({"response_id": response_id, "item_id": item_id, "output_index": 1,
+                       "call_id": call_id, "name": name, "arguments": "{}"}),
+            );
+            self.event(
+                "response.output_item.done",
+                json!({"response_id": response_id, "output_index": 1, "item": item}),
+            );
+        }
         self.finish_response("cancelled", Some(reason));
     }
 
@@ -755,6 +881,19 @@ impl Brain {
     pub fn poll(&mut self, now: Instant) -> Option<SimOutput> {
         if self.closed {
             return None;
+        }
+        if self.expire_at.is_some_and(|at| at <= now) {
+            self.expire_at = None;
+            self.response = None;
+            self.out.clear();
+            self.error(
+                "session_expired",
+                "Your session hit the maximum duration of 60 minutes.",
+                None,
+            );
+            self.out
+                .push_back(SimOutput::Close("session expired".into()));
+            return self.out.pop_front();
         }
         if self.drop_at.is_some_and(|at| at <= now) {
             self.closed = true;
@@ -823,7 +962,10 @@ impl Brain {
         }
         let queued = (!self.out.is_empty()).then(Instant::now);
         let audio = self.response.as_ref().map(|r| self.due(r));
-        [queued, audio, self.drop_at].into_iter().flatten().min()
+        [queued, audio, self.drop_at, self.expire_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether a response is under way (for tests and fronts).

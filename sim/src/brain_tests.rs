@@ -203,13 +203,29 @@ fn text_turns_double_creates_and_cancel() {
         r.of("error")[1]["error"]["code"],
         "response_cancel_not_active"
     );
-    r.client(json!({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 80}));
+    // Truncation is as strict as the service: a known assistant item, never past its audio.
+    let item = r.of("response.output_item.added")[0]["item"]["id"]
+        .as_str()
+        .expect("an item id")
+        .to_owned();
+    r.client(json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 80}));
     assert_eq!(r.of("conversation.item.truncated")[0]["audio_end_ms"], 80);
+    r.client(json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 60000}));
+    let refused = r.of("error")[2]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        refused.contains("is already shorter than 60000ms"),
+        "{refused}"
+    );
+    r.client(json!({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 80}));
+    assert_eq!(r.of("error")[3]["error"]["code"], "invalid_value");
     r.brain.on_client_event("{not json", r.now);
     r.client(json!({"type": "no.such.event"}));
     let errors = r.of("error");
-    assert_eq!(errors[2]["error"]["code"], "invalid_json");
-    assert_eq!(errors[3]["error"]["code"], "invalid_value");
+    assert_eq!(errors[4]["error"]["code"], "invalid_json");
+    assert_eq!(errors[5]["error"]["code"], "invalid_value");
 }
 
 #[test]
@@ -294,4 +310,93 @@ fn drop_after_closes_the_session() {
     r.run(Duration::from_secs(1));
     assert!(r.closed.as_deref().is_some_and(|c| c.contains("drop")));
     assert_eq!(r.brain.next_deadline(), None);
+}
+
+fn typed_question(r: &mut Rig) {
+    r.client(
+        json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "hello"}]}}),
+    );
+}
+
+#[test]
+fn strict_switches_reproduce_what_the_service_does() {
+    // A cancelled response carries a call that never completed.
+    let mut r = Rig::new(
+        SimOptions {
+            cancelled_calls: true,
+            ..SimOptions::default()
+        },
+        Mode::WebSocket,
+    );
+    typed_question(&mut r);
+    r.client(json!({"type": "response.create"}));
+    r.client(json!({"type": "response.cancel"}));
+    let args = r.of("response.function_call_arguments.done")[0].clone();
+    let item = r.of("response.output_item.done")[0]["item"].clone();
+    assert_eq!(item["type"], "function_call");
+    assert_eq!(item["status"], "incomplete");
+    r.client(
+        json!({"type": "conversation.item.create", "item": {"type": "function_call_output",
+        "call_id": args["call_id"], "output": "ran anyway"}}),
+    );
+    assert_eq!(
+        r.brain
+            .stats
+            .cancelled_calls_answered
+            .load(Ordering::Relaxed),
+        1
+    );
+
+    // The next response fails, with the reason in status_details.
+    let mut r = Rig::new(
+        SimOptions {
+            fail_responses: 1,
+            ..SimOptions::default()
+        },
+        Mode::WebSocket,
+    );
+    typed_question(&mut r);
+    r.client(json!({"type": "response.create"}));
+    r.run(Duration::from_secs(3));
+    let done = r.of("response.done")[0]["response"].clone();
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["status_details"]["error"]["code"], "sim_failure");
+
+    // A create loses the race with a response the service started itself.
+    let mut r = Rig::new(
+        SimOptions {
+            race_responses: 1,
+            ..SimOptions::default()
+        },
+        Mode::WebSocket,
+    );
+    typed_question(&mut r);
+    r.client(json!({"type": "response.create", "event_id": "evt_mine"}));
+    let error = r.of("error")[0].clone();
+    assert_eq!(
+        error["error"]["code"],
+        "conversation_already_has_active_response"
+    );
+    assert_eq!(error["error"]["event_id"], "evt_mine");
+    assert!(r.brain.response_active(), "the service's own response runs");
+    r.run(Duration::from_secs(3));
+    r.client(json!({"type": "response.create"}));
+    assert_eq!(
+        r.of("response.created").len(),
+        2,
+        "the owed create is served"
+    );
+
+    // The session's time is up.
+    let mut r = Rig::new(
+        SimOptions {
+            session_expired_after_ms: Some(100),
+            ..SimOptions::default()
+        },
+        Mode::WebSocket,
+    );
+    r.run(Duration::from_secs(1));
+    assert_eq!(r.of("error")[0]["error"]["code"], "session_expired");
+    assert_eq!(r.closed.as_deref(), Some("session expired"));
 }

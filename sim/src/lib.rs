@@ -6,12 +6,15 @@
 //! is the HTTP and WebSocket front; [`webrtc_peer`] answers WebRTC calls.
 
 pub mod brain;
+pub mod conformance;
 pub mod server;
+pub mod stats;
 pub mod webrtc_peer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -41,6 +44,27 @@ pub struct SimOptions {
     pub reply: Reply,
     /// Transcript of what the user said; default "heard N ms of speech".
     pub transcript: Option<String>,
+
+    // Strictness a test can ask for: each reproduces something the service does.
+    /// Sessions need a token this simulator minted and that has not expired (401 otherwise).
+    pub strict_tokens: bool,
+    /// Minted tokens live this long, whatever was asked for.
+    pub token_lifetime_s: Option<u64>,
+    /// The first call or WebSocket is refused with 401, as for a token revoked meanwhile.
+    pub refuse_first_session: bool,
+    /// Seconds added to the simulator's clock (its `Date` headers and `expires_at`), as a
+    /// device whose clock is off by the opposite sees it.
+    pub clock_skew_s: i64,
+    /// A cancelled response also carries a function call (`function_call_arguments.done`, the
+    /// item `incomplete`), as the service sends for interrupted responses.
+    pub cancelled_calls: bool,
+    /// The next this many responses end `failed`, with `status_details.error`.
+    pub fail_responses: u32,
+    /// The next this many `response.create`s lose a race with a response the service starts
+    /// itself: answered `conversation_already_has_active_response`.
+    pub race_responses: u32,
+    /// Send `session_expired` and close this long after a session opens.
+    pub session_expired_after_ms: Option<u64>,
 }
 
 impl Default for SimOptions {
@@ -53,6 +77,14 @@ impl Default for SimOptions {
             slow_ms: 0,
             reply: Reply::Echo,
             transcript: None,
+            strict_tokens: false,
+            token_lifetime_s: None,
+            refuse_first_session: false,
+            clock_skew_s: 0,
+            cancelled_calls: false,
+            fail_responses: 0,
+            race_responses: 0,
+            session_expired_after_ms: None,
         }
     }
 }
@@ -60,19 +92,24 @@ impl Default for SimOptions {
 /// State shared by every session of one simulator.
 pub struct Sim {
     pub options: SimOptions,
-    pub stats: server::SimStats,
+    pub stats: Arc<stats::SimStats>,
     ids: AtomicU64,
     /// Live WebRTC calls: `hangup` fires the sender.
     calls: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Tokens minted, and when each stops being accepted.
+    tokens: Mutex<HashMap<String, Instant>>,
+    refused_first: AtomicBool,
 }
 
 impl Sim {
     pub fn new(options: SimOptions) -> Arc<Sim> {
         Arc::new(Sim {
             options,
-            stats: server::SimStats::default(),
+            stats: Arc::default(),
             ids: AtomicU64::new(1),
             calls: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            refused_first: AtomicBool::new(false),
         })
     }
 
@@ -90,6 +127,46 @@ impl Sim {
     pub fn hang_up(&self, call_id: &str) -> bool {
         let tx = self.calls.lock().ok().and_then(|mut c| c.remove(call_id));
         tx.is_some_and(|tx| tx.send(()).is_ok())
+    }
+
+    /// Mints a token that lives `lifetime` (or the configured lifetime).
+    pub fn mint(&self, lifetime: Duration) -> (String, Duration) {
+        let lifetime = self
+            .options
+            .token_lifetime_s
+            .map_or(lifetime, Duration::from_secs);
+        let value = self.next_id("ek");
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(value.clone(), Instant::now() + lifetime);
+        }
+        (value, lifetime)
+    }
+
+    /// Why a session with this bearer token is refused, if it is: the configured refusals
+    /// (a revoked first session, unknown or expired tokens).
+    pub fn refuse(&self, token: &str) -> Option<&'static str> {
+        if self.options.refuse_first_session && !self.refused_first.swap(true, Ordering::Relaxed) {
+            return Some("Invalid ephemeral key.");
+        }
+        if !self.options.strict_tokens {
+            return None;
+        }
+        let valid_until = self.tokens.lock().ok()?.get(token).copied();
+        match valid_until {
+            Some(until) if Instant::now() < until => None,
+            Some(_) => Some("Ephemeral key has expired."),
+            None => Some("Invalid ephemeral key."),
+        }
+    }
+
+    /// The simulator's clock: the real one, skewed as configured.
+    pub fn clock(&self) -> SystemTime {
+        let skew = Duration::from_secs(self.options.clock_skew_s.unsigned_abs());
+        if self.options.clock_skew_s >= 0 {
+            SystemTime::now() + skew
+        } else {
+            SystemTime::now() - skew
+        }
     }
 
     /// A fresh id such as `sess_sim_7`.

@@ -42,6 +42,35 @@ struct Cli {
     /// Fixed transcript for what the user said (default: "heard N ms of speech").
     #[arg(long)]
     transcript: Option<String>,
+    /// Accept only tokens minted here and not yet expired (401 otherwise), as the service does.
+    #[arg(long)]
+    strict_tokens: bool,
+    /// Minted tokens live this many seconds, whatever was asked for.
+    #[arg(long, value_name = "S")]
+    token_lifetime_s: Option<u64>,
+    /// Refuse the first call or WebSocket with 401, as for a token revoked meanwhile.
+    #[arg(long)]
+    refuse_first_session: bool,
+    /// Seconds added to the simulator's clock (Date headers, expires_at); may be negative.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    clock_skew_s: i64,
+    /// Cancelled responses also carry a function call that never completed.
+    #[arg(long)]
+    cancelled_calls: bool,
+    /// The next N responses end `failed`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fail_responses: u32,
+    /// The next N response.create lose a race with a response the service starts itself.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    race_responses: u32,
+    /// Send session_expired and close this many milliseconds after a session opens.
+    #[arg(long, value_name = "MS")]
+    session_expired_after_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +95,14 @@ fn main() -> ExitCode {
             ReplyArg::Tone => Reply::Tone,
         },
         transcript: cli.transcript,
+        strict_tokens: cli.strict_tokens,
+        token_lifetime_s: cli.token_lifetime_s,
+        refuse_first_session: cli.refuse_first_session,
+        clock_skew_s: cli.clock_skew_s,
+        cancelled_calls: cli.cancelled_calls,
+        fail_responses: cli.fail_responses,
+        race_responses: cli.race_responses,
+        session_expired_after_ms: cli.session_expired_after_ms,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,9 +7,9 @@
 //! - `GET /v1/realtime?model=…`: the WebSocket session, driven by a [`Brain`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -23,14 +23,6 @@ use tracing::{debug, info};
 
 use super::brain::{Brain, Mode, SimOutput};
 use super::{webrtc_peer, Sim};
-
-/// Counters the tests read.
-#[derive(Default)]
-pub struct SimStats {
-    pub token_requests: AtomicU64,
-    pub websocket_sessions: AtomicU64,
-    pub calls: AtomicU64,
-}
 
 /// A running simulator; dropping it stops accepting connections.
 pub struct RunningSim {
@@ -78,6 +70,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/realtime/calls", post(calls))
         .route("/v1/realtime/calls/{id}/hangup", post(hangup))
         .route("/v1/realtime", get(websocket))
+        .route("/v1/sim/stats", get(stats))
         .with_state(sim)
 }
 
@@ -136,11 +129,37 @@ fn token_failure(sim: &Sim, credential: &str) -> Option<Response> {
     })
 }
 
-fn expiry(seconds: u64) -> u64 {
-    SystemTime::now()
+/// A token reply: `expires_at` and the `Date` header both on the simulator's (maybe skewed)
+/// clock, as a device whose own clock is off would meet them.
+fn token_reply(sim: &Sim, lifetime: Duration, body: impl FnOnce(String, u64) -> Value) -> Response {
+    let (value, lifetime) = sim.mint(lifetime);
+    let now = sim.clock();
+    let expires_at = (now + lifetime)
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + seconds
+        .map_or(0, |d| d.as_secs());
+    (
+        [(header::DATE, httpdate::fmt_http_date(now))],
+        Json(body(value, expires_at)),
+    )
+        .into_response()
+}
+
+/// 401 for a session whose token the simulator refuses (see [`Sim::refuse`]).
+fn refused_session(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = bearer(headers) else {
+        return Some(unauthorized());
+    };
+    let why = sim.refuse(token)?;
+    sim.stats.tokens_refused.fetch_add(1, Ordering::Relaxed);
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        why,
+    ))
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.stats.to_json()).into_response()
 }
 
 async fn client_secrets(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
@@ -172,12 +191,11 @@ async fn client_secrets(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: S
     }
     session["id"] = json!(sim.next_id("sess"));
     session["object"] = json!("realtime.session");
-    Json(json!({
-        "value": sim.next_id("ek"),
-        "expires_at": expiry(seconds),
-        "session": session,
-    }))
-    .into_response()
+    token_reply(
+        &sim,
+        Duration::from_secs(seconds),
+        |value, expires_at| json!({"value": value, "expires_at": expires_at, "session": session}),
+    )
 }
 
 async fn backend_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
@@ -189,12 +207,14 @@ async fn backend_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respo
     if let Some(failure) = token_failure(&sim, credential) {
         return failure;
     }
-    Json(json!({
-        "client_secret": {"value": sim.next_id("ek"), "expires_at": expiry(600)},
-        "session_id": sim.next_id("sess"),
-        "model": "gpt-realtime",
-    }))
-    .into_response()
+    let session_id = sim.next_id("sess");
+    token_reply(&sim, Duration::from_secs(600), |value, expires_at| {
+        json!({
+            "client_secret": {"value": value, "expires_at": expires_at},
+            "session_id": session_id,
+            "model": "gpt-realtime-2.1",
+        })
+    })
 }
 
 async fn backend_token_flat(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
@@ -206,14 +226,18 @@ async fn backend_token_flat(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> 
     if let Some(failure) = token_failure(&sim, credential) {
         return failure;
     }
-    Json(json!({"value": sim.next_id("ek"), "expires_at": expiry(600)})).into_response()
+    token_reply(
+        &sim,
+        Duration::from_secs(600),
+        |value, expires_at| json!({"value": value, "expires_at": expires_at}),
+    )
 }
 
 async fn calls(State(sim): State<Arc<Sim>>, headers: HeaderMap, offer: String) -> Response {
     sim.stats.calls.fetch_add(1, Ordering::Relaxed);
     slow(&sim).await;
-    if bearer(&headers).is_none() {
-        return unauthorized();
+    if let Some(refused) = refused_session(&sim, &headers) {
+        return refused;
     }
     if !offer.starts_with("v=0") {
         return error(
@@ -252,8 +276,8 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     slow(&sim).await;
-    if bearer(&headers).is_none() {
-        return unauthorized();
+    if let Some(refused) = refused_session(&sim, &headers) {
+        return refused;
     }
     sim.stats.websocket_sessions.fetch_add(1, Ordering::Relaxed);
     upgrade
@@ -263,7 +287,7 @@ async fn websocket(
 }
 
 async fn websocket_session(sim: Arc<Sim>, socket: WebSocket) {
-    let mut brain = Brain::new(&sim.options, Mode::WebSocket);
+    let mut brain = Brain::for_sim(&sim, Mode::WebSocket);
     let session = brain.session_id().to_owned();
     info!(%session, "WebSocket session opened");
     let (mut tx, mut rx) = socket.split();

@@ -158,7 +158,7 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
         .ok_or("no Opus was negotiated")?;
     let mut opus = OpusSender::new(call.track.clone(), call.ssrc, payload_type)?;
 
-    let mut brain = Brain::new(&sim.options, Mode::WebRtc);
+    let mut brain = Brain::for_sim(sim, Mode::WebRtc);
     debug!(call = %call.id, session = %brain.session_id(), "data channel open");
     for text in &early {
         brain.on_client_event(text, Instant::now());
