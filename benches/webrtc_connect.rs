@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use realtime_voiced::audio::opus::{OpusEncoder, MAX_PACKET};
 use realtime_voiced::audio::{Frame, NullAudio, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, Secret, TransportKind};
-use realtime_voiced::simulator::{server, Sim, SimOptions};
 use realtime_voiced::transport::dialect::RealtimeGa;
 use realtime_voiced::transport::{webrtc, LinkContext};
+use testkit::sim::{self, SimOptions};
 
 const CALLS: usize = 20;
 
@@ -28,9 +28,7 @@ fn summary(label: &str, mut ms: Vec<f64>) {
 }
 
 async fn connects() {
-    let sim = server::start(Sim::new(SimOptions::default()))
-        .await
-        .expect("simulator");
+    let sim = sim::start(SimOptions::default()).await;
     let mut config = Config::default();
     config.api.base_url = sim.base_url();
     config.transport.allow_loopback = true;

@@ -23,9 +23,10 @@ impl Proc {
         self.child.id()
     }
 
-    pub fn signal(&self, sig: i32) {
+    /// Sends `sig`; whether it was delivered.
+    pub fn signal(&self, sig: i32) -> bool {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) == 0 }
     }
 
     pub fn alive(&mut self) -> bool {

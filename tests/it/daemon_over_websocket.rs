@@ -4,16 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_voiced::audio::{Frame, NullAudio, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::{Command, Snapshot, Transcript};
-use realtime_voiced::daemon::{Daemon, Parts};
 use realtime_voiced::session::{Role, State};
-use realtime_voiced::simulator::server;
-use realtime_voiced::simulator::{Sim, SimOptions};
-use realtime_voiced::tools::Tools;
 use realtime_voiced::transport::connector::RealtimeConnector;
-use realtime_voiced::transport::LinkContext;
+use testkit::signals::{frames, ms, silence, tone};
+use testkit::sim::{self, SimOptions};
 use tokio::sync::{broadcast, watch};
 
 async fn wait_for(
@@ -52,13 +48,11 @@ async fn transcript(rx: &mut broadcast::Receiver<Transcript>, role: Role) -> Str
 
 #[tokio::test]
 async fn a_conversation_over_websocket_with_a_tool_call() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = server::start(Sim::new(SimOptions {
+    let sim = sim::start(SimOptions {
         tool: Some("echo".into()),
         ..SimOptions::default()
-    }))
-    .await
-    .expect("simulator");
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("api-key");
     std::fs::write(&key, "sk-daemon-test").expect("key");
@@ -75,24 +69,10 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
         timeout_ms: 1000,
     }];
 
-    let (mic, mic_rx) = tokio::sync::mpsc::channel::<Frame>(500);
-    let ctx = LinkContext {
-        config: Arc::new(config.clone()),
-        microphone: Arc::new(tokio::sync::Mutex::new(mic_rx)),
-        speaker: Arc::new(NullAudio),
-    };
+    let (ctx, mic, _speaker) = testkit::link::context(config.clone(), 500);
     let connector = RealtimeConnector::new(ctx).expect("connector");
     connector.prefetch();
-    let tools = Tools::new(&config.session.tools);
-    let daemon = Daemon::new(
-        config,
-        Parts {
-            connector: Arc::new(connector),
-            audio: Arc::new(NullAudio),
-            tools: Arc::new(tools),
-            state_dir: std::env::temp_dir().join("rtv-transport-daemon-test"),
-        },
-    );
+    let daemon = testkit::daemon::build(config, Arc::new(connector), dir.path());
     let control = daemon.handle();
     let mut transcripts = control.transcripts.subscribe();
     let mut snapshot = control.snapshot.clone();
@@ -116,17 +96,9 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     );
 
     // Spoken input: 600 ms of tone and enough silence to end the turn.
-    let mut frames = Vec::new();
-    for f in 0..30 {
-        let mut frame = [0i16; FRAME_SAMPLES];
-        for (i, s) in frame.iter_mut().enumerate() {
-            let n = (f * FRAME_SAMPLES + i) as f64;
-            *s = (6000.0 * (2.0 * std::f64::consts::PI * 500.0 * n / 48_000.0).sin()) as i16;
-        }
-        frames.push(frame);
-    }
-    frames.extend(vec![[0i16; FRAME_SAMPLES]; 40]);
-    for frame in frames {
+    let mut spoken = tone(500.0, 6000.0, ms(600));
+    spoken.extend(silence(ms(800)));
+    for frame in frames(&spoken) {
         mic.send(frame).await.expect("mic");
     }
     let heard = transcript(&mut transcripts, Role::User).await;

@@ -3,8 +3,6 @@
 //! endpoints that misbehave: each failure is one clear line, the right retry decision, no secret
 //! in it, no panic, and bounded in time.
 
-mod webrtc_support;
-
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -13,10 +11,13 @@ use axum::routing::post;
 use axum::Router;
 use realtime_voiced::config::Secret;
 use realtime_voiced::session::{ClientEvent, ServerEvent};
-use realtime_voiced::simulator::{server, Sim, SimOptions};
 use realtime_voiced::transport::{webrtc, ConnectError, LinkEvent};
+use testkit::link::{
+    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_dialect,
+};
+use testkit::signals::analyse;
+use testkit::sim::{self, SimOptions};
 use tokio::time::timeout;
-use webrtc_support::*;
 
 const TOKEN: &str = "ek_secret_test_token";
 
@@ -36,10 +37,10 @@ async fn endpoint(reply: fn() -> axum::response::Response) -> String {
 async fn connect_error(base: &str, timeout_ms: u64) -> ConnectError {
     let mut config = loopback_config(base);
     config.transport.connect_timeout_ms = timeout_ms;
-    let (ctx, _mic, _speaker) = context(config);
+    let (ctx, _mic, _speaker) = context(config, 64);
     let result = timeout(
         Duration::from_millis(timeout_ms + 5000),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded by its timeout");
@@ -55,7 +56,7 @@ async fn connect_error(base: &str, timeout_ms: u64) -> ConnectError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_token_is_fatal_and_carries_the_service_message() {
-    install_crypto();
+    install_crypto_and_logs();
     let base = endpoint(|| {
         (
             StatusCode::UNAUTHORIZED,
@@ -73,7 +74,7 @@ async fn refused_token_is_fatal_and_carries_the_service_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_is_retryable_and_carries_the_service_message() {
-    install_crypto();
+    install_crypto_and_logs();
     let base = endpoint(|| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -95,7 +96,7 @@ async fn server_error_is_retryable_and_carries_the_service_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_sdp_is_one_clear_error() {
-    install_crypto();
+    install_crypto_and_logs();
     let base = endpoint(|| {
         (
             StatusCode::CREATED,
@@ -115,7 +116,7 @@ async fn garbage_sdp_is_one_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_type_is_one_clear_error() {
-    install_crypto();
+    install_crypto_and_logs();
     let base = endpoint(|| {
         (
             StatusCode::CREATED,
@@ -132,7 +133,7 @@ async fn wrong_content_type_is_one_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_port_is_one_clear_error() {
-    install_crypto();
+    install_crypto_and_logs();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -145,7 +146,7 @@ async fn dead_port_is_one_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_endpoint_times_out_within_the_budget() {
-    install_crypto();
+    install_crypto_and_logs();
     // Accepts the connection and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -190,16 +191,14 @@ async fn events_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_the_simulator_echoes_the_microphone() {
-    install_crypto();
-    let sim = server::start(Sim::new(SimOptions::default()))
-        .await
-        .expect("simulator");
-    let (ctx, mic, speaker) = context(loopback_config(&sim.base_url()));
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions::default()).await;
+    let (ctx, mic, speaker) = context(loopback_config(&sim.base_url()), 64);
 
     let started = std::time::Instant::now();
     let mut link = timeout(
         Duration::from_secs(15),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
@@ -286,16 +285,16 @@ async fn call_to_the_simulator_echoes_the_microphone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_session_closes_the_link() {
-    install_crypto();
+    install_crypto_and_logs();
     let options = SimOptions {
         drop_after_ms: Some(1500),
         ..SimOptions::default()
     };
-    let sim = server::start(Sim::new(options)).await.expect("simulator");
-    let (ctx, _mic, _speaker) = context(loopback_config(&sim.base_url()));
+    let sim = sim::start(options).await;
+    let (ctx, _mic, _speaker) = context(loopback_config(&sim.base_url()), 64);
     let mut link = timeout(
         Duration::from_secs(15),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
@@ -318,17 +317,15 @@ async fn dropped_session_closes_the_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_instructions_fit_through_the_data_channel() {
-    install_crypto();
-    let sim = server::start(Sim::new(SimOptions::default()))
-        .await
-        .expect("simulator");
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions::default()).await;
     let mut config = loopback_config(&sim.base_url());
     // A long persona: session.update grows well past one SCTP packet (and past 16 KiB).
     config.session.instructions = "Answer briefly and kindly. ".repeat(2500);
-    let (ctx, _mic, _speaker) = context(config);
+    let (ctx, _mic, _speaker) = context(config, 64);
     let mut link = timeout(
         Duration::from_secs(15),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
@@ -355,17 +352,15 @@ async fn long_instructions_fit_through_the_data_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_event_is_reported_and_the_link_stays() {
-    install_crypto();
-    let sim = server::start(Sim::new(SimOptions::default()))
-        .await
-        .expect("simulator");
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions::default()).await;
     let mut config = loopback_config(&sim.base_url());
     // Over the 256 KiB the peer accepts.
     config.session.instructions = "Answer briefly and kindly. ".repeat(12_000);
-    let (ctx, _mic, _speaker) = context(config);
+    let (ctx, _mic, _speaker) = context(config, 64);
     let mut link = timeout(
         Duration::from_secs(15),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")

@@ -6,12 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use realtime_voiced::audio::NullAudio;
 use realtime_voiced::config::{Config, Gpio};
 use realtime_voiced::control::gpio::{Button, Led, Panel, Press};
-use realtime_voiced::daemon::{Daemon, Parts};
 use realtime_voiced::session::{LedPattern, State};
-use realtime_voiced::tools::Tools;
 use realtime_voiced::transport::Unavailable;
 use tokio::sync::{mpsc, watch};
 
@@ -145,20 +142,17 @@ fn each_state_shows_its_pattern() {
 
 #[test]
 fn button_drives_the_daemon_and_the_led_follows() {
+    let state_dir = tempfile::tempdir().expect("temp dir");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let daemon = Daemon::new(
+        let daemon = testkit::daemon::build(
             Config::default(),
-            Parts {
-                connector: Arc::new(Unavailable("no service in this test".into())),
-                audio: Arc::new(NullAudio),
-                tools: Arc::new(Tools::new(&[])),
-                state_dir: std::env::temp_dir().join("rtv-gpio-panel-test"),
-            },
+            Arc::new(Unavailable("no service in this test".into())),
+            state_dir.path(),
         );
         let handle = daemon.handle();
         let button = SimButton::released();
@@ -271,7 +265,7 @@ fn daemon_with_gpio_off_a_pi_exits_with_one_line() {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[gpio]\nenabled = true\n").expect("write config");
     let out = std::process::Command::new("timeout")
-        .args(["20", env!("CARGO_BIN_EXE_realtime-voiced"), "--config"])
+        .args(["20", crate::DAEMON, "--config"])
         .arg(&config)
         .env_remove("NOTIFY_SOCKET")
         .env_remove("JOURNAL_STREAM")

@@ -2,15 +2,17 @@
 //! transport places the call, events cross the data channel both ways, and a tone sent from
 //! the microphone comes back out of the speaker through aiortc's echo.
 
-mod webrtc_support;
-
 use std::time::{Duration, Instant};
 
 use realtime_voiced::config::Secret;
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::{webrtc, LinkEvent};
+use testkit::aiortc::fetch_stats;
+use testkit::link::{
+    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_dialect,
+};
+use testkit::signals::analyse;
 use tokio::time::timeout;
-use webrtc_support::*;
 
 const TOKEN: &str = "test-ephemeral-token";
 
@@ -23,14 +25,14 @@ async fn next_server_event(events: &mut tokio::sync::mpsc::Receiver<LinkEvent>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_aiortc_carries_events_and_audio_both_ways() {
-    install_crypto();
-    let (_service, base) = aiortc_or_skip!();
-    let (ctx, mic, speaker) = context(loopback_config(&base));
+    install_crypto_and_logs();
+    let (_service, base) = testkit::aiortc_service_or_skip!();
+    let (ctx, mic, speaker) = context(loopback_config(&base), 64);
 
     let started = Instant::now();
     let mut link = timeout(
         Duration::from_secs(20),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
@@ -105,20 +107,19 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_service_closes_the_link_after_the_grace() {
-    install_crypto();
-    let (mut service, base) = aiortc_or_skip!();
-    let (ctx, _mic, _speaker) = context(loopback_config(&base));
+    install_crypto_and_logs();
+    let (mut service, base) = testkit::aiortc_service_or_skip!();
+    let (ctx, _mic, _speaker) = context(loopback_config(&base), 64);
     let mut link = timeout(
         Duration::from_secs(20),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
     .expect("the call connects");
 
     // The service dies without a word: no DTLS close, no SCTP abort, just silence.
-    let _ = service.0.kill();
-    let _ = service.0.wait();
+    service.kill();
     let killed = Instant::now();
     let reason = timeout(Duration::from_secs(30), async {
         loop {

@@ -1,8 +1,9 @@
 //! A relay-only call through a real TURN server (coturn on 127.0.0.1): it connects, carries
 //! events and audio, and offers nothing but relay candidates. A wrong TURN credential fails
 //! fast with one clear line.
-
-mod webrtc_support;
+//!
+//! Each test runs in a process of its own: it reads the transport's log lines, which go to the
+//! one log subscriber of its process.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,8 +11,11 @@ use std::time::{Duration, Instant};
 use realtime_voiced::config::{IcePolicy, IceServer, Secret};
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::{webrtc, LinkEvent};
+use testkit::aiortc::fetch_stats;
+use testkit::link::{context, install_crypto, loopback_config, play_tone_burst, webrtc_dialect};
+use testkit::signals::analyse;
+use testkit::Proc;
 use tokio::time::timeout;
-use webrtc_support::*;
 
 const TOKEN: &str = "test-ephemeral-token";
 
@@ -49,7 +53,7 @@ fn logged() -> String {
 
 /// coturn on 127.0.0.1 with one long-term user `u:p`, relaying to loopback peers.
 struct Turn {
-    _child: ChildGuard,
+    _proc: Proc,
     _dir: tempfile::TempDir,
     url: String,
 }
@@ -73,31 +77,31 @@ fn start_turn(relay_ports: (u16, u16)) -> Option<Turn> {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
-    let child = Command::new("turnserver")
-        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-        .arg(format!("--listening-port={port}"))
-        .arg(format!("--min-port={}", relay_ports.0))
-        .arg(format!("--max-port={}", relay_ports.1))
-        .args(["--realm=test.local", "--lt-cred-mech", "--user=u:p"])
-        .arg(format!("--userdb={}", dir.path().join("turndb").display()))
-        .args([
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--allow-loopback-peers",
-        ])
-        .args(["--log-file=stdout", "--simple-log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnserver starts");
-    let mut guard = ChildGuard(child);
-    wait_for_line(&mut guard.0, "", Duration::from_secs(10)).expect("turnserver speaks");
+    let mut proc = Proc::spawn(
+        Command::new("turnserver")
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={}", relay_ports.0))
+            .arg(format!("--max-port={}", relay_ports.1))
+            .args(["--realm=test.local", "--lt-cred-mech", "--user=u:p"])
+            .arg(format!("--userdb={}", dir.path().join("turndb").display()))
+            .args([
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+            ])
+            .args(["--log-file=stdout", "--simple-log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    proc.line_starting("", Duration::from_secs(10))
+        .expect("turnserver speaks");
     // Its listeners are up a moment after the first lines.
     std::thread::sleep(Duration::from_millis(500));
     Some(Turn {
-        _child: guard,
+        _proc: proc,
         _dir: dir,
         url: format!("turn:127.0.0.1:{port}?transport=udp"),
     })
@@ -116,17 +120,23 @@ fn relay_config(base: &str, turn: &Turn, password: &str) -> realtime_voiced::con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_call_to_aiortc_goes_through_turn() {
+    if testkit::rerun_alone!(
+        relay_only_call_to_aiortc_goes_through_turn,
+        Duration::from_secs(600)
+    ) {
+        return;
+    }
     capture_logs();
     let Some(turn) = start_turn((49160, 49179)) else {
         panic!("turnserver is not installed (apt-get install -y coturn)");
     };
-    let (_service, base) = aiortc_or_skip!();
-    let (ctx, mic, speaker) = context(relay_config(&base, &turn, "p"));
+    let (_service, base) = testkit::aiortc_service_or_skip!();
+    let (ctx, mic, speaker) = context(relay_config(&base, &turn, "p"), 64);
 
     let started = Instant::now();
     let mut link = timeout(
         Duration::from_secs(20),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded")
@@ -179,16 +189,22 @@ async fn relay_only_call_to_aiortc_goes_through_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_turn_credential_fails_with_one_clear_line() {
+    if testkit::rerun_alone!(
+        wrong_turn_credential_fails_with_one_clear_line,
+        Duration::from_secs(60)
+    ) {
+        return;
+    }
     capture_logs();
     let Some(turn) = start_turn((49180, 49199)) else {
         panic!("turnserver is not installed (apt-get install -y coturn)");
     };
     // Nothing answers here: the call must fail before any offer is sent.
-    let (ctx, _mic, _speaker) = context(relay_config("http://127.0.0.1:9/v1", &turn, "wrong"));
+    let (ctx, _mic, _speaker) = context(relay_config("http://127.0.0.1:9/v1", &turn, "wrong"), 64);
     let started = Instant::now();
     let result = timeout(
         Duration::from_secs(20),
-        webrtc::connect(&ctx, dialect(&ctx), &Secret::new(TOKEN)),
+        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
     )
     .await
     .expect("connect is bounded");

@@ -6,20 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_voiced::config::{Config, Secret};
-use realtime_voiced::simulator::server::{self, RunningSim};
-use realtime_voiced::simulator::{Sim, SimOptions};
 use realtime_voiced::transport::token::TokenSource;
 use realtime_voiced::transport::ConnectError;
 use serde_json::json;
+use testkit::sim::{self, RunningSim, SimOptions};
 
 const KEY: &str = "sk-test-0123456789abcdefSECRET";
-
-async fn sim(options: SimOptions) -> RunningSim {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    server::start(Sim::new(options))
-        .await
-        .expect("simulator starts")
-}
 
 fn key_config(sim: &RunningSim, dir: &tempfile::TempDir) -> Config {
     let path = dir.path().join("api-key");
@@ -61,7 +53,7 @@ fn assert_clean(e: &ConnectError) {
 
 #[tokio::test]
 async fn minted_from_the_key_and_cached() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = source(key_config(&sim, &dir));
     let first = token(&src).await.expect("token");
@@ -86,7 +78,7 @@ async fn minted_from_the_key_and_cached() {
 
 #[tokio::test]
 async fn prefetch_makes_the_next_token_instant() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = Arc::new(source(key_config(&sim, &dir)));
     src.prefetch();
@@ -114,7 +106,7 @@ fn backend_config(sim: &RunningSim, path: &str, with_header: bool) -> Config {
 
 #[tokio::test]
 async fn fetched_from_a_backend_in_either_shape() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     for path in ["/token", "/token/flat"] {
         let src = source(backend_config(&sim, path, true));
         let t = token(&src).await.expect("token");
@@ -134,7 +126,7 @@ async fn fetched_from_a_backend_in_either_shape() {
 
 #[tokio::test]
 async fn refused_key_is_fatal_and_never_echoed() {
-    let sim = sim(SimOptions {
+    let sim = sim::start(SimOptions {
         fail_token: Some(401),
         ..SimOptions::default()
     })
@@ -166,7 +158,7 @@ async fn refused_key_is_fatal_and_never_echoed() {
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retryable() {
     for status in [429, 500, 503] {
-        let sim = sim(SimOptions {
+        let sim = sim::start(SimOptions {
             fail_token: Some(status),
             ..SimOptions::default()
         })
@@ -183,7 +175,7 @@ async fn rate_limits_and_server_errors_are_retryable() {
 
 #[tokio::test]
 async fn slow_and_dead_servers_fail_in_bounded_time() {
-    let sim = sim(SimOptions {
+    let sim = sim::start(SimOptions {
         slow_ms: 5000,
         ..SimOptions::default()
     })
@@ -212,7 +204,13 @@ async fn slow_and_dead_servers_fail_in_bounded_time() {
 
 #[tokio::test]
 async fn no_key_and_no_backend_says_where_to_put_one() {
-    // Only this test reads the environment's key settings.
+    if testkit::rerun_alone!(
+        no_key_and_no_backend_says_where_to_put_one,
+        Duration::from_secs(30)
+    ) {
+        return;
+    }
+    // The only test in its process: nothing else reads the environment's key settings.
     std::env::remove_var("OPENAI_API_KEY");
     std::env::remove_var("CREDENTIALS_DIRECTORY");
     let mut c = Config::default();

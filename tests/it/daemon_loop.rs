@@ -4,12 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_voiced::audio::NullAudio;
 use realtime_voiced::config::{Config, Memory, Tool, TransportKind};
 use realtime_voiced::control::{Command, ControlHandle, Refusal};
-use realtime_voiced::daemon::{Daemon, Parts};
 use realtime_voiced::session::{ClientEvent, Role, ServerEvent, State};
-use realtime_voiced::tools::Tools;
 use realtime_voiced::transport::{ConnectFuture, Connector, Link, LinkEvent};
 use tokio::sync::mpsc;
 
@@ -61,13 +58,7 @@ async fn wait_state(handle: &ControlHandle, want: State) {
 
 fn start(config: Config, state_dir: &std::path::Path) -> (ControlHandle, mpsc::Receiver<Far>) {
     let (far_tx, far_rx) = mpsc::channel(8);
-    let parts = Parts {
-        connector: Arc::new(Scripted(far_tx)),
-        audio: Arc::new(NullAudio),
-        tools: Arc::new(Tools::new(&config.session.tools)),
-        state_dir: state_dir.to_owned(),
-    };
-    let daemon = Daemon::new(config, parts);
+    let daemon = testkit::daemon::build(config, Arc::new(Scripted(far_tx)), state_dir);
     let handle = daemon.handle();
     tokio::spawn(daemon.run());
     (handle, far_rx)
@@ -238,15 +229,7 @@ impl Connector for Keyless {
 #[tokio::test]
 async fn start_without_credentials_is_refused_and_the_device_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::new(
-        config(),
-        Parts {
-            connector: Arc::new(Keyless),
-            audio: Arc::new(NullAudio),
-            tools: Arc::new(Tools::new(&[])),
-            state_dir: dir.path().to_owned(),
-        },
-    );
+    let daemon = testkit::daemon::build(config(), Arc::new(Keyless), dir.path());
     let handle = daemon.handle();
     tokio::spawn(daemon.run());
     let err = handle.request(Command::Start).await.expect_err("no key");
@@ -302,16 +285,11 @@ async fn a_reload_applies_from_the_next_connect_and_to_a_changed_volume() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = config();
     let (links_tx, mut links) = mpsc::channel(8);
-    let parts = Parts {
-        connector: Arc::new(Generation {
-            voice: c.session.voice.clone(),
-            links: links_tx,
-        }),
-        audio: Arc::new(NullAudio),
-        tools: Arc::new(Tools::new(&c.session.tools)),
-        state_dir: dir.path().to_owned(),
-    };
-    let daemon = Daemon::new(c.clone(), parts);
+    let connector = Arc::new(Generation {
+        voice: c.session.voice.clone(),
+        links: links_tx,
+    });
+    let daemon = testkit::daemon::build(c.clone(), connector, dir.path());
     let handle = daemon.handle();
     tokio::spawn(daemon.run());
     let volume = |h: &ControlHandle| h.snapshot.borrow().volume;

@@ -1,78 +1,45 @@
 //! The `realtime-sim` binary, as the demo and other tests run it.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use realtime_voiced::audio::Speaker;
 use realtime_voiced::config::{Config, TransportKind};
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::connector::RealtimeConnector;
-use realtime_voiced::transport::{Connector, LinkContext, LinkEvent};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use realtime_voiced::transport::{Connector, LinkEvent};
+use testkit::signals::zero_crossing_hz;
+use testkit::sim::SimProcess;
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<i16>>);
+use crate::SIM;
 
-impl Speaker for Recorder {
-    fn push(&self, pcm: &[i16]) {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(pcm);
-        }
-    }
+/// Starts the binary on a free port; checks it listens on loopback only.
+fn spawn(dir: &std::path::Path, args: &[&str]) -> SimProcess {
+    let sim = SimProcess::start(SIM, dir, 0, args);
+    assert!(
+        sim.addr.starts_with("127.0.0.1:"),
+        "loopback only: {}",
+        sim.addr
+    );
+    sim
 }
 
-/// Starts the binary and reads the address it prints.
-async fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_realtime-sim"))
-        .args(["--port", "0"])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("realtime-sim starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("prints its address in time")
-    .expect("reads stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "loopback only: {addr}");
-    (child, addr)
-}
-
-fn context(addr: &str, dir: &tempfile::TempDir) -> (LinkContext, Arc<Recorder>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// A WebSocket link's configuration for the simulator at `addr`, with a key in `dir`.
+fn config(addr: &str, dir: &tempfile::TempDir) -> Config {
     let key = dir.path().join("api-key");
     std::fs::write(&key, "sk-sim-test").expect("key");
     let mut config = Config::default();
     config.api.base_url = format!("http://{addr}/v1");
     config.api.api_key_file = Some(key);
     config.transport.connect_timeout_ms = 3000;
-    let (_tx, rx) = tokio::sync::mpsc::channel(4);
-    let speaker = Arc::new(Recorder::default());
-    let ctx = LinkContext {
-        config: Arc::new(config),
-        microphone: Arc::new(tokio::sync::Mutex::new(rx)),
-        speaker: speaker.clone(),
-    };
-    (ctx, speaker)
+    config
 }
 
 #[tokio::test]
 async fn the_binary_answers_a_text_turn_with_a_tone() {
-    let (mut child, addr) = spawn(&["--reply", "tone"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ctx, speaker) = context(&addr, &dir);
+    let sim = spawn(dir.path(), &["--reply", "tone"]);
+    testkit::link::install_crypto();
+    // The microphone is closed at once: the turn is typed.
+    let (ctx, _, speaker) = testkit::link::context(config(&sim.addr, &dir), 4);
     let connector = RealtimeConnector::new(ctx).expect("connector");
     let mut link = tokio::time::timeout(
         Duration::from_secs(10),
@@ -106,25 +73,25 @@ async fn the_binary_answers_a_text_turn_with_a_tone() {
             .any(|e| matches!(e, ServerEvent::AudioStarted { .. })),
         "{seen:?}"
     );
-    let played = speaker.0.lock().expect("lock").clone();
+    let played = speaker.take();
     // Half a second of 660 Hz at 48 kHz.
     assert!(
         (23_000..=25_000).contains(&played.len()),
         "{}",
         played.len()
     );
-    let mid = &played[4800..19_200];
-    let crossings = mid.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    let freq = crossings as f64 / 2.0 / (mid.len() as f64 / 48_000.0);
+    let freq = zero_crossing_hz(&played[4800..19_200]);
     assert!((650.0..670.0).contains(&freq), "{freq} Hz");
-    child.kill().await.expect("stop the simulator");
+    drop(sim);
 }
 
 #[tokio::test]
 async fn the_binary_refuses_tokens_and_calls_as_told() {
-    let (mut child, addr) = spawn(&["--fail-token", "401"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ctx, _) = context(&addr, &dir);
+    let sim = spawn(dir.path(), &["--fail-token", "401"]);
+    let addr = &sim.addr;
+    testkit::link::install_crypto();
+    let (ctx, _, _) = testkit::link::context(config(addr, &dir), 4);
     let connector = RealtimeConnector::new(ctx).expect("connector");
     let e = tokio::time::timeout(
         Duration::from_secs(10),
@@ -161,5 +128,5 @@ async fn the_binary_refuses_tokens_and_calls_as_told() {
         .await
         .expect("reply");
     assert_eq!(reply.status(), 200);
-    child.kill().await.expect("stop the simulator");
+    drop(sim);
 }

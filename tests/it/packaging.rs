@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use testkit::Proc;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -118,12 +120,10 @@ fn changelog_names_the_crate_version() {
 fn maintainer_scripts_parse_and_start_nothing() {
     for script in ["postinst", "prerm", "postrm"] {
         let path = root().join("packaging/debian").join(script);
-        let mut child = Command::new("sh")
-            .arg("-n")
-            .arg(&path)
-            .spawn()
-            .expect("run sh -n");
-        let status = wait_bounded(&mut child, Duration::from_secs(10));
+        let limit = Duration::from_secs(10);
+        let status = Proc::spawn(Command::new("sh").arg("-n").arg(&path))
+            .wait_exit(limit)
+            .unwrap_or_else(|| panic!("timed out after {limit:?}"));
         assert!(status.success(), "{script} does not parse");
     }
     let postinst = read("packaging/debian/postinst");
@@ -154,18 +154,4 @@ fn maintainer_scripts_parse_and_start_nothing() {
     let postrm = read("packaging/debian/postrm");
     assert!(postrm.contains("/var/lib/realtime-voiced"));
     assert!(postrm.contains("deluser --system"));
-}
-
-fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("timed out after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -1,13 +1,15 @@
 //! The sd_notify conversation as systemd would see it: a datagram socket stands in for
 //! `NOTIFY_SOCKET`, a private session bus for the system bus.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{run, text, Bus, Proc, BIN, NAME, PATH};
+use testkit::bus::{Bus, NAME, PATH};
+use testkit::proc::{have, run, text};
+use testkit::Proc;
+
+use crate::DAEMON;
 
 struct Notices {
     socket: UnixDatagram,
@@ -51,7 +53,7 @@ fn daemon(
 ) -> Proc {
     let log = std::fs::File::create(dir.join("daemon.log")).expect("log file");
     Proc::spawn(
-        Command::new(BIN)
+        Command::new(DAEMON)
             .arg("--config")
             .arg(config)
             .env("DBUS_SESSION_BUS_ADDRESS", bus)
@@ -66,7 +68,7 @@ fn daemon(
 
 #[test]
 fn ready_status_watchdog_reload_and_stop() {
-    if !support::have("dbus-daemon") || !support::have("gdbus") {
+    if !have("dbus-daemon") || !have("gdbus") {
         eprintln!(
             "SKIPPED: dbus-daemon and gdbus are needed (packages dbus-daemon, libglib2.0-bin)"
         );

@@ -4,15 +4,18 @@
 //! Needs root (it creates users and groups and runs processes as them), dbus-daemon, gdbus and
 //! setpriv; skipped with a message otherwise.
 
-mod support;
-
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::{run, text, wait_for, Bus, Proc, BIN, NAME, PATH};
+use testkit::bus::{Bus, NAME, PATH};
+use testkit::proc::{run, text};
+use testkit::wait::lazy;
+use testkit::{wait_for, Proc};
+
+use crate::DAEMON;
 
 const SERVICE_USER: &str = "realtime-voiced";
 const GROUP: &str = "realtime-voice";
@@ -95,7 +98,7 @@ const IFACE: &str = "io.thrive.RealtimeVoice1";
 
 #[test]
 fn system_bus_policy_interface_and_bus_restart() {
-    if !support::is_root() {
+    if !testkit::proc::is_root() {
         eprintln!("SKIPPED: needs root to create test users and run processes as them");
         return;
     }
@@ -107,7 +110,7 @@ fn system_bus_policy_interface_and_bus_restart() {
         "useradd",
         "groupadd",
     ] {
-        if !support::have(tool) {
+        if !testkit::proc::have(tool) {
             eprintln!("SKIPPED: {tool} is not installed");
             return;
         }
@@ -116,17 +119,7 @@ fn system_bus_policy_interface_and_bus_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Other users must reach the socket and the daemon its configuration.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let policy_dir = dir.path().join("system.d");
-    std::fs::create_dir(&policy_dir).expect("policy dir");
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/packaging/dbus/io.thrive.RealtimeVoice1.conf"
-        ),
-        policy_dir.join("io.thrive.RealtimeVoice1.conf"),
-    )
-    .expect("copy the policy");
-    let mut bus = Bus::system(dir.path(), &policy_dir);
+    let mut bus = Bus::system(dir.path());
     let address = bus.address.clone();
 
     // Anyone but the service user is refused the name.
@@ -167,7 +160,7 @@ fn system_bus_policy_interface_and_bus_restart() {
                 "--regid",
                 SERVICE_USER,
                 "--init-groups",
-                BIN,
+                DAEMON,
             ])
             .arg("--config")
             .arg(&config)
@@ -178,10 +171,10 @@ fn system_bus_policy_interface_and_bus_restart() {
             .stderr(log),
     );
     let log_text = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    assert!(
-        wait_for(Duration::from_secs(15), || bus.name_has_owner(NAME)),
-        "the daemon did not take its name: {}",
-        log_text()
+    wait_for(
+        Duration::from_secs(15),
+        lazy(|| format!("the daemon to take its name: {}", log_text())),
+        || bus.name_has_owner(NAME).then_some(()),
     );
 
     // Everyone: Status, properties, introspection.
@@ -400,10 +393,10 @@ fn system_bus_policy_interface_and_bus_restart() {
         "the daemon died with the bus: {}",
         log_text()
     );
-    assert!(
-        wait_for(Duration::from_secs(15), || bus.name_has_owner(NAME)),
-        "the daemon did not take its name again: {}",
-        log_text()
+    wait_for(
+        Duration::from_secs(15),
+        lazy(|| format!("the daemon to take its name again: {}", log_text())),
+        || bus.name_has_owner(NAME).then_some(()),
     );
     let (ok, out) = call_as(OTHER, &address, &format!("{IFACE}.Status"), &[]);
     assert!(

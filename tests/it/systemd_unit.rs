@@ -1,9 +1,9 @@
 //! The packaged unit passes `systemd-analyze verify` without a word and scores at most 2.0 in
 //! `systemd-analyze security`.
 
-mod support;
-
 use std::process::Command;
+
+use testkit::proc::have;
 
 const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -17,7 +17,7 @@ fn unit_copy(dir: &std::path::Path) -> std::path::PathBuf {
     assert!(unit.contains("\nType=notify\n"));
     let copy = unit.replace(
         "\nExecStart=/usr/bin/realtime-voiced\n",
-        &format!("\nExecStart={}\n", support::BIN),
+        &format!("\nExecStart={}\n", crate::DAEMON),
     );
     let path = dir.join("realtime-voiced.service");
     std::fs::write(&path, copy).expect("write the copy");
@@ -26,7 +26,7 @@ fn unit_copy(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn unit_verifies_cleanly() {
-    if !support::have("systemd-analyze") {
+    if !have("systemd-analyze") {
         eprintln!("SKIPPED: systemd-analyze is not installed (package systemd)");
         return;
     }
@@ -47,7 +47,7 @@ fn unit_verifies_cleanly() {
 
 #[test]
 fn unit_is_hardened() {
-    if !support::have("systemd-analyze") {
+    if !have("systemd-analyze") {
         eprintln!("SKIPPED: systemd-analyze is not installed (package systemd)");
         return;
     }

@@ -1,43 +1,33 @@
 //! The WebSocket transport, through `RealtimeConnector`, against the realtime simulator and a
 //! deliberately hostile server, all on 127.0.0.1.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use realtime_voiced::audio::{Frame, Speaker, FRAME_SAMPLES};
+use realtime_voiced::audio::Frame;
 use realtime_voiced::config::{Config, Secret, TransportKind};
 use realtime_voiced::session::{ClientEvent, ServerEvent};
-use realtime_voiced::simulator::server::{self, RunningSim};
-use realtime_voiced::simulator::{Sim, SimOptions};
 use realtime_voiced::transport::connector::RealtimeConnector;
-use realtime_voiced::transport::dialect::RealtimeGa;
 use realtime_voiced::transport::{websocket, Connector, Link, LinkContext, LinkEvent};
+use testkit::link::websocket_dialect;
+use testkit::signals::{frames, goertzel, ms, rms, silence, tone, zero_crossing_hz};
+use testkit::sim::{self, SimOptions};
+use testkit::speaker::RecordingSpeaker;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "sk-test-websocket-key";
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<i16>>);
-
-impl Speaker for Recorder {
-    fn push(&self, pcm: &[i16]) {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(pcm);
-        }
-    }
-}
-
 struct Rig {
     ctx: LinkContext,
     mic: mpsc::Sender<Frame>,
-    speaker: Arc<Recorder>,
+    speaker: Arc<RecordingSpeaker>,
     _dir: tempfile::TempDir,
 }
 
 fn make_rig(base_url: &str) -> Rig {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    testkit::link::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("api-key");
     std::fs::write(&key, KEY).expect("write key");
@@ -47,25 +37,13 @@ fn make_rig(base_url: &str) -> Rig {
     config.transport.kind = TransportKind::Websocket;
     config.transport.connect_timeout_ms = 3000;
     config.transport.allow_loopback = true;
-    let (mic, mic_rx) = mpsc::channel(1000);
-    let speaker = Arc::new(Recorder::default());
-    let ctx = LinkContext {
-        config: Arc::new(config),
-        microphone: Arc::new(tokio::sync::Mutex::new(mic_rx)),
-        speaker: speaker.clone(),
-    };
+    let (ctx, mic, speaker) = testkit::link::context(config, 1000);
     Rig {
         ctx,
         mic,
         speaker,
         _dir: dir,
     }
-}
-
-async fn sim(options: SimOptions) -> RunningSim {
-    server::start(Sim::new(options))
-        .await
-        .expect("simulator starts")
 }
 
 async fn connect(rig: &Rig) -> Link {
@@ -110,34 +88,14 @@ async fn until(
     }
 }
 
-fn sine_frames(freq: f64, frames: usize) -> Vec<Frame> {
-    let mut out = Vec::new();
-    for f in 0..frames {
-        let mut frame = [0i16; FRAME_SAMPLES];
-        for (i, s) in frame.iter_mut().enumerate() {
-            let n = (f * FRAME_SAMPLES + i) as f64;
-            *s = (8000.0 * (2.0 * std::f64::consts::PI * freq * n / 48_000.0).sin()) as i16;
-        }
-        out.push(frame);
-    }
-    out
-}
-
-/// Power of one frequency in a block (Goertzel).
-fn goertzel(samples: &[i16], freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
+/// `count` 20 ms frames of a `freq` Hz tone at the level the tests speak at.
+fn sine_frames(freq: f64, count: usize) -> Vec<Frame> {
+    frames(&tone(freq, 8000.0, ms(20 * count)))
 }
 
 #[tokio::test]
 async fn speech_goes_in_and_comes_back_out() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let rig = make_rig(&sim.base_url());
     let mut link = connect(&rig).await;
     assert_eq!(link.kind, TransportKind::Websocket);
@@ -151,11 +109,10 @@ async fn speech_goes_in_and_comes_back_out() {
     assert_eq!(next(&mut link, 5).await, ServerEvent::SessionUpdated);
 
     // 200 ms of silence, a 1 s 440 Hz burst, then 800 ms of silence to end the turn.
-    let silence = [0i16; FRAME_SAMPLES];
-    let mut frames = vec![silence; 10];
-    frames.extend(sine_frames(440.0, 50));
-    frames.extend(vec![silence; 40]);
-    for frame in frames {
+    let mut spoken = silence(ms(200));
+    spoken.extend(tone(440.0, 8000.0, ms(1000)));
+    spoken.extend(silence(ms(800)));
+    for frame in frames(&spoken) {
         rig.mic.send(frame).await.expect("mic");
     }
 
@@ -197,11 +154,8 @@ async fn speech_goes_in_and_comes_back_out() {
     }
 
     // What the speaker got: about 1 s of a 440 Hz tone at the level it went in.
-    let played = rig.speaker.0.lock().expect("lock").clone();
-    let blocks: Vec<f64> = played
-        .chunks(480)
-        .map(|b| (b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / b.len() as f64).sqrt())
-        .collect();
+    let played = rig.speaker.take();
+    let blocks: Vec<f64> = played.chunks(480).map(rms).collect();
     let loud: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i] > 2000.0).collect();
     let (first, last) = (loud[0], loud[loud.len() - 1]);
     let loud_ms = (last - first + 1) * 10;
@@ -210,10 +164,9 @@ async fn speech_goes_in_and_comes_back_out() {
         "{loud_ms} ms of tone came back"
     );
     let tone = &played[(first + 2) * 480..(last - 1) * 480];
-    let crossings = tone.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    let freq = crossings as f64 / 2.0 / (tone.len() as f64 / 48_000.0);
+    let freq = zero_crossing_hz(tone);
     assert!((435.0..445.0).contains(&freq), "{freq} Hz");
-    let rms = (tone.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / tone.len() as f64).sqrt();
+    let rms = rms(tone);
     assert!(
         (0.85..1.15).contains(&(rms / (8000.0 / 2f64.sqrt()))),
         "level {rms}"
@@ -227,7 +180,7 @@ async fn speech_goes_in_and_comes_back_out() {
 
 #[tokio::test]
 async fn text_turns_and_the_one_active_response_rule() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let rig = make_rig(&sim.base_url());
     let mut link = connect(&rig).await;
     next(&mut link, 5).await;
@@ -266,7 +219,7 @@ async fn text_turns_and_the_one_active_response_rule() {
 
 #[tokio::test]
 async fn tool_calls_round_trip() {
-    let sim = sim(SimOptions {
+    let sim = sim::start(SimOptions {
         tool: Some("echo".into()),
         ..SimOptions::default()
     })
@@ -322,7 +275,7 @@ async fn tool_calls_round_trip() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_reported_once() {
-    let sim = sim(SimOptions {
+    let sim = sim::start(SimOptions {
         drop_after_ms: Some(300),
         ..SimOptions::default()
     })
@@ -352,7 +305,7 @@ async fn a_dropped_connection_is_reported_once() {
 
 #[tokio::test]
 async fn hostile_server_input_is_dropped_and_the_link_goes_on() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    testkit::link::install_crypto();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -408,10 +361,7 @@ async fn hostile_server_input_is_dropped_and_the_link_goes_on() {
     });
 
     let rig = make_rig(&format!("http://{addr}/v1"));
-    let dialect = Arc::new(RealtimeGa::new(
-        rig.ctx.config.clone(),
-        TransportKind::Websocket,
-    ));
+    let dialect = websocket_dialect(&rig.ctx);
     let mut link = tokio::time::timeout(
         Duration::from_secs(5),
         websocket::connect(&rig.ctx, dialect, &Secret::new("ek_test_token")),
@@ -427,7 +377,7 @@ async fn hostile_server_input_is_dropped_and_the_link_goes_on() {
         }
     );
     assert!(
-        rig.speaker.0.lock().expect("lock").is_empty(),
+        rig.speaker.take().is_empty(),
         "the huge delta was not played"
     );
     drop(link.commands);
@@ -444,10 +394,7 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
         l.local_addr().expect("addr").port()
     };
     let rig = make_rig(&format!("http://127.0.0.1:{port}/v1"));
-    let dialect = Arc::new(RealtimeGa::new(
-        rig.ctx.config.clone(),
-        TransportKind::Websocket,
-    ));
+    let dialect = websocket_dialect(&rig.ctx);
     let e = tokio::time::timeout(
         Duration::from_secs(5),
         websocket::connect(&rig.ctx, dialect, &Secret::new("ek_x")),
@@ -480,12 +427,9 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
     );
 
     // The simulator refuses a WebSocket without a credential.
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let sim_rig = make_rig(&sim.base_url());
-    let dialect = Arc::new(RealtimeGa::new(
-        sim_rig.ctx.config.clone(),
-        TransportKind::Websocket,
-    ));
+    let dialect = websocket_dialect(&sim_rig.ctx);
     let e = tokio::time::timeout(
         Duration::from_secs(5),
         websocket::connect(&sim_rig.ctx, dialect, &Secret::new("")),
@@ -503,7 +447,7 @@ async fn dead_ports_and_refusals_are_one_clear_line() {
 
 #[tokio::test]
 async fn webrtc_without_its_transport_fails_retryably() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let rig = make_rig(&sim.base_url());
     let connector = RealtimeConnector::new(rig.ctx.clone()).expect("connector");
     let result = tokio::time::timeout(
@@ -522,7 +466,7 @@ async fn webrtc_without_its_transport_fails_retryably() {
 
 #[tokio::test]
 async fn a_message_beyond_the_socket_limit_ends_the_link_clearly() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    testkit::link::install_crypto();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -538,10 +482,7 @@ async fn a_message_beyond_the_socket_limit_ends_the_link_clearly() {
         tokio::time::sleep(Duration::from_secs(10)).await;
     });
     let rig = make_rig(&format!("http://{addr}/v1"));
-    let dialect = Arc::new(RealtimeGa::new(
-        rig.ctx.config.clone(),
-        TransportKind::Websocket,
-    ));
+    let dialect = websocket_dialect(&rig.ctx);
     let mut link = tokio::time::timeout(
         Duration::from_secs(5),
         websocket::connect(&rig.ctx, dialect, &Secret::new("ek_test_token")),
@@ -560,7 +501,7 @@ async fn a_message_beyond_the_socket_limit_ends_the_link_clearly() {
 
 #[tokio::test]
 async fn a_new_link_takes_the_microphone_when_the_old_one_lets_go() {
-    let sim = sim(SimOptions::default()).await;
+    let sim = sim::start(SimOptions::default()).await;
     let rig = make_rig(&sim.base_url());
     let mut old = connect(&rig).await;
     next(&mut old, 5).await;

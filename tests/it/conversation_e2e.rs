@@ -7,17 +7,21 @@
 //! Transcript; speaking over the answer cancels it (barge-in); silence ends the session (idle
 //! timeout); a killed and restarted simulator is survived (reconnecting → listening).
 
-mod harness;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::*;
+use testkit::audio_rig::{Asoundrc, Pulse, Slave};
+use testkit::bus::Bus;
+use testkit::proc::have;
+use testkit::signals::{ms, read_raw, rms, silence, speech, write_raw};
+use testkit::sim::SimProcess;
+use testkit::{wait_for, Proc};
+
+use crate::{DAEMON, SIM};
 
 fn ready() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !testkit::proc::is_root() {
         return Err("needs root (PulseAudio's null sink as configured here)".into());
     }
     for program in [
@@ -37,7 +41,7 @@ fn ready() -> Result<(), String> {
     Ok(())
 }
 
-fn daemon_config(dir: &Path, sim: &Sim, tool: &Path) -> std::path::PathBuf {
+fn daemon_config(dir: &Path, sim: &SimProcess, tool: &Path) -> std::path::PathBuf {
     let path = dir.join("daemon.toml");
     std::fs::write(
         &path,
@@ -106,11 +110,11 @@ fn a_whole_conversation_through_the_binary() {
     // a second utterance that lands while the answer plays, then silence.
     let question = speech(d, "What is the weather like in Paris today?");
     let interruption = speech(d, "Stop, stop. Tell me something else instead please.");
-    let mut mic = silence(2500);
+    let mut mic = silence(ms(2500));
     mic.extend_from_slice(&question);
-    mic.extend(silence(1800));
+    mic.extend(silence(ms(1800)));
     mic.extend_from_slice(&interruption);
-    mic.extend(silence(120_000));
+    mic.extend(silence(ms(120_000)));
     let mic_raw = d.join("mic.raw");
     write_raw(&mic_raw, &mic);
     let speaker_raw = d.join("speaker.raw");
@@ -127,10 +131,14 @@ fn a_whole_conversation_through_the_binary() {
     .expect("tool");
     let _ = Command::new("chmod").arg("+x").arg(&tool).status();
 
-    let bus = Bus::start(d);
+    let bus = Bus::session(d);
     let pulse = Pulse::start(d);
-    let alsa = asound_conf(d, &pulse, &mic_raw, &speaker_raw);
-    let sim = Sim::start(
+    let alsa = Asoundrc::new()
+        .reads_file("rtv_mic", Slave::PulseMonitor(&pulse), &mic_raw)
+        .writes_file("rtv_speaker", Slave::PulseSink(&pulse), &speaker_raw)
+        .write(d);
+    let sim = SimProcess::start(
+        SIM,
         d,
         0,
         &[
@@ -145,8 +153,8 @@ fn a_whole_conversation_through_the_binary() {
     let signals = d.join("signals.txt");
     let _monitor = bus.monitor(&signals);
     let daemon_log = d.join("daemon.log");
-    let mut daemon = Proc {
-        child: Command::new(DAEMON)
+    let mut daemon = Proc::spawn(
+        Command::new(DAEMON)
             .args(["--config", config.to_str().expect("utf-8")])
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
             .env("ALSA_CONFIG_PATH", &alsa)
@@ -155,13 +163,10 @@ fn a_whole_conversation_through_the_binary() {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&daemon_log).expect("log"))
-            .spawn()
-            .expect("spawn daemon"),
-        name: "realtime-voiced",
-    };
+            .stderr(std::fs::File::create(&daemon_log).expect("log")),
+    );
     let log = || std::fs::read_to_string(&daemon_log).unwrap_or_default();
-    let sim_log = |s: &Sim| std::fs::read_to_string(&s.log).unwrap_or_default();
+    let sim_log = |s: &SimProcess| s.logged();
     wait_for(Duration::from_secs(20), "the daemon on the bus", || {
         bus.property("State")
     });
@@ -220,7 +225,7 @@ fn a_whole_conversation_through_the_binary() {
     // configuration reload (SIGHUP), which applies from the next session on; so do a new voice
     // and a new tool, which the service must be told of. A changed device needs a restart,
     // and the log says so.
-    let configured = |s: &Sim| -> Vec<String> {
+    let configured = |s: &SimProcess| -> Vec<String> {
         sim_log(s)
             .lines()
             .filter(|l| l.contains("session configured"))
@@ -274,7 +279,7 @@ fn a_whole_conversation_through_the_binary() {
     );
     drop(sim);
     bus.wait_state("reconnecting", Duration::from_secs(20));
-    let sim = Sim::start(d, port, &[]);
+    let sim = SimProcess::start(SIM, d, port, &[]);
     bus.wait_state("listening", Duration::from_secs(20));
     assert!(bus.call("Stop", &[]).status.success());
     bus.wait_state("idle", Duration::from_secs(5));

@@ -2,23 +2,19 @@
 //! conversation (typed text with a tool call, then speech), and the reconnect path when the
 //! service drops the call.
 
-mod webrtc_support;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_voiced::audio::{Frame, NullAudio};
+use realtime_voiced::audio::Frame;
 use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::{Command, Snapshot, Transcript};
-use realtime_voiced::daemon::{Daemon, Parts};
+use realtime_voiced::daemon::Daemon;
 use realtime_voiced::session::{Role, State};
-use realtime_voiced::simulator::{server, Sim, SimOptions};
-use realtime_voiced::tools::Tools;
 use realtime_voiced::transport::connector::RealtimeConnector;
-use realtime_voiced::transport::LinkContext;
+use testkit::link::{install_crypto_and_logs, loopback_config, play_tone_burst};
+use testkit::sim::{self, RunningSim, SimOptions};
 use tokio::sync::{broadcast, mpsc, watch};
-use webrtc_support::*;
 
 async fn wait_for(
     snapshot: &mut watch::Receiver<Snapshot>,
@@ -51,7 +47,7 @@ async fn transcript(rx: &mut broadcast::Receiver<Transcript>, role: Role) -> Str
 }
 
 /// A daemon whose connector dials `sim` over WebRTC; returns it with the microphone's sender.
-fn daemon_for(sim: &server::RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<Frame>) {
+fn daemon_for(sim: &RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<Frame>) {
     let key = dir.path().join("api-key");
     std::fs::write(&key, "sk-daemon-test").expect("key");
     let mut config: Config = loopback_config(&sim.base_url());
@@ -66,35 +62,20 @@ fn daemon_for(sim: &server::RunningSim, dir: &tempfile::TempDir) -> (Daemon, mps
         command: None,
         timeout_ms: 1000,
     }];
-    let (mic, mic_rx) = mpsc::channel::<Frame>(500);
-    let ctx = LinkContext {
-        config: Arc::new(config.clone()),
-        microphone: Arc::new(tokio::sync::Mutex::new(mic_rx)),
-        speaker: Arc::new(NullAudio),
-    };
+    let (ctx, mic, _speaker) = testkit::link::context(config.clone(), 500);
     let connector = RealtimeConnector::new(ctx).expect("connector");
-    let tools = Tools::new(&config.session.tools);
-    let daemon = Daemon::new(
-        config,
-        Parts {
-            connector: Arc::new(connector),
-            audio: Arc::new(NullAudio),
-            tools: Arc::new(tools),
-            state_dir: std::env::temp_dir().join("rtv-webrtc-daemon-test"),
-        },
-    );
+    let daemon = testkit::daemon::build(config, Arc::new(connector), dir.path());
     (daemon, mic)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_over_webrtc_with_a_tool_call() {
-    install_crypto();
-    let sim = server::start(Sim::new(SimOptions {
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions {
         tool: Some("echo".into()),
         ..SimOptions::default()
-    }))
-    .await
-    .expect("simulator");
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, mic) = daemon_for(&sim, &dir);
     let control = daemon.handle();
@@ -135,13 +116,12 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_call_is_redialled() {
-    install_crypto();
-    let sim = server::start(Sim::new(SimOptions {
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions {
         drop_after_ms: Some(1500),
         ..SimOptions::default()
-    }))
-    .await
-    .expect("simulator");
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, _mic) = daemon_for(&sim, &dir);
     let control = daemon.handle();
