@@ -211,6 +211,7 @@ async fn no_key_and_no_backend_says_where_to_put_one() {
         return;
     }
     // The only test in its process: nothing else reads the environment's key settings.
+    testkit::link::install_crypto();
     std::env::remove_var("OPENAI_API_KEY");
     std::env::remove_var("CREDENTIALS_DIRECTORY");
     let mut c = Config::default();
@@ -226,6 +227,7 @@ async fn no_key_and_no_backend_says_where_to_put_one() {
 
 #[tokio::test]
 async fn transport_errors_name_the_host_but_not_the_url() {
+    testkit::link::install_crypto();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
