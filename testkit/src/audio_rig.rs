@@ -43,7 +43,9 @@ impl Pulse {
                 .arg("-L")
                 .arg("module-null-sink sink_name=nullsink rate=48000 channels=1 format=s16le")
                 .env("PULSE_RUNTIME_PATH", &runtime)
-                .env("XDG_RUNTIME_DIR", &runtime)
+                // The test's directory, not `runtime`: with the latter, a 700 ms stall of a
+                // client showed no xrun at all (audio_alsa's paced-device test).
+                .env("XDG_RUNTIME_DIR", dir)
                 .env("HOME", dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
