@@ -11,9 +11,6 @@
 //!    and each thread's CPU over 10 s, median of three child processes; and an idle engine;
 //! 3. peak RSS (getrusage ru_maxrss) of the whole run.
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,6 +25,8 @@ use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
 use realtime_voiced::audio::signals::speech_like;
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
+use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
+use testkit::signals::write_raw;
 
 struct Counting;
 
@@ -372,13 +371,7 @@ fn live_child(dir: &Path, spec: &str) -> Result<Vec<f64>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let output = Command::new(exe)
         .env("RTV_BENCH_LIVE", spec)
-        .env(
-            "ALSA_CONFIG_PATH",
-            format!(
-                "/usr/share/alsa/alsa.conf:{}",
-                dir.join("asound.conf").display()
-            ),
-        )
+        .env("ALSA_CONFIG_PATH", alsa_config_path(dir))
         .stderr(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;
@@ -449,48 +442,31 @@ fn bench_live(dir: &Path) {
     // alsa-lib straight to plugins, no sound server: the `file` plugin reads a speech-like
     // recording; the capture thread's guard paces a device that has no clock.
     let infile = dir.join("speech.raw");
-    let bytes: Vec<u8> = speech_like(48_000 * 60, 3, true)
-        .iter()
-        .flat_map(|s| s.to_le_bytes())
-        .collect();
-    let ok = std::fs::write(&infile, bytes).is_ok()
-        && std::fs::write(
-            dir.join("asound.conf"),
-            format!(
-                "pcm.speech {{ type file slave.pcm {{ type null }} file \"/dev/null\" infile \"{}\" format \"raw\" }}\n\
-                 pcm.nullout {{ type null }}\n",
-                infile.display()
-            ),
-        )
-        .is_ok();
-    if ok {
-        for (spec, label) in [
-            ("speech,nullout,on,talk", "file/null plugins, on"),
-            ("speech,nullout,off,talk", "file/null plugins, off"),
-            ("speech,nullout,on,idle", "file/null plugins, on, idle"),
-        ] {
-            println!("{}", live_row(dir, spec, label));
-        }
+    write_raw(&infile, &speech_like(48_000 * 60, 3, true));
+    Asoundrc::new()
+        .reads_file("speech", Slave::Null, &infile)
+        .device("nullout", Slave::Null)
+        .write(dir);
+    for (spec, label) in [
+        ("speech,nullout,on,talk", "file/null plugins, on"),
+        ("speech,nullout,off,talk", "file/null plugins, off"),
+        ("speech,nullout,on,idle", "file/null plugins, on, idle"),
+    ] {
+        println!("{}", live_row(dir, spec, label));
     }
-    if !harness::have("pulseaudio") {
+    if !testkit::proc::have("pulseaudio") {
         println!("| PulseAudio null sink | skipped: `pulseaudio` not installed |");
     } else {
-        let pulse = harness::Pulse::start(dir);
-        let written = std::fs::write(
-            dir.join("asound.conf"),
-            format!(
-                "pcm.src {{ type pulse server \"unix:{0}\" device \"nullsink.monitor\" }}\n\
-                 pcm.sink {{ type pulse server \"unix:{0}\" device \"nullsink\" }}\n",
-                pulse.socket.display()
-            ),
-        );
-        if written.is_ok() {
-            for (spec, label) in [
-                ("src,sink,on,talk", "PulseAudio null sink, on"),
-                ("src,sink,off,talk", "PulseAudio null sink, off"),
-            ] {
-                println!("{}", live_row(dir, spec, label));
-            }
+        let pulse = Pulse::start(dir);
+        Asoundrc::new()
+            .device("src", Slave::PulseMonitor(&pulse))
+            .device("sink", Slave::PulseSink(&pulse))
+            .write(dir);
+        for (spec, label) in [
+            ("src,sink,on,talk", "PulseAudio null sink, on"),
+            ("src,sink,off,talk", "PulseAudio null sink, off"),
+        ] {
+            println!("{}", live_row(dir, spec, label));
         }
     }
     println!();

@@ -2,7 +2,7 @@
 //! WebRTC stack we did not write) having the same conversation with the same simulator.
 //!
 //! `cargo bench --bench session` (root; PulseAudio, dbus-daemon; aiortc in target/venv, which
-//! `cargo test --test interop_aiortc` installs). Prints:
+//! `cargo test --test it aiortc_interop` installs). Prints:
 //! - Start → listening: from the D-Bus Start call to State = listening (busctl, 10 ms polling);
 //! - the round trip: end of a tone burst at the microphone → onset of its echo at the speaker.
 //!   The simulator answers when its voice detection hears the end of speech, as the service
@@ -13,14 +13,18 @@
 //! - CPU time per second of audio (utime + stime from /proc over the 60 s) and peak RSS (VmHWM);
 //! - before that, the idle daemon's CPU per second over 10 s (devices open, no conversation).
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::*;
+use testkit::audio_rig::{Asoundrc, Pulse, Slave};
+use testkit::bus::Bus;
+use testkit::proc::have;
+use testkit::signals::{ms, read_raw, rms, silence, tone, write_raw};
+use testkit::sim::SimProcess;
+use testkit::{wait_for, Proc};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_realtime-voiced");
 
 const SESSION_S: u64 = 60;
 /// The idle daemon is measured first; the microphone stream runs from the daemon's start, so
@@ -116,19 +120,22 @@ fn run_daemon(d: &Path) -> Daemon {
     let mut mic = Vec::new();
     let mut burst_ends = Vec::new();
     for at in BURSTS_S {
-        mic.extend(silence((at * 1000.0) as usize - mic.len() / 48));
-        mic.extend(tone(440.0, BURST_MS, 8000.0));
+        mic.extend(silence(ms((at * 1000.0) as usize - mic.len() / 48)));
+        mic.extend(tone(440.0, 8000.0, ms(BURST_MS)));
         burst_ends.push(mic.len());
     }
-    mic.extend(silence((SESSION_S as usize + 30) * 1000));
+    mic.extend(silence(ms((SESSION_S as usize + 30) * 1000)));
     let mic_raw = d.join("mic.raw");
     write_raw(&mic_raw, &mic);
     let speaker_raw = d.join("speaker.raw");
 
-    let bus = Bus::start(d);
+    let bus = Bus::session(d);
     let pulse = Pulse::start(d);
-    let alsa = asound_conf(d, &pulse, &mic_raw, &speaker_raw);
-    let sim = Sim::start(d, 0, &[]);
+    let alsa = Asoundrc::new()
+        .reads_file("rtv_mic", Slave::PulseMonitor(&pulse), &mic_raw)
+        .writes_file("rtv_speaker", Slave::PulseSink(&pulse), &speaker_raw)
+        .write(d);
+    let sim = SimProcess::start(d, 0, &[]);
     let config = d.join("daemon.toml");
     std::fs::write(
         &config,
@@ -141,8 +148,8 @@ fn run_daemon(d: &Path) -> Daemon {
     )
     .expect("config");
     let log_path = d.join("daemon.log");
-    let daemon = Proc {
-        child: Command::new(DAEMON)
+    let daemon = Proc::spawn(
+        Command::new(DAEMON)
             .args(["--config", config.to_str().expect("utf-8")])
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
             .env("ALSA_CONFIG_PATH", &alsa)
@@ -152,11 +159,8 @@ fn run_daemon(d: &Path) -> Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).expect("log"))
-            .spawn()
-            .expect("spawn daemon"),
-        name: "realtime-voiced",
-    };
+            .stderr(std::fs::File::create(&log_path).expect("log")),
+    );
     wait_for(Duration::from_secs(20), "the daemon on the bus", || {
         bus.property("State")
     });
@@ -228,14 +232,14 @@ fn run_daemon(d: &Path) -> Daemon {
 }
 
 fn run_aiortc(d: &Path) -> Option<serde_json::Value> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python");
+    let python = testkit::aiortc::venv_python();
     if !python.exists() {
         eprintln!(
-            "aiortc: no target/venv (run `cargo test --test interop_aiortc` once to install it)"
+            "aiortc: no target/venv (run `cargo test --test it aiortc_interop` once to install it)"
         );
         return None;
     }
-    let sim = Sim::start(d, 0, &[]);
+    let sim = SimProcess::start(d, 0, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/aiortc_client.py");
     let out = Command::new("timeout")
         .arg((SESSION_S + 60).to_string())
@@ -255,8 +259,7 @@ fn run_aiortc(d: &Path) -> Option<serde_json::Value> {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !have("pulseaudio") || !have("dbus-daemon") {
+    if !testkit::proc::is_root() || !have("pulseaudio") || !have("dbus-daemon") {
         println!("session bench skipped: needs root, pulseaudio and dbus-daemon");
         return;
     }

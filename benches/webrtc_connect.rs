@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use realtime_voiced::audio::opus::{OpusEncoder, MAX_PACKET};
 use realtime_voiced::audio::{Frame, NullAudio, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, Secret, TransportKind};
-use realtime_voiced::simulator::{server, Sim, SimOptions};
 use realtime_voiced::transport::dialect::RealtimeGa;
 use realtime_voiced::transport::{webrtc, LinkContext};
+use testkit::sim::{self, SimOptions};
 
 const CALLS: usize = 20;
 
@@ -28,9 +28,7 @@ fn summary(label: &str, mut ms: Vec<f64>) {
 }
 
 async fn connects() {
-    let sim = server::start(Sim::new(SimOptions::default()))
-        .await
-        .expect("simulator");
+    let sim = sim::start(SimOptions::default()).await;
     let mut config = Config::default();
     config.api.base_url = sim.base_url();
     config.transport.allow_loopback = true;
@@ -39,11 +37,11 @@ async fn connects() {
     let mut times = Vec::new();
     for _ in 0..CALLS {
         let (_mic, rx) = tokio::sync::mpsc::channel::<Frame>(8);
-        let ctx = LinkContext {
-            config: config.clone(),
-            microphone: Arc::new(tokio::sync::Mutex::new(rx)),
-            speaker: Arc::new(NullAudio),
-        };
+        let ctx = LinkContext::new(
+            config.clone(),
+            Arc::new(tokio::sync::Mutex::new(rx)),
+            Arc::new(NullAudio),
+        );
         let dialect = Arc::new(RealtimeGa::new(config.clone(), TransportKind::Webrtc));
         let started = Instant::now();
         let link = webrtc::connect(&ctx, dialect, &Secret::new("bench"))

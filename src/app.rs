@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audio;
 use crate::config::Config;
@@ -20,8 +20,9 @@ use crate::transport::{self, Connector};
 /// What the outside asks of a running daemon.
 #[derive(Debug)]
 pub enum Signal {
-    /// A configuration, already read and validated, to apply (SIGHUP).
-    Reload(Box<Config>),
+    /// SIGHUP: the configuration file read and validated again, or why it could not be (the
+    /// running configuration is then kept).
+    Reload(Result<Box<Config>, String>),
     /// Stop cleanly (SIGTERM, SIGINT).
     Shutdown,
 }
@@ -132,11 +133,16 @@ pub async fn run(
     loop {
         tokio::select! {
             signal = signals.recv() => match signal {
-                Some(Signal::Reload(new)) => {
+                Some(Signal::Reload(result)) => {
                     systemd::reloading();
-                    warn_restart_needed(&running, &new);
-                    let _ = control.commands.send(Command::Reload(new)).await;
-                    info!("configuration reloaded");
+                    match result {
+                        Ok(new) => {
+                            warn_restart_needed(&running, &new);
+                            let _ = control.commands.send(Command::Reload(new)).await;
+                            info!("configuration reloaded");
+                        }
+                        Err(e) => error!("configuration not reloaded, keeping the running one: {e}"),
+                    }
                     systemd::ready(&control.snapshot.borrow());
                 }
                 Some(Signal::Shutdown) | None => break,

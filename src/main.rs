@@ -144,12 +144,9 @@ async fn forward_signals(
             _ = hup.recv() => match Config::load_or_default(&path, explicit) {
                 Ok(new) => {
                     log.set_level(new.log.level);
-                    app::Signal::Reload(Box::new(new))
+                    app::Signal::Reload(Ok(Box::new(new)))
                 }
-                Err(e) => {
-                    error!("configuration not reloaded, keeping the running one: {e}");
-                    continue;
-                }
+                Err(e) => app::Signal::Reload(Err(e.to_string())),
             },
         };
         if to.send(signal).await.is_err() {

@@ -18,7 +18,7 @@ PACKAGES=(build-essential pkg-config libclang-dev libasound2-dev libopus-dev lib
 bash tests/install-packages.sh "${PACKAGES[@]}"
 
 echo "== building"
-cargo build --quiet --bins
+cargo build --quiet --workspace --bins
 
 WORK=$(mktemp -d /tmp/realtime-voiced-demo.XXXXXX)
 PIDS=()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 use super::machine::Machine;
-use super::types::{Action, LedPattern, State, Stats};
+use super::types::{Action, Heard, LedPattern, State, Stats};
 use crate::config::TransportKind;
 
 /// How long the LED flashes the error pattern when one answer fails but the conversation goes on.
@@ -13,14 +13,6 @@ const ERROR_FLASH: Duration = Duration::from_millis(1500);
 /// Speech rate used to guess how much of a transcript was heard when only the playing time is
 /// known (WebRTC plays on the service's side): about 150 words a minute.
 const CHARS_PER_SECOND: u64 = 15;
-
-/// How much of an interrupted answer the user heard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Heard {
-    pub heard_ms: u32,
-    /// What had arrived of it, when known (WebSocket): the heard share of the text follows.
-    pub delivered_ms: Option<u32>,
-}
 
 impl Machine {
     pub(super) fn send_text(&mut self, now: Instant, text: String) {

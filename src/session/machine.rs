@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
 use super::events::ClientEvent;
-use super::types::{Action, Earcon, Input, LedPattern, Settings, State, Stats, StopReason};
+use super::types::{Action, Earcon, Heard, Input, LedPattern, Settings, State, Stats, StopReason};
 use crate::config::TransportKind;
 
 pub struct Machine {
@@ -55,7 +55,7 @@ pub struct Machine {
     /// The assistant's transcript, kept until we know how much of its audio was heard.
     pub(super) pending_transcript: Option<String>,
     /// An interruption whose transcript has not come yet.
-    pub(super) cut: Option<super::conversation::Heard>,
+    pub(super) cut: Option<Heard>,
     /// When the assistant's audio began to play.
     pub(super) speaking_since: Option<Instant>,
     /// When the LED goes back to the state's pattern after an error flash.

@@ -214,3 +214,11 @@ pub struct Stats {
     /// Turns the service could not transcribe.
     pub transcription_failures: u64,
 }
+
+/// How much of an interrupted answer the user heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub heard_ms: u32,
+    /// What had arrived of it, when known (WebSocket): the heard share of the text follows.
+    pub delivered_ms: Option<u32>,
+}

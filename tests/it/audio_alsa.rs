@@ -1,0 +1,395 @@
+//! The audio engine through real alsa-lib, with no sound card: PCMs defined in an asoundrc
+//! (`file` plugin over `null` for bit-exact, unpaced I/O; PulseAudio's null sink for real-time
+//! pacing). The canceller against the speaker's own echo is `echo_cancellation`; the flush on
+//! barge-in is `playback_flush`.
+//!
+//! alsa-lib reads its configuration once per process, so each scenario runs in a child process
+//! (this same test binary, filtered to one `child_*` test) started with `ALSA_CONFIG_PATH`
+//! pointing at the test's own asoundrc. `child_*` tests do nothing unless started that way.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime_voiced::audio::engine::{Engine, EngineOptions};
+use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::{AudioControl, Speaker, FRAME_SAMPLES};
+use realtime_voiced::config;
+use realtime_voiced::session::Earcon;
+use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
+use testkit::own_process::{finish_test, spawn_test, test_name};
+use testkit::signals::{read_raw, rising_crossing_hz, rms, tone, write_raw};
+use testkit::wait_for;
+
+/// Set in a child: the directory of the test that started it.
+const CHILD: &str = "RTV_AUDIO_CHILD_DIR";
+
+pub(crate) fn audio_config(capture: &str, playback: &str) -> config::Audio {
+    config::Audio {
+        capture_device: capture.into(),
+        playback_device: playback.into(),
+        echo_cancellation: false,
+        noise_suppression: false,
+        volume: 1.0,
+        earcons: true,
+        ..config::Audio::default()
+    }
+}
+
+/// The directory a child works in, or `None` when this is not a child run.
+pub(crate) fn child_dir() -> Option<PathBuf> {
+    std::env::var_os(CHILD).map(PathBuf::from)
+}
+
+/// Runs `child` (`module_path!()`, test function) in a fresh process with the asoundrc in
+/// `dir`; returns its stdout and stderr.
+pub(crate) fn run_child(child: (&str, &str), dir: &Path, timeout: Duration) -> String {
+    let running = spawn_child(child, dir);
+    finish_child(child, running, timeout)
+}
+
+fn spawn_child((module, function): (&str, &str), dir: &Path) -> Child {
+    let alsa = alsa_config_path(dir);
+    let dir = dir.to_str().expect("utf-8");
+    spawn_test(
+        &test_name(module, function),
+        &[("ALSA_CONFIG_PATH", &alsa), (CHILD, dir)],
+    )
+}
+
+fn finish_child((module, function): (&str, &str), child: Child, timeout: Duration) -> String {
+    let out = finish_test(&test_name(module, function), child, timeout);
+    // What the child measured, for the test log.
+    for line in out.lines().filter(|l| l.starts_with("child: ")) {
+        eprintln!("{line}");
+    }
+    out
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// An asoundrc with `src` (the null sink's monitor) and `sink` (the null sink) of `pulse`.
+pub(crate) fn pulse_devices(dir: &Path, pulse: &Pulse) {
+    Asoundrc::new()
+        .device("src", Slave::PulseMonitor(pulse))
+        .device("sink", Slave::PulseSink(pulse))
+        .write(dir);
+}
+
+/// Counts the microphone's frames over `d`.
+pub(crate) fn count_frames(
+    rt: &tokio::runtime::Runtime,
+    mic: &realtime_voiced::audio::Microphone,
+    d: Duration,
+) -> usize {
+    rt.block_on(async {
+        let mut rx = mic.lock().await;
+        let end = tokio::time::Instant::now() + d;
+        let mut n = 0;
+        while let Ok(Some(_)) = tokio::time::timeout_at(end, rx.recv()).await {
+            n += 1;
+        }
+        n
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bit-exact capture through the `file` plugin.
+
+#[test]
+fn a_captured_tone_equals_the_tone_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 10 s: past its end the file plugin hands out stale data, and capture is not paced.
+    write_raw(
+        &dir.path().join("tone.raw"),
+        &tone(440.0, 12_000.0, 480_000),
+    );
+    Asoundrc::new()
+        .reads_file("tonesrc", Slave::Null, &dir.path().join("tone.raw"))
+        .device("nullout", Slave::Null)
+        .write(dir.path());
+    run_child(
+        (module_path!(), "child_capture_tone"),
+        dir.path(),
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn child_capture_tone() {
+    let Some(dir) = child_dir() else { return };
+    let sent = read_raw(&dir.join("tone.raw"));
+    let engine = Engine::start_with(
+        &audio_config("tonesrc", "nullout"),
+        EngineOptions {
+            mic_frames: 100,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let got = runtime().block_on(async {
+        let mut rx = mic.lock().await;
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a frame in time")
+                .expect("channel open");
+            got.extend_from_slice(&frame);
+        }
+        got
+    });
+    assert_eq!(got.len(), 50 * FRAME_SAMPLES);
+    let first_diff = got.iter().zip(&sent).position(|(a, b)| a != b);
+    assert_eq!(
+        first_diff, None,
+        "captured audio differs from the tone sent"
+    );
+    eprintln!("child: captured {} samples bit-exact", got.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoded playback through the `file` plugin.
+
+#[test]
+fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let infile = dir.path().join("silence.raw");
+    write_raw(&infile, &vec![0i16; 480_000]);
+    Asoundrc::new()
+        .reads_file("quietsrc", Slave::Null, &infile)
+        .writes_file("recsink", Slave::Null, &dir.path().join("played.raw"))
+        .write(dir.path());
+    run_child(
+        (module_path!(), "child_playback_tone"),
+        dir.path(),
+        Duration::from_secs(30),
+    );
+
+    let played = read_raw(&dir.path().join("played.raw"));
+    let source = tone(440.0, 10_000.0, 48_000);
+    // The decoded tone: the first run of loud samples.
+    let start = played
+        .iter()
+        .position(|s| s.abs() > 2_000)
+        .expect("the tone was played");
+    let body = &played[start + 4_800..start + 40_000];
+    let (f_in, f_out) = (rising_crossing_hz(&source), rising_crossing_hz(body));
+    let level = 20.0 * (rms(body) / rms(&source)).log10();
+    eprintln!("played tone: {f_out:.1} Hz (sent {f_in:.1} Hz), level {level:+.2} dB");
+    assert!((f_out - f_in).abs() < 2.0, "frequency {f_out} vs {f_in}");
+    assert!(level.abs() < 1.5, "level off by {level:.2} dB");
+
+    // The start earcon, played at full volume over silence, is in the file sample for sample.
+    let chime = realtime_voiced::audio::earcons::Earcons::default();
+    let chime = chime.get(Earcon::Start);
+    let at = played
+        .windows(64)
+        .position(|w| w == &chime[1_000..1_064])
+        .expect("the earcon is in the recording");
+    assert_eq!(&played[at - 1_000..at - 1_000 + chime.len()], chime);
+}
+
+#[test]
+fn child_playback_tone() {
+    let Some(_dir) = child_dir() else { return };
+    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
+    let drained = Arc::new(AtomicU32::new(0));
+    let d = drained.clone();
+    engine.on_drained(move || {
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    // Through the codec, as the WebRTC transport would deliver it.
+    let mut enc = OpusEncoder::new().expect("encoder");
+    let mut dec = OpusDecoder::new().expect("decoder");
+    let mut packet = [0u8; MAX_PACKET];
+    let mut out = [0i16; FRAME_SAMPLES * 6];
+    let source = tone(440.0, 10_000.0, 48_000);
+    let mut decoded = Vec::new();
+    for chunk in source.chunks_exact(FRAME_SAMPLES) {
+        let frame: [i16; FRAME_SAMPLES] = chunk.try_into().expect("frame");
+        let n = enc.encode(&frame, &mut packet).expect("encode");
+        let m = dec.decode(&packet[..n], &mut out).expect("decode");
+        decoded.extend_from_slice(&out[..m]);
+    }
+    // One push: this sink is not paced, so frames pushed one by one would each play and
+    // drain before the next arrives.
+    engine.push(&decoded);
+    wait_for(Duration::from_secs(10), "playback to drain", || {
+        (drained.load(Ordering::SeqCst) == 1).then_some(())
+    });
+    assert_eq!(engine.item_heard().heard_ms, 1_000);
+    let stats = engine.stats();
+    assert_eq!(stats.playback_dropped, 0);
+    assert_eq!(stats.device_problem, None);
+    engine.play_earcon(Earcon::Start);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.flush_playback();
+    assert_eq!(engine.item_heard().heard_ms, 0);
+    assert_eq!(
+        drained.load(Ordering::SeqCst),
+        1,
+        "an earcon is not assistant speech"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A device that does not exist.
+
+#[test]
+fn a_missing_device_is_one_clear_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Asoundrc::new()
+        .device("nullout", Slave::Null)
+        .write(dir.path());
+    let output = run_child(
+        (module_path!(), "child_missing_device"),
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    // alsa-lib's own diagnostics are folded into our error, not sprayed on stderr.
+    assert!(!output.contains("ALSA lib"), "{output}");
+}
+
+#[test]
+fn child_missing_device() {
+    let Some(_dir) = child_dir() else { return };
+    let err = match Engine::start(&audio_config("no_such_microphone", "nullout")) {
+        Ok(_) => panic!("opened a device that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("child: error: {err}");
+    assert!(
+        err.contains("capture device `no_such_microphone`") && !err.contains('\n'),
+        "{err}"
+    );
+    let err = match Engine::start(&audio_config("nullout", "no_such_speaker")) {
+        Ok(_) => panic!("opened a device that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("playback device `no_such_speaker`"), "{err}");
+
+    // The daemon's way: start anyway, show the problem, keep trying in the background.
+    let engine = Engine::start_with(
+        &audio_config("no_such_microphone", "nullout"),
+        EngineOptions {
+            wait_for_devices: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("starts without its microphone");
+    let problem = engine.stats().device_problem.unwrap_or_default();
+    eprintln!("child: device problem shown: {problem}");
+    assert!(
+        problem.contains("capture device `no_such_microphone`"),
+        "{problem}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real-time pacing through PulseAudio's null sink: xruns, and a server that goes away.
+
+#[test]
+fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pulse = Pulse::start(dir.path());
+    // Still right for the server started again below, on the same socket.
+    pulse_devices(dir.path(), &pulse);
+    let paced = (module_path!(), "child_paced");
+    let mut child = spawn_child(paced, dir.path());
+    // A child that ends early is reported with its output, not waited for.
+    wait_for(Duration::from_secs(60), "the child to be ready", || {
+        (dir.path().join("lose").exists() || matches!(child.try_wait(), Ok(Some(_)))).then_some(())
+    });
+    if !dir.path().join("lose").exists() {
+        let out = finish_child(paced, child, Duration::from_secs(5));
+        panic!("the child ended before the loss test: {out}");
+    }
+    drop(pulse);
+    wait_for(Duration::from_secs(30), "the child to see the loss", || {
+        dir.path().join("lost").exists().then_some(())
+    });
+    let _pulse = Pulse::start(dir.path());
+    finish_child(paced, child, Duration::from_secs(60));
+}
+
+/// Stops the whole process (every thread) for `ms`, as a long scheduling stall would.
+fn stall(ms: u32) {
+    let pid = std::process::id();
+    let mut waker = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep {}; kill -CONT {pid}",
+            f64::from(ms) / 1000.0
+        ))
+        .spawn()
+        .expect("sh");
+    // SAFETY: sending a signal to ourselves; SIGCONT from the helper resumes us.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    let _ = waker.wait();
+}
+
+#[test]
+fn child_paced() {
+    let Some(dir) = child_dir() else { return };
+    let mut cfg = audio_config("src", "sink");
+    cfg.echo_cancellation = true;
+    cfg.noise_suppression = true;
+    let engine = Engine::start_with(
+        &cfg,
+        EngineOptions {
+            mic_frames: 500,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let rt = runtime();
+    // A paced device may start late; then frames come at 50 per second.
+    count_frames(&rt, &mic, Duration::from_secs(3));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    eprintln!("child: {n} frames in 1 s from a paced device");
+    assert!((35..=70).contains(&n), "{n} frames in a second");
+
+    engine.push(&tone(440.0, 8_000.0, 48_000 * 3));
+    std::thread::sleep(Duration::from_millis(500));
+    stall(700);
+    std::thread::sleep(Duration::from_millis(800));
+    let stats = engine.stats();
+    eprintln!(
+        "child: after a 700 ms stall: {} capture xruns, {} playback xruns, {} underruns",
+        stats.capture_xruns, stats.playback_xruns, stats.playback_underruns
+    );
+    assert!(
+        stats.capture_xruns + stats.playback_xruns >= 1,
+        "the stall caused no xrun: {stats:?}"
+    );
+    count_frames(&rt, &mic, Duration::from_millis(100));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    assert!(n >= 35, "only {n} frames per second after recovering");
+
+    std::fs::write(dir.join("lose"), "").expect("marker");
+    wait_for(Duration::from_secs(20), "the loss to show", || {
+        engine.stats().device_problem.is_some().then_some(())
+    });
+    let problem = engine.stats().device_problem.unwrap_or_default();
+    eprintln!("child: while the server is gone: {problem}");
+    std::fs::write(dir.join("lost"), "").expect("marker");
+    wait_for(Duration::from_secs(30), "the devices to come back", || {
+        engine.stats().device_problem.is_none().then_some(())
+    });
+    count_frames(&rt, &mic, Duration::from_secs(3));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    eprintln!("child: reopened; {n} frames in 1 s");
+    assert!(n >= 35, "only {n} frames per second after reopening");
+}

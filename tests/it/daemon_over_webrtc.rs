@@ -1,0 +1,157 @@
+//! The daemon's event loop and state machine over a real WebRTC link to the simulator: a
+//! conversation (typed text with a tool call, then speech), and the reconnect path when the
+//! service drops the call.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime_voiced::audio::Frame;
+use realtime_voiced::config::{Config, Tool, TransportKind};
+use realtime_voiced::control::{Command, Snapshot, Transcript};
+use realtime_voiced::daemon::Daemon;
+use realtime_voiced::session::{Role, State};
+use realtime_voiced::transport::connector::RealtimeConnector;
+use testkit::link::{install_crypto_and_logs, loopback_config, play_tone_burst};
+use testkit::sim::{self, RunningSim, SimOptions};
+use tokio::sync::{broadcast, mpsc, watch};
+
+async fn wait_for(
+    snapshot: &mut watch::Receiver<Snapshot>,
+    what: &str,
+    ok: impl Fn(&Snapshot) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if ok(&snapshot.borrow_and_update()) {
+                return;
+            }
+            snapshot.changed().await.expect("daemon alive");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {what}: {:?}", snapshot.borrow()));
+}
+
+async fn transcript(rx: &mut broadcast::Receiver<Transcript>, role: Role) -> String {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let t = rx.recv().await.expect("transcripts");
+            if t.role == role {
+                return t.text;
+            }
+        }
+    })
+    .await
+    .expect("a transcript in time")
+}
+
+/// A daemon whose connector dials `sim` over WebRTC; returns it with the microphone's sender.
+fn daemon_for(sim: &RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<Frame>) {
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "sk-daemon-test").expect("key");
+    let mut config: Config = loopback_config(&sim.base_url());
+    config.api.api_key_file = Some(key);
+    config.transport.kind = TransportKind::Webrtc;
+    config.transport.fallback = false;
+    config.transport.reconnect_backoff_ms = 100;
+    config.session.tools = vec![Tool {
+        name: "echo".into(),
+        description: "Says the text back".into(),
+        parameters: serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+        command: None,
+        timeout_ms: 1000,
+    }];
+    let (ctx, mic, _speaker) = testkit::link::context(config.clone(), 500);
+    let connector = RealtimeConnector::new(ctx).expect("connector");
+    let daemon = testkit::daemon::build(config, Arc::new(connector), dir.path());
+    (daemon, mic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_over_webrtc_with_a_tool_call() {
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions {
+        tool: Some("echo".into()),
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, mic) = daemon_for(&sim, &dir);
+    let control = daemon.handle();
+    let mut transcripts = control.transcripts.subscribe();
+    let mut snapshot = control.snapshot.clone();
+    let running = tokio::spawn(daemon.run());
+
+    control
+        .request(Command::Start)
+        .await
+        .expect("start accepted");
+    wait_for(&mut snapshot, "listening", |s| s.state == State::Listening).await;
+    assert_eq!(snapshot.borrow().transport, TransportKind::Webrtc);
+
+    control
+        .request(|r| Command::SendText("hello over webrtc".into(), r))
+        .await
+        .expect("text accepted");
+    assert_eq!(
+        transcript(&mut transcripts, Role::Assistant).await,
+        "you said: hello over webrtc; the tool said: hello over webrtc"
+    );
+
+    // Speech through the Opus track: 600 ms of tone, then silence to end the turn.
+    tokio::spawn(play_tone_burst(mic, 600, 2000));
+    let heard = transcript(&mut transcripts, Role::User).await;
+    assert!(heard.starts_with("heard "), "{heard}");
+
+    control.request(Command::Stop).await.expect("stop accepted");
+    wait_for(&mut snapshot, "idle", |s| s.state == State::Idle).await;
+    assert_eq!(snapshot.borrow().last_error, "");
+    let _ = control.commands.send(Command::Shutdown).await;
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("daemon stops")
+        .expect("daemon task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_is_redialled() {
+    install_crypto_and_logs();
+    let sim = sim::start(SimOptions {
+        drop_after_ms: Some(1500),
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, _mic) = daemon_for(&sim, &dir);
+    let control = daemon.handle();
+    let mut snapshot = control.snapshot.clone();
+    let running = tokio::spawn(daemon.run());
+
+    control
+        .request(Command::Start)
+        .await
+        .expect("start accepted");
+    wait_for(&mut snapshot, "listening", |s| s.state == State::Listening).await;
+    let first = snapshot.borrow().stats.sessions;
+    // The simulator drops the call; the daemon notices and dials a new one.
+    wait_for(&mut snapshot, "reconnecting", |s| {
+        s.state == State::Reconnecting
+    })
+    .await;
+    // A new session, counted when the new call connects (the session id can lag: it comes with
+    // session.created on the data channel).
+    wait_for(&mut snapshot, "listening again", |s| {
+        s.state == State::Listening && s.stats.sessions > first
+    })
+    .await;
+    assert!(sim.sim.stats.calls.load(Ordering::Relaxed) >= 2);
+
+    control.request(Command::Stop).await.expect("stop accepted");
+    wait_for(&mut snapshot, "idle", |s| s.state == State::Idle).await;
+    let _ = control.commands.send(Command::Shutdown).await;
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("daemon stops")
+        .expect("daemon task");
+}
