@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub use realtime_sim::server::RunningSim;
+pub use realtime_sim::stats::SimStats;
 pub use realtime_sim::SimOptions;
 
 use crate::proc::Proc;

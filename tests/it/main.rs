@@ -31,6 +31,7 @@ mod echo_cancellation;
 mod gpio_panel;
 mod packaging;
 mod playback_flush;
+mod realtime_conformance;
 mod shutdown_signals;
 mod source_layout;
 mod systemd_notify;
