@@ -3,12 +3,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use realtime_voiced::audio::NullAudio;
 use realtime_voiced::config::Config;
+use realtime_voiced::control::{Snapshot, Transcript};
 use realtime_voiced::daemon::tools::Tools;
 use realtime_voiced::daemon::{Daemon, Parts};
+use realtime_voiced::session::Role;
 use realtime_voiced::transport::Connector;
+use tokio::sync::{broadcast, watch};
 
 /// A daemon that reaches the service through `connector`, plays and hears nothing, offers the
 /// tools `config` names and keeps its state in `state_dir`. Run it with `tokio::spawn(d.run())`
@@ -24,4 +28,42 @@ pub fn build(config: Config, connector: Arc<dyn Connector>, state_dir: &Path) ->
             state_dir: state_dir.to_owned(),
         },
     )
+}
+
+/// Waits up to `limit` until the daemon's published snapshot satisfies `ok`; panics naming
+/// `what`, with the snapshot, otherwise.
+pub async fn until(
+    snapshot: &mut watch::Receiver<Snapshot>,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&Snapshot) -> bool,
+) {
+    tokio::time::timeout(limit, async {
+        loop {
+            if ok(&snapshot.borrow_and_update()) {
+                return;
+            }
+            snapshot.changed().await.expect("daemon alive");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {what}: {:?}", snapshot.borrow()));
+}
+
+/// The next transcript said by `role`, within `limit`.
+pub async fn transcript(
+    rx: &mut broadcast::Receiver<Transcript>,
+    role: Role,
+    limit: Duration,
+) -> String {
+    tokio::time::timeout(limit, async {
+        loop {
+            let t = rx.recv().await.expect("transcripts");
+            if t.role == role {
+                return t.text;
+            }
+        }
+    })
+    .await
+    .expect("a transcript in time")
 }

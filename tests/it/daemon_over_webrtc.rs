@@ -8,43 +8,17 @@ use std::time::Duration;
 
 use realtime_voiced::audio::Frame;
 use realtime_voiced::config::{Config, Tool, TransportKind};
-use realtime_voiced::control::{Command, Snapshot, Transcript};
+use realtime_voiced::control::Command;
 use realtime_voiced::daemon::Daemon;
 use realtime_voiced::session::{Role, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
+use testkit::daemon::{transcript, until};
 use testkit::link::{install_crypto_and_logs, loopback_config, play_tone_burst};
 use testkit::sim::{self, RunningSim, SimOptions};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::mpsc;
 
-async fn wait_for(
-    snapshot: &mut watch::Receiver<Snapshot>,
-    what: &str,
-    ok: impl Fn(&Snapshot) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if ok(&snapshot.borrow_and_update()) {
-                return;
-            }
-            snapshot.changed().await.expect("daemon alive");
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never {what}: {:?}", snapshot.borrow()));
-}
-
-async fn transcript(rx: &mut broadcast::Receiver<Transcript>, role: Role) -> String {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let t = rx.recv().await.expect("transcripts");
-            if t.role == role {
-                return t.text;
-            }
-        }
-    })
-    .await
-    .expect("a transcript in time")
-}
+/// How long each step of a conversation may take.
+const LIMIT: Duration = Duration::from_secs(15);
 
 /// A daemon whose connector dials `sim` over WebRTC; returns it with the microphone's sender.
 fn daemon_for(sim: &RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<Frame>) {
@@ -87,7 +61,10 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
         .request(Command::Start)
         .await
         .expect("start accepted");
-    wait_for(&mut snapshot, "listening", |s| s.state == State::Listening).await;
+    until(&mut snapshot, LIMIT, "listening", |s| {
+        s.state == State::Listening
+    })
+    .await;
     assert_eq!(snapshot.borrow().transport, TransportKind::Webrtc);
 
     control
@@ -95,17 +72,17 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
         .await
         .expect("text accepted");
     assert_eq!(
-        transcript(&mut transcripts, Role::Assistant).await,
+        transcript(&mut transcripts, Role::Assistant, LIMIT).await,
         "you said: hello over webrtc; the tool said: hello over webrtc"
     );
 
     // Speech through the Opus track: 600 ms of tone, then silence to end the turn.
     tokio::spawn(play_tone_burst(mic, 600, 2000));
-    let heard = transcript(&mut transcripts, Role::User).await;
+    let heard = transcript(&mut transcripts, Role::User, LIMIT).await;
     assert!(heard.starts_with("heard "), "{heard}");
 
     control.request(Command::Stop).await.expect("stop accepted");
-    wait_for(&mut snapshot, "idle", |s| s.state == State::Idle).await;
+    until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
     assert_eq!(snapshot.borrow().last_error, "");
     let _ = control.commands.send(Command::Shutdown).await;
     tokio::time::timeout(Duration::from_secs(5), running)
@@ -132,23 +109,26 @@ async fn a_dropped_call_is_redialled() {
         .request(Command::Start)
         .await
         .expect("start accepted");
-    wait_for(&mut snapshot, "listening", |s| s.state == State::Listening).await;
+    until(&mut snapshot, LIMIT, "listening", |s| {
+        s.state == State::Listening
+    })
+    .await;
     let first = snapshot.borrow().stats.sessions;
     // The simulator drops the call; the daemon notices and dials a new one.
-    wait_for(&mut snapshot, "reconnecting", |s| {
+    until(&mut snapshot, LIMIT, "reconnecting", |s| {
         s.state == State::Reconnecting
     })
     .await;
     // A new session, counted when the new call connects (the session id can lag: it comes with
     // session.created on the data channel).
-    wait_for(&mut snapshot, "listening again", |s| {
+    until(&mut snapshot, LIMIT, "listening again", |s| {
         s.state == State::Listening && s.stats.sessions > first
     })
     .await;
     assert!(sim.sim.stats.calls.load(Ordering::Relaxed) >= 2);
 
     control.request(Command::Stop).await.expect("stop accepted");
-    wait_for(&mut snapshot, "idle", |s| s.state == State::Idle).await;
+    until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
     let _ = control.commands.send(Command::Shutdown).await;
     tokio::time::timeout(Duration::from_secs(5), running)
         .await

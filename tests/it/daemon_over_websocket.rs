@@ -5,46 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_voiced::config::{Config, Tool, TransportKind};
-use realtime_voiced::control::{Command, Snapshot, Transcript};
+use realtime_voiced::control::Command;
 use realtime_voiced::session::{Role, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
+use testkit::daemon::{transcript, until};
 use testkit::signals::{frames, ms, silence, tone};
 use testkit::sim::{self, SimOptions};
-use tokio::sync::{broadcast, watch};
 
-async fn wait_for(
-    snapshot: &mut watch::Receiver<Snapshot>,
-    what: &str,
-    ok: impl Fn(&Snapshot) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if ok(&snapshot.borrow_and_update()) {
-                return;
-            }
-            snapshot.changed().await.expect("daemon alive");
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never {what}: {:?}", snapshot.borrow()));
-}
-
-async fn wait_state(snapshot: &mut watch::Receiver<Snapshot>, want: State) {
-    wait_for(snapshot, want.as_str(), |s| s.state == want).await;
-}
-
-async fn transcript(rx: &mut broadcast::Receiver<Transcript>, role: Role) -> String {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let t = rx.recv().await.expect("transcripts");
-            if t.role == role {
-                return t.text;
-            }
-        }
-    })
-    .await
-    .expect("a transcript in time")
-}
+/// How long each step of a conversation may take.
+const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_conversation_over_websocket_with_a_tool_call() {
@@ -82,7 +51,10 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
         .request(Command::Start)
         .await
         .expect("start accepted");
-    wait_state(&mut snapshot, State::Listening).await;
+    until(&mut snapshot, LIMIT, "listening", |s| {
+        s.state == State::Listening
+    })
+    .await;
     assert_eq!(snapshot.borrow().transport, TransportKind::Websocket);
 
     // Typed text: the simulated model calls `echo` first, the daemon runs it, then it answers.
@@ -91,7 +63,7 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
         .await
         .expect("text accepted");
     assert_eq!(
-        transcript(&mut transcripts, Role::Assistant).await,
+        transcript(&mut transcripts, Role::Assistant, LIMIT).await,
         "you said: hello daemon; the tool said: hello daemon"
     );
 
@@ -101,11 +73,11 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     for frame in frames(&spoken) {
         mic.send(frame).await.expect("mic");
     }
-    let heard = transcript(&mut transcripts, Role::User).await;
+    let heard = transcript(&mut transcripts, Role::User, LIMIT).await;
     assert!(heard.starts_with("heard "), "{heard}");
 
     // (The snapshot takes the session id with the stats of a finished response.)
-    wait_for(&mut snapshot, "a session id", |s| {
+    until(&mut snapshot, LIMIT, "a session id", |s| {
         s.session_id.starts_with("sess_sim_")
     })
     .await;
@@ -114,7 +86,7 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     assert!(stats.tokens_used > 0, "{stats:?}");
 
     control.request(Command::Stop).await.expect("stop accepted");
-    wait_state(&mut snapshot, State::Idle).await;
+    until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
     assert_eq!(snapshot.borrow().last_error, "");
     let _ = control.commands.send(Command::Shutdown).await;
     tokio::time::timeout(Duration::from_secs(3), running)

@@ -13,8 +13,12 @@ use realtime_voiced::session::{ClientEvent, ServerEvent, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
 use realtime_voiced::transport::token::TokenSource;
 use realtime_voiced::transport::{Connector, ErrorKind, LinkEvent};
+use testkit::daemon::until;
 use testkit::sim::{self, RunningSim, SimOptions};
 use tokio::sync::watch;
+
+/// How long each step may take.
+const LIMIT: Duration = Duration::from_secs(15);
 
 fn config(sim: &RunningSim, dir: &tempfile::TempDir, kind: TransportKind) -> Config {
     let key = dir.path().join("api-key");
@@ -69,29 +73,15 @@ async fn running_daemon(config: Config, dir: &tempfile::TempDir) -> Running {
         .request(Command::Start)
         .await
         .expect("start accepted");
-    until(&mut snapshot, "listening", |s| s.state == State::Listening).await;
+    until(&mut snapshot, LIMIT, "listening", |s| {
+        s.state == State::Listening
+    })
+    .await;
     Running {
         control,
         snapshot,
         task,
     }
-}
-
-async fn until(
-    snapshot: &mut watch::Receiver<Snapshot>,
-    what: &str,
-    ok: impl Fn(&Snapshot) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if ok(&snapshot.borrow_and_update()) {
-                return;
-            }
-            snapshot.changed().await.expect("daemon alive");
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never {what}: {:?}", snapshot.borrow()));
 }
 
 async fn eventually(what: &str, ok: impl Fn() -> bool) {
@@ -271,17 +261,21 @@ async fn a_failed_response_is_shown_and_the_conversation_goes_on() {
         .request(|r| Command::SendText("hello".into(), r))
         .await
         .expect("text accepted");
-    until(&mut d.snapshot, "the failure shown", |s| {
+    until(&mut d.snapshot, LIMIT, "the failure shown", |s| {
         s.stats.responses_failed == 1 && s.last_error.contains("could not answer: sim_failure")
     })
     .await;
     // Still in the conversation (speaking: nothing plays the answer out here).
-    assert!(d.snapshot.borrow().state.is_live(), "{:?}", d.snapshot.borrow());
+    assert!(
+        d.snapshot.borrow().state.is_live(),
+        "{:?}",
+        d.snapshot.borrow()
+    );
     d.control
         .request(|r| Command::SendText("again".into(), r))
         .await
         .expect("the conversation goes on");
-    until(&mut d.snapshot, "a second response", |s| {
+    until(&mut d.snapshot, LIMIT, "a second response", |s| {
         s.stats.responses == 2
     })
     .await;
@@ -324,7 +318,7 @@ async fn an_expired_session_is_replaced_without_the_user_noticing() {
         stat(&sim, |s| &s.websocket_sessions) >= 2
     })
     .await;
-    until(&mut d.snapshot, "listening again", |s| {
+    until(&mut d.snapshot, LIMIT, "listening again", |s| {
         s.state == State::Listening
     })
     .await;
