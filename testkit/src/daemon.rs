@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use realtime_voiced::audio::NullAudio;
 use realtime_voiced::config::Config;
-use realtime_voiced::control::{Snapshot, Transcript};
+use realtime_voiced::control::{Command, ControlHandle, Snapshot, Transcript};
 use realtime_voiced::daemon::tools::Tools;
 use realtime_voiced::daemon::{Daemon, Parts};
-use realtime_voiced::session::Role;
+use realtime_voiced::session::{Role, State};
 use realtime_voiced::transport::Connector;
 use tokio::sync::{broadcast, watch};
 
@@ -66,4 +66,46 @@ pub async fn transcript(
     })
     .await
     .expect("a transcript in time")
+}
+
+/// A daemon running in a task of its own, with what a test watches it through.
+pub struct Running {
+    pub control: ControlHandle,
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// Subscribed before the start, so no transcript is missed.
+    pub transcripts: broadcast::Receiver<Transcript>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Runs `daemon`, asks it to Start and waits up to `limit` until it is listening.
+    pub async fn listening(daemon: Daemon, limit: Duration) -> Running {
+        let control = daemon.handle();
+        let transcripts = control.transcripts.subscribe();
+        let mut snapshot = control.snapshot.clone();
+        let task = tokio::spawn(daemon.run());
+        control
+            .request(Command::Start)
+            .await
+            .expect("start accepted");
+        until(&mut snapshot, limit, "listening", |s| {
+            s.state == State::Listening
+        })
+        .await;
+        Running {
+            control,
+            snapshot,
+            transcripts,
+            task,
+        }
+    }
+}
+
+/// Asks the daemon to shut down and waits up to `limit` for its task to end.
+pub async fn shutdown(control: &ControlHandle, task: tokio::task::JoinHandle<()>, limit: Duration) {
+    let _ = control.commands.send(Command::Shutdown).await;
+    tokio::time::timeout(limit, task)
+        .await
+        .expect("daemon stops")
+        .expect("daemon task");
 }

@@ -12,7 +12,7 @@ use realtime_voiced::control::Command;
 use realtime_voiced::daemon::Daemon;
 use realtime_voiced::session::{Role, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
-use testkit::daemon::{transcript, until};
+use testkit::daemon::{shutdown, transcript, until, Running};
 use testkit::link::{install_crypto_and_logs, loopback_config, play_tone_burst};
 use testkit::sim::{self, RunningSim, SimOptions};
 use tokio::sync::mpsc;
@@ -52,19 +52,12 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, mic) = daemon_for(&sim, &dir);
-    let control = daemon.handle();
-    let mut transcripts = control.transcripts.subscribe();
-    let mut snapshot = control.snapshot.clone();
-    let running = tokio::spawn(daemon.run());
-
-    control
-        .request(Command::Start)
-        .await
-        .expect("start accepted");
-    until(&mut snapshot, LIMIT, "listening", |s| {
-        s.state == State::Listening
-    })
-    .await;
+    let Running {
+        control,
+        mut snapshot,
+        mut transcripts,
+        task: running,
+    } = Running::listening(daemon, LIMIT).await;
     assert_eq!(snapshot.borrow().transport, TransportKind::Webrtc);
 
     control
@@ -84,11 +77,7 @@ async fn a_conversation_over_webrtc_with_a_tool_call() {
     control.request(Command::Stop).await.expect("stop accepted");
     until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
     assert_eq!(snapshot.borrow().last_error, "");
-    let _ = control.commands.send(Command::Shutdown).await;
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("daemon stops")
-        .expect("daemon task");
+    shutdown(&control, running, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,18 +90,12 @@ async fn a_dropped_call_is_redialled() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (daemon, _mic) = daemon_for(&sim, &dir);
-    let control = daemon.handle();
-    let mut snapshot = control.snapshot.clone();
-    let running = tokio::spawn(daemon.run());
-
-    control
-        .request(Command::Start)
-        .await
-        .expect("start accepted");
-    until(&mut snapshot, LIMIT, "listening", |s| {
-        s.state == State::Listening
-    })
-    .await;
+    let Running {
+        control,
+        mut snapshot,
+        task: running,
+        ..
+    } = Running::listening(daemon, LIMIT).await;
     let first = snapshot.borrow().stats.sessions;
     // The simulator drops the call; the daemon notices and dials a new one.
     until(&mut snapshot, LIMIT, "reconnecting", |s| {
@@ -129,9 +112,5 @@ async fn a_dropped_call_is_redialled() {
 
     control.request(Command::Stop).await.expect("stop accepted");
     until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
-    let _ = control.commands.send(Command::Shutdown).await;
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("daemon stops")
-        .expect("daemon task");
+    shutdown(&control, running, Duration::from_secs(5)).await;
 }

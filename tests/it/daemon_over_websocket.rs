@@ -8,7 +8,7 @@ use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::Command;
 use realtime_voiced::session::{Role, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
-use testkit::daemon::{transcript, until};
+use testkit::daemon::{shutdown, transcript, until, Running};
 use testkit::signals::{frames, ms, silence, tone};
 use testkit::sim::{self, SimOptions};
 
@@ -42,19 +42,12 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     let connector = RealtimeConnector::new(ctx).expect("connector");
     connector.prefetch();
     let daemon = testkit::daemon::build(config, Arc::new(connector), dir.path());
-    let control = daemon.handle();
-    let mut transcripts = control.transcripts.subscribe();
-    let mut snapshot = control.snapshot.clone();
-    let running = tokio::spawn(daemon.run());
-
-    control
-        .request(Command::Start)
-        .await
-        .expect("start accepted");
-    until(&mut snapshot, LIMIT, "listening", |s| {
-        s.state == State::Listening
-    })
-    .await;
+    let Running {
+        control,
+        mut snapshot,
+        mut transcripts,
+        task: running,
+    } = Running::listening(daemon, LIMIT).await;
     assert_eq!(snapshot.borrow().transport, TransportKind::Websocket);
 
     // Typed text: the simulated model calls `echo` first, the daemon runs it, then it answers.
@@ -88,9 +81,5 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     control.request(Command::Stop).await.expect("stop accepted");
     until(&mut snapshot, LIMIT, "idle", |s| s.state == State::Idle).await;
     assert_eq!(snapshot.borrow().last_error, "");
-    let _ = control.commands.send(Command::Shutdown).await;
-    tokio::time::timeout(Duration::from_secs(3), running)
-        .await
-        .expect("daemon stops")
-        .expect("daemon task");
+    shutdown(&control, running, Duration::from_secs(3)).await;
 }

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_voiced::config::{Config, TransportKind};
-use realtime_voiced::control::{Command, ControlHandle, Snapshot};
+use realtime_voiced::control::Command;
 use realtime_voiced::session::{ClientEvent, ServerEvent, State};
 use realtime_voiced::transport::connector::RealtimeConnector;
 use realtime_voiced::transport::token::TokenSource;
 use realtime_voiced::transport::{Connector, ErrorKind, LinkEvent};
-use testkit::daemon::until;
+use testkit::daemon::{shutdown, until, Running};
 use testkit::sim::{self, RunningSim, SimOptions};
-use tokio::sync::watch;
 
 /// How long each step may take.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -56,32 +55,11 @@ fn assert_conformant(sim: &RunningSim) {
 }
 
 /// The daemon's loop on a real link to `sim`, started and listening.
-struct Running {
-    control: ControlHandle,
-    snapshot: watch::Receiver<Snapshot>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn running_daemon(config: Config, dir: &tempfile::TempDir) -> Running {
     let (ctx, _mic, _speaker) = testkit::link::context(config.clone(), 500);
     let connector = RealtimeConnector::new(ctx).expect("connector");
     let daemon = testkit::daemon::build(config, Arc::new(connector), dir.path());
-    let control = daemon.handle();
-    let mut snapshot = control.snapshot.clone();
-    let task = tokio::spawn(daemon.run());
-    control
-        .request(Command::Start)
-        .await
-        .expect("start accepted");
-    until(&mut snapshot, LIMIT, "listening", |s| {
-        s.state == State::Listening
-    })
-    .await;
-    Running {
-        control,
-        snapshot,
-        task,
-    }
+    Running::listening(daemon, LIMIT).await
 }
 
 async fn eventually(what: &str, ok: impl Fn() -> bool) {
@@ -94,14 +72,8 @@ async fn eventually(what: &str, ok: impl Fn() -> bool) {
     .unwrap_or_else(|_| panic!("never {what}"));
 }
 
-impl Running {
-    async fn stop(self) {
-        let _ = self.control.commands.send(Command::Shutdown).await;
-        tokio::time::timeout(Duration::from_secs(3), self.task)
-            .await
-            .expect("daemon stops")
-            .expect("daemon task");
-    }
+async fn stop(d: Running) {
+    shutdown(&d.control, d.task, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +253,7 @@ async fn a_failed_response_is_shown_and_the_conversation_goes_on() {
     .await;
     assert_eq!(d.snapshot.borrow().stats.responses_failed, 1);
     assert_conformant(&sim);
-    d.stop().await;
+    stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +273,7 @@ async fn a_create_that_lost_the_race_is_sent_again() {
     // The service's own response, then the one the daemon owed.
     eventually("the owed response", || stat(&sim, |s| &s.responses) == 2).await;
     assert_conformant(&sim);
-    d.stop().await;
+    stop(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,5 +300,5 @@ async fn an_expired_session_is_replaced_without_the_user_noticing() {
         "a rollover, not a new conversation"
     );
     assert_conformant(&sim);
-    d.stop().await;
+    stop(d).await;
 }
