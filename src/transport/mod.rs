@@ -9,6 +9,7 @@
 pub mod connector;
 pub mod dialect;
 pub mod error;
+pub mod http_body;
 pub mod token;
 pub mod webrtc;
 pub mod websocket;

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::error::{error_chain, one_line};
+use super::http_body::{read_limited, TOKEN_REPLY_LIMIT};
 use super::ConnectError;
 use crate::config::{Config, Secret};
 
@@ -186,12 +187,14 @@ impl TokenSource {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
-        let body = response.bytes().await.map_err(|e| {
-            ConnectError::retry(scrub(
-                &format!("token request ({what}): reading the reply failed: {e}"),
-                secrets,
-            ))
-        })?;
+        let body = read_limited(response, TOKEN_REPLY_LIMIT)
+            .await
+            .map_err(|e| {
+                ConnectError::retry(scrub(
+                    &format!("token request ({what}): reading the reply failed: {e}"),
+                    secrets,
+                ))
+            })?;
         if !status.is_success() {
             let detail = serde_json::from_slice::<ErrorReply>(&body)
                 .ok()

@@ -246,3 +246,42 @@ async fn transport_errors_name_the_host_but_not_the_url() {
     assert!(!e.message.contains("url-SECRET"), "{}", e.message);
     assert_clean(&e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_token_reply_is_cut_off_not_read_into_memory() {
+    use axum::response::IntoResponse;
+    let chunk = bytes::Bytes::from(vec![b'{'; 64 * 1024]);
+    let app = axum::Router::new().route(
+        "/v1/realtime/client_secrets",
+        axum::routing::post(move || {
+            let chunk = chunk.clone();
+            async move {
+                let stream = futures_util::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                axum::body::Body::from_stream(stream).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    testkit::link::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, KEY).expect("key");
+    let mut c = Config::default();
+    c.api.base_url = format!("http://{addr}/v1");
+    c.api.api_key_file = Some(key);
+    c.transport.connect_timeout_ms = 5000;
+    let e = token(&source(c))
+        .await
+        .expect_err("no token from an endless reply");
+    assert!(e.message.contains("larger than 64 KiB"), "{e:?}");
+    assert!(e.is_retryable());
+    assert_clean(&e);
+}

@@ -405,3 +405,24 @@ async fn an_oversized_event_is_reported_and_the_link_stays() {
         "{more:?}"
     );
 }
+
+/// A body that never ends: 64 KiB chunks as fast as the client takes them.
+fn endless(content_type: &'static str) -> axum::response::Response {
+    let chunk = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+    let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_is_cut_off_not_read_into_memory() {
+    install_crypto_and_logs();
+    let base = endpoint(|| endless("application/sdp")).await;
+    let err = connect_error(&base, 5000).await;
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.message.contains("larger than 64 KiB"), "{err:?}");
+}

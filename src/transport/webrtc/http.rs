@@ -6,6 +6,7 @@ use tracing::{debug, warn};
 
 use crate::config::Secret;
 use crate::transport::error::{error_chain, one_line, service_message};
+use crate::transport::http_body::{read_limited, SDP_ANSWER_LIMIT};
 use crate::transport::ConnectError;
 
 /// The hang-up is a courtesy to the service; never hold up a reconnect or shutdown for it.
@@ -73,12 +74,10 @@ pub(super) async fn post_offer(
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(call_id_from_location);
-    let body = response.text().await.map_err(|e| {
-        ConnectError::retry(format!(
-            "WebRTC: reading the answer from {url}: {}",
-            error_chain(&e)
-        ))
-    })?;
+    let body = read_limited(response, SDP_ANSWER_LIMIT)
+        .await
+        .map_err(|e| ConnectError::retry(format!("WebRTC: reading the answer from {url}: {e}")))?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     if !(status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK) {
         let message = format!(
             "WebRTC: the service refused the call (HTTP {}): {}",
