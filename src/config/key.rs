@@ -55,8 +55,11 @@ impl fmt::Display for KeySource {
 }
 
 fn read_key_file(path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = super::file::read_bounded(path, super::file::KEY_LIMIT).map_err(|e| {
         ConfigError::Credentials(format!("cannot read API key file {}: {e}", path.display()))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigError::Credentials(format!("API key file {} is not text", path.display()))
     })?;
     let key = text.trim();
     if key.is_empty() {

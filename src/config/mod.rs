@@ -4,6 +4,7 @@
 //! Every field has a default that works, so an empty file (or none at all) is a valid configuration.
 //! Secrets are held in [`Secret`], which never prints its contents.
 
+mod file;
 mod key;
 mod locate;
 mod schema;
@@ -89,9 +90,21 @@ fn format_problems(path: &Path, problems: &[Problem]) -> String {
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let bytes =
+            file::read_bounded(path, file::CONFIG_LIMIT).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: vec![Problem {
+                    key: String::new(),
+                    position: Some(file::position_of_byte(e.as_bytes(), offset)),
+                    message: format!("not UTF-8 text (the byte at offset {offset})"),
+                }],
+            }
         })?;
         Config::parse(&text, path)
     }

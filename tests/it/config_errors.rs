@@ -58,3 +58,46 @@ fn daemon_refuses_an_invalid_config_with_one_line_and_exit_78() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/realtime-voiced.toml"));
 }
+
+#[test]
+fn files_that_never_end_block_or_are_not_text_are_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |path: &str| {
+        let started = std::time::Instant::now();
+        let out = run(&["check-config", "--config", path], &[]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}: no hang"
+        );
+        assert_eq!(out.status.code(), Some(78), "{path}");
+        text(&out.stderr)
+    };
+    let stderr = check("/dev/zero");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let fifo = dir.path().join("fifo.toml");
+    let name = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: mkfifo reads the NUL-terminated path only.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let stderr = check(fifo.to_str().expect("utf-8"));
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"[session]\npersona = \"caf\xe9\"\n").expect("write");
+    let stderr = check(latin1.to_str().expect("utf-8"));
+    assert!(
+        stderr.contains("latin1.toml:2:15: not UTF-8 text (the byte at offset 24)"),
+        "{stderr}"
+    );
+
+    let key_config = write(
+        dir.path(),
+        "key.toml",
+        "[api]\napi_key_file = \"/dev/zero\"\n",
+    );
+    let stderr = check(key_config.to_str().expect("utf-8"));
+    assert!(
+        stderr.contains("cannot read API key file /dev/zero: not a regular file"),
+        "{stderr}"
+    );
+}
