@@ -13,21 +13,39 @@ pub struct LogHandle {
     handle: Option<reload::Handle<EnvFilter, Registry>>,
 }
 
+/// Libraries that write request headers (a bearer token among them) at trace level. Their
+/// trace stays off unless RUST_LOG names them.
+const HEADER_LOGGERS: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "rustls",
+];
+
 fn filter(level: LogLevel) -> EnvFilter {
-    match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => {
-            EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new(level.as_str()))
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() && EnvFilter::try_new(&spec).is_ok() => {
+            let mut spec = spec;
+            for lib in HEADER_LOGGERS {
+                if !spec.split([',', '=']).any(|part| part.trim() == *lib) {
+                    spec.push_str(&format!(",{lib}=debug"));
+                }
+            }
+            spec
         }
-        // Our crate at the configured level; the libraries (webrtc, zbus, …) one level quieter
-        // unless debugging, because their info lines mean little to a user.
-        _ => EnvFilter::new(match level {
-            LogLevel::Debug | LogLevel::Trace => level.as_str().to_owned(),
-            _ => format!(
-                "warn,realtime_voiced={0},realtime_voiced_sim={0}",
-                level.as_str()
-            ),
-        }),
-    }
+        // Our crate at the configured level; the libraries (webrtc, zbus, …) quieter, because
+        // their lines mean little to a user, and their trace can carry secrets.
+        _ => match level {
+            LogLevel::Debug | LogLevel::Trace => {
+                format!("info,realtime_voiced={}", level.as_str())
+            }
+            _ => format!("warn,realtime_voiced={}", level.as_str()),
+        },
+    };
+    EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(level.as_str()))
 }
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).

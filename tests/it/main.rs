@@ -32,6 +32,7 @@ mod gpio_panel;
 mod packaging;
 mod playback_flush;
 mod realtime_conformance;
+mod secrets_in_logs;
 mod shutdown_signals;
 mod source_layout;
 mod systemd_notify;
