@@ -25,11 +25,13 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
     /// Base of the REST endpoints; `http://` is allowed for the simulator on loopback.
+    #[serde(serialize_with = "super::secret::serialize_url")]
     pub base_url: String,
     pub model: String,
     /// A file holding the API key (first place looked at).
     pub api_key_file: Option<PathBuf>,
     /// A backend that mints ephemeral tokens; when set, no API key is needed on the device.
+    #[serde(serialize_with = "super::secret::serialize_optional_url")]
     pub token_url: Option<String>,
     /// Extra headers sent to `token_url` (often an authorization header, hence secret values).
     pub token_url_headers: BTreeMap<String, Secret>,

@@ -75,6 +75,7 @@ fn secrets_never_reach_the_output() {
         "secrets.toml",
         &format!(
             "[api]\napi_key_file = \"{}\"\ntoken_url_headers = {{ Authorization = \"Bearer HEADER-SECRET\" }}\n\
+             token_url = \"https://USER-SECRET:PW-SECRET@backend.example/token?key=QUERY-SECRET\"\n\
              [[transport.ice_servers]]\nurls = [\"turn:127.0.0.1:3478\"]\nusername = \"u\"\ncredential = \"TURN-SECRET\"\n",
             key.display()
         ),
@@ -90,10 +91,17 @@ fn secrets_never_reach_the_output() {
         "HEADER-SECRET",
         "TURN-SECRET",
         "ENV-SECRET",
+        "USER-SECRET",
+        "PW-SECRET",
+        "QUERY-SECRET",
     ] {
         assert!(!all.contains(secret), "{secret} leaked:\n{all}");
     }
     assert!(all.contains("<redacted>"));
+    assert!(
+        all.contains("https://<redacted>@backend.example/token?key=<redacted>"),
+        "{all}"
+    );
     assert!(
         all.contains(&format!(
             "API key: from api.api_key_file ({})",
