@@ -38,6 +38,8 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: the key leaves the environment.
+    realtime_voiced::config::take_key_from_environment();
     let cli = Cli::parse();
     let explicit = cli.config.is_some();
     let path = cli

@@ -1,16 +1,56 @@
 //! Where the API key comes from: a file named in the configuration, a systemd credential, or
 //! the environment. The key is read into a [`Secret`] and never printed.
 
+use std::ffi::{CStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::{Config, ConfigError, Secret, CREDENTIAL_NAME};
+
+const KEY_VARIABLE: &str = "OPENAI_API_KEY";
+
+/// `$OPENAI_API_KEY` as the process found it, once [`take_key_from_environment`] has run.
+static ENVIRONMENT_KEY: OnceLock<Option<OsString>> = OnceLock::new();
+
+/// Keeps `$OPENAI_API_KEY` in the process and takes it out of the environment, where it would
+/// stay readable in `/proc/PID/environ` (and pass to every program a tool runs) for the
+/// process's life. The bytes in the environment block the kernel shows are overwritten too:
+/// removing the variable alone leaves them there. Call first thing in `main`, before any
+/// thread exists.
+pub fn take_key_from_environment() {
+    let name = c"OPENAI_API_KEY";
+    // SAFETY: no other thread runs yet (the caller's contract), so nothing reads or writes
+    // the environment meanwhile. getenv returns a pointer to the value's NUL-terminated bytes
+    // inside the environment block, which is writable memory of this process; the length
+    // comes from that NUL, so the write stays within the value.
+    let key = unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if value.is_null() {
+            None
+        } else {
+            let key = OsString::from(
+                std::str::from_utf8(CStr::from_ptr(value).to_bytes())
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            let len = libc::strlen(value);
+            std::ptr::write_bytes(value, b'x', len);
+            libc::unsetenv(name.as_ptr());
+            Some(key)
+        }
+    };
+    let _ = ENVIRONMENT_KEY.set(key);
+}
 
 impl Config {
     /// Finds the API key: `api.api_key_file`, then `$CREDENTIALS_DIRECTORY/openai-api-key`
     /// (systemd `LoadCredential=`), then `$OPENAI_API_KEY`. `Ok(None)` when none is set anywhere.
     pub fn api_key(&self) -> Result<Option<(Secret, KeySource)>, ConfigError> {
-        self.api_key_from(|name| std::env::var_os(name))
+        self.api_key_from(|name| match (name, ENVIRONMENT_KEY.get()) {
+            (KEY_VARIABLE, Some(taken)) => taken.clone(),
+            _ => std::env::var_os(name),
+        })
     }
 
     pub fn api_key_from(
@@ -26,7 +66,7 @@ impl Config {
                 return read_key_file(&path).map(|k| Some((k, KeySource::Credential(path))));
             }
         }
-        if let Some(key) = env("OPENAI_API_KEY") {
+        if let Some(key) = env(KEY_VARIABLE) {
             let key = key.to_string_lossy().trim().to_owned();
             if !key.is_empty() {
                 return Ok(Some((Secret::new(key), KeySource::Environment)));

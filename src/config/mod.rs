@@ -13,7 +13,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use key::KeySource;
+pub use key::{take_key_from_environment, KeySource};
 pub use schema::*;
 pub use secret::Secret;
 

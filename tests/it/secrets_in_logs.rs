@@ -1,6 +1,7 @@
 //! No secret reaches the log at any level: the daemon at `log.level = "trace"`, and with
 //! `RUST_LOG=trace`, talks to the simulator over both transports; its whole log is searched
-//! for the API key and the short-lived tokens.
+//! for the API key and the short-lived tokens. The key it was given in the environment is not
+//! left readable in `/proc/PID/environ`.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -45,6 +46,12 @@ fn converse(dir: &std::path::Path, transport: &str, rust_log: Option<&str>) -> S
     wait_for(Duration::from_secs(20), "a configured session", || {
         sim.logged().contains("session configured").then_some(())
     });
+    // The key from the environment was used, and is no longer in the process's environment.
+    let environ = std::fs::read(format!("/proc/{}/environ", daemon.pid())).expect("environ");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(KEY),
+        "the key is readable in /proc/PID/environ"
+    );
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit(Duration::from_secs(5)).expect("exits");
     std::fs::read_to_string(&log).expect("log")
