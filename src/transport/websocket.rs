@@ -272,8 +272,9 @@ impl LinkTask {
                     Some(Err(tungstenite::Error::Capacity(e))) => {
                         break format!("the service sent an oversized message ({e}); connection closed");
                     }
-                    Some(Err(e)) => break format!("connection lost: {}", error_chain(&e)),
-                    None => break "connection lost".to_owned(),
+                    // The machine says "connection lost: "; the reason is the cause.
+                    Some(Err(e)) => break format!("the WebSocket failed: {}", error_chain(&e)),
+                    None => break "the WebSocket ended without a close".to_owned(),
                 },
             }
         };

@@ -76,7 +76,8 @@ pub fn check_text(text: &str) -> Result<(), Refusal> {
 /// Checks a `Volume` value.
 pub fn check_volume(volume: f64) -> Result<f64, Refusal> {
     if (0.0..=1.0).contains(&volume) {
-        Ok(volume)
+        // -0.0 is in range, and would read back as "-0": adding 0.0 makes it 0.0.
+        Ok(volume + 0.0)
     } else {
         Err(Refusal::InvalidArgument(format!(
             "Volume must be between 0.0 and 1.0, not {volume}"
@@ -303,6 +304,8 @@ mod tests {
         assert!(check_volume(1.01).is_err());
         assert!(check_volume(-0.1).is_err());
         assert!(check_volume(f64::NAN).is_err());
+        let zero = check_volume(-0.0).expect("in range");
+        assert!(zero.is_sign_positive(), "-0.0 is stored as 0.0");
     }
 
     #[test]

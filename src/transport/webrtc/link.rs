@@ -131,7 +131,7 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
             }
             _ = sleep_until_opt(grace) => {
                 break Some(format!(
-                    "connection to the service lost (no media path for {} s)",
+                    "no media path to the service for {} s",
                     DISCONNECT_GRACE.as_secs()
                 ));
             }
