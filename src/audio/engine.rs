@@ -255,6 +255,7 @@ impl AudioControl for Engine {
             jitter_target_ms: s.jitter_target_ms.load(Relaxed),
             queued_ms: u32::try_from(s.queued_samples.load(Relaxed) / 48).unwrap_or(u32::MAX),
             device_problem: s.problem(),
+            device_losses: s.device_losses.load(Relaxed),
         }
     }
 }

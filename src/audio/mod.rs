@@ -78,6 +78,9 @@ pub struct AudioStats {
     pub queued_ms: u32,
     /// Set while a device is missing or failing (being reopened); names the device.
     pub device_problem: Option<String>,
+    /// Times a device failed and had to be reopened (capture and playback together): a loss
+    /// leaves this trace after the device is back.
+    pub device_losses: u64,
 }
 
 /// An engine with no sound card: silent microphone, discarding speaker. Used where audio is not

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub playback_underruns: AtomicU64,
     pub playback_dropped: AtomicU64,
     pub reference_dropped: AtomicU64,
+    /// Devices that failed while open and were reopened.
+    pub device_losses: AtomicU64,
     pub jitter_target_ms: AtomicU32,
     pub queued_samples: AtomicU64,
     /// Assistant samples heard since the last flush (written, and no longer queued in the device).

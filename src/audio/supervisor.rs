@@ -50,6 +50,7 @@ impl Device<'_> {
                         self.side, self.name
                     );
                     warn!("{problem}");
+                    self.shared.device_losses.fetch_add(1, Relaxed);
                     self.shared.set_problem(self.side, Some(problem));
                     user.lost();
                     drop(open);

@@ -359,6 +359,8 @@ impl Machine {
             return;
         }
         self.stats.reconnects += 1;
+        // Published as it happens: a user watching a device that cannot connect sees it.
+        self.out.push(Action::StatsChanged);
         self.set_error(reason);
         self.retry_at = Some(now + self.backoff.delay(self.failures));
         self.set_state(State::Reconnecting);

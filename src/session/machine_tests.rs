@@ -129,6 +129,9 @@ fn transport_loss_reconnects_with_growing_delays_then_errors() {
     });
     assert!(has(&a, &Action::FlushPlayback));
     assert_eq!(states(&a), vec![State::Reconnecting]);
+    // Each retry is counted where the user sees it, as it happens.
+    assert!(has(&a, &Action::StatsChanged));
+    assert_eq!(r.m.stats().reconnects, 1);
     assert!(has(&a, &Action::Led(LedPattern::SlowBlink)));
     let mut delays = Vec::new();
     for attempt in 2..=4 {

@@ -388,6 +388,8 @@ fn child_paced() {
     wait_for(Duration::from_secs(30), "the devices to come back", || {
         engine.stats().device_problem.is_none().then_some(())
     });
+    // Back, and the loss still shows in the counters.
+    assert!(engine.stats().device_losses >= 1, "{:?}", engine.stats());
     count_frames(&rt, &mic, Duration::from_secs(3));
     let n = count_frames(&rt, &mic, Duration::from_secs(1));
     eprintln!("child: reopened; {n} frames in 1 s");

@@ -49,6 +49,10 @@ pub fn stats_dict(
         "playback_dropped".into(),
         OwnedValue::from(audio.playback_dropped),
     );
+    d.insert(
+        "audio_device_losses".into(),
+        OwnedValue::from(audio.device_losses),
+    );
     if let Some(problem) = &audio.device_problem {
         d.insert(
             "audio_device_problem".into(),

@@ -358,6 +358,7 @@ mod tests {
             "responses",
             "responses_failed",
             "transcription_failures",
+            "audio_device_losses",
         ] {
             assert!(d.contains_key(key), "{key}");
         }
