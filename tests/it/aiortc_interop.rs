@@ -136,8 +136,9 @@ async fn vanished_service_closes_the_link_after_the_grace() {
         "closed {} ms after the service vanished: {reason}",
         killed.elapsed().as_millis()
     );
+    // The grace ran out, or ICE gave up first (the daemon prefixes "connection lost: ").
     assert!(
-        reason.contains("lost") || reason.contains("failed"),
+        reason.contains("no media path") || reason.contains("failed"),
         "{reason}"
     );
 }

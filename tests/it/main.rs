@@ -26,6 +26,7 @@ mod daemon_loop;
 mod daemon_over_webrtc;
 mod daemon_over_websocket;
 mod dbus_signals;
+mod dbus_strictness;
 mod dbus_system_bus;
 mod echo_cancellation;
 mod gpio_panel;

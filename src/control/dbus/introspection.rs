@@ -94,6 +94,24 @@ pub fn annotate(xml: &str) -> String {
 /// [`Voice`] with documented introspection and writable properties announced by the watch.
 pub struct Documented(pub Voice);
 
+/// Each method's arguments, as introspected. zbus would read a call's arguments and ignore
+/// any extra ones (`Start(s)` acted as `Start()`); such a call is refused instead.
+const SIGNATURES: &[(&str, &str)] = &[
+    ("Start", ""),
+    ("Stop", ""),
+    ("Toggle", ""),
+    ("SendText", "s"),
+    ("ClearMemory", ""),
+    ("Status", ""),
+];
+
+/// InvalidArgs for a call of `method` whose arguments are not the introspected ones.
+pub(super) fn wrong_arguments(method: &str, signature: &str) -> Option<fdo::Error> {
+    let (_, want) = SIGNATURES.iter().find(|(m, _)| *m == method)?;
+    (signature != *want)
+        .then(|| fdo::Error::InvalidArgs(format!("{method} takes ({want}), not ({signature})")))
+}
+
 #[zbus::export::async_trait::async_trait]
 impl Interface for Documented {
     fn name() -> InterfaceName<'static> {
@@ -137,6 +155,9 @@ impl Interface for Documented {
         emitter: &'call SignalEmitter<'_>,
     ) -> DispatchResult2<'call> {
         let command = match (property_name, value) {
+            ("State" | "Transport" | "LastError" | "Stats", _) => Err(
+                fdo::Error::PropertyReadOnly(format!("{property_name} is read-only")),
+            ),
             ("Muted", Value::Bool(muted)) => Ok(Command::SetMuted(*muted)),
             ("Muted", other) => Err(fdo::Error::InvalidArgs(format!(
                 "Muted is a boolean (b), not {}",
@@ -181,6 +202,9 @@ impl Interface for Documented {
         msg: &'call Message,
         name: MemberName<'call>,
     ) -> DispatchResult2<'call> {
+        if let Some(refusal) = wrong_arguments(name.as_str(), &msg.body().signature().to_string()) {
+            return DispatchResult2::Async(Box::pin(async move { Err(refusal) }));
+        }
         self.0.call(server, connection, msg, name)
     }
 

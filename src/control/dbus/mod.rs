@@ -309,6 +309,27 @@ mod tests {
     }
 
     #[test]
+    fn calls_must_carry_the_introspected_arguments() {
+        use super::introspection::wrong_arguments;
+        assert!(wrong_arguments("Start", "").is_none());
+        assert!(wrong_arguments("SendText", "s").is_none());
+        for (method, signature) in [
+            ("Start", "s"),
+            ("Stop", "u"),
+            ("Status", "u"),
+            ("SendText", ""),
+        ] {
+            assert!(
+                matches!(
+                    wrong_arguments(method, signature),
+                    Some(fdo::Error::InvalidArgs(_))
+                ),
+                "{method}({signature})"
+            );
+        }
+    }
+
+    #[test]
     fn every_member_is_documented() {
         let xml = r#"<interface name="io.thrive.RealtimeVoice1">
   <method name="Start">
