@@ -54,7 +54,7 @@ impl Parts {
         Parts {
             connector,
             audio: engine.clone(),
-            tools: Arc::new(Tools::new(&config.session.tools)),
+            tools: Arc::new(Tools::new(&config.session)),
             state_dir: crate::daemon::memory::state_dir(),
         }
     }

@@ -87,6 +87,8 @@ pub struct Session {
     pub daily_limit_s: u64,
     pub turn_detection: TurnDetection,
     pub tools: Vec<Tool>,
+    /// Tool programs that may run at once; further calls wait (up to a queue) or are refused.
+    pub max_tool_runs: u32,
 }
 
 impl Default for Session {
@@ -100,6 +102,7 @@ impl Default for Session {
             transcription_model: "gpt-4o-mini-transcribe".into(),
             idle_timeout_s: 30,
             max_session_s: 55 * 60,
+            max_tool_runs: 4,
             daily_limit_s: 0,
             turn_detection: TurnDetection::default(),
             tools: Vec::new(),

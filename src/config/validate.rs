@@ -37,6 +37,7 @@ fn session(v: &mut Validator, s: &Session) {
     v.range("session.idle_timeout_s", s.idle_timeout_s, 0, 86_400);
     v.range("session.max_session_s", s.max_session_s, 60, 3600);
     v.range("session.daily_limit_s", s.daily_limit_s, 0, 86_400);
+    v.range("session.max_tool_runs", s.max_tool_runs.into(), 1, 32);
     let td = &s.turn_detection;
     v.range_f("session.turn_detection.threshold", td.threshold, 0.0, 1.0);
     v.range(

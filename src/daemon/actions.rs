@@ -5,7 +5,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+/// Events kept for a link whose queue is full: far more than a burst of tool outputs.
+const BACKLOG_LIMIT: usize = 4096;
 
 use super::budget::local_day;
 use super::{Daemon, Internal};
@@ -51,7 +55,7 @@ impl Daemon {
             Internal::Link { generation, event } if generation == self.generation => match event {
                 LinkEvent::Server(event) => self.feed(Input::Server(event)),
                 LinkEvent::Closed { reason } => {
-                    self.link = None;
+                    self.drop_link();
                     self.feed(Input::Closed { reason });
                 }
             },
@@ -67,7 +71,7 @@ impl Daemon {
         match action {
             Action::Connect { transport, attempt } => {
                 self.generation += 1;
-                self.link = None;
+                self.drop_link();
                 let generation = self.generation;
                 let connector = Arc::clone(&self.parts.connector);
                 let tx = self.internal_tx.clone();
@@ -83,7 +87,7 @@ impl Daemon {
             Action::Disconnect => {
                 // A new generation makes any connect still under way report to no one.
                 self.generation += 1;
-                self.link = None;
+                self.drop_link();
             }
             Action::Send(ClientEvent::SessionUpdate) => {
                 self.send(ClientEvent::SessionUpdate);
@@ -210,15 +214,37 @@ impl Daemon {
     }
 
     pub(super) fn send(&mut self, event: ClientEvent) {
-        match &self.link {
-            // A full queue means the link is stuck; dropping the event is better than stalling
-            // the loop, and the link's own health check will end it.
-            Some(link) => {
-                if let Err(e) = link.try_send(event) {
-                    warn!("could not queue an event for the service: {e}");
-                }
-            }
-            None => debug!("no link for {event:?}"),
+        let Some(link) = &self.link else {
+            debug!("no link for {event:?}");
+            return;
+        };
+        // Order is kept: once events wait, the new one waits behind them.
+        if !self.backlog.is_empty() {
+            self.queue(event);
+            return;
         }
+        match link.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => self.queue(event),
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                debug!("the link closed before {event:?}")
+            }
+        }
+    }
+
+    /// Keeps an event for the link until its queue has room (the loop sends it then). Bounded:
+    /// a link that takes nothing for this long is stuck, and its health check will end it.
+    fn queue(&mut self, event: ClientEvent) {
+        if self.backlog.len() >= BACKLOG_LIMIT {
+            warn!("the connection takes no events; dropping {event:?}");
+            return;
+        }
+        self.backlog.push_back(event);
+    }
+
+    /// A new or no link: what waited for the old one is moot.
+    pub(super) fn drop_link(&mut self) {
+        self.link = None;
+        self.backlog.clear();
     }
 }

@@ -82,6 +82,9 @@ pub struct Daemon {
     parts: Parts,
     generation: u64,
     link: Option<mpsc::Sender<ClientEvent>>,
+    /// Events for the link that did not fit in its queue, sent in order as it drains: a tool's
+    /// output must reach the model even when a burst of calls fills the queue.
+    backlog: std::collections::VecDeque<ClientEvent>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: mpsc::Receiver<Internal>,
     commands_rx: mpsc::Receiver<Command>,
@@ -121,6 +124,7 @@ impl Daemon {
             parts,
             generation: 0,
             link: None,
+            backlog: std::collections::VecDeque::new(),
             internal_tx,
             internal_rx,
             commands_rx,
@@ -159,8 +163,10 @@ impl Daemon {
         if let Some(connector) = self.parts.connector.reconfigured(&shared) {
             self.parts.connector = connector;
         }
-        if config.session.tools != self.config.session.tools {
-            if let Some(tools) = self.parts.tools.reconfigured(&config.session.tools) {
+        if config.session.tools != self.config.session.tools
+            || config.session.max_tool_runs != self.config.session.max_tool_runs
+        {
+            if let Some(tools) = self.parts.tools.reconfigured(&config.session) {
                 self.parts.tools = tools;
             }
         }
@@ -184,6 +190,20 @@ impl Daemon {
                     None => std::future::pending().await,
                 }
             };
+            // Room in the link's queue, wanted only while events wait for it.
+            let room = {
+                let link = if self.backlog.is_empty() {
+                    None
+                } else {
+                    self.link.clone()
+                };
+                async move {
+                    match link {
+                        Some(link) => link.reserve_owned().await.ok(),
+                        None => std::future::pending().await,
+                    }
+                }
+            };
             tokio::select! {
                 _ = audio_poll.tick() => self.refresh_audio_stats(),
                 command = self.commands_rx.recv() => match command {
@@ -192,12 +212,17 @@ impl Daemon {
                 },
                 Some(event) = self.internal_rx.recv() => self.internal(event),
                 () = sleep => self.feed(Input::Tick),
+                Some(permit) = room => {
+                    if let Some(event) = self.backlog.pop_front() {
+                        permit.send(event);
+                    }
+                }
             }
         }
         info!("shutting down");
         self.feed(Input::Stop);
         // Dropping the link's sender makes its task hang up; give it a moment to do so.
-        self.link = None;
+        self.drop_link();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Tool;
+use crate::config::{Session, Tool};
 
 /// Runs a tool call and returns the text to give back to the model. Never fails: errors become
 /// text for the model, so a broken tool cannot end a session.
@@ -24,24 +24,61 @@ pub trait ToolRunner: Send + Sync {
         arguments: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>>;
 
-    /// The runner for a new list of tools (a reload); `None` keeps this one.
-    fn reconfigured(&self, _tools: &[crate::config::Tool]) -> Option<Arc<dyn ToolRunner>> {
+    /// The runner for a reloaded session's tools; `None` keeps this one.
+    fn reconfigured(&self, _session: &crate::config::Session) -> Option<Arc<dyn ToolRunner>> {
         None
     }
 }
 
 /// Output beyond this is cut: the model's context is small and a runaway tool must not fill it.
 const MAX_OUTPUT: usize = 16 * 1024;
+/// Of stderr, only this much is kept (the first line becomes the error text).
+const MAX_ERROR: usize = 4096;
+
+/// Calls that may wait for a free run before new ones are refused: a model that calls the
+/// same tool a thousand times at once gets answers, not a thousand processes.
+const MAX_WAITING: usize = 32;
 
 pub struct Tools {
     tools: HashMap<String, Tool>,
+    /// Programs running at once (`session.max_tool_runs`).
+    runs: Arc<tokio::sync::Semaphore>,
+    limit: u32,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Tools {
-    pub fn new(tools: &[Tool]) -> Self {
+    pub fn new(session: &Session) -> Self {
+        Tools::with(&session.tools, session.max_tool_runs)
+    }
+
+    pub fn with(tools: &[Tool], max_runs: u32) -> Self {
+        let limit = max_runs.max(1);
         Tools {
             tools: tools.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+            runs: Arc::new(tokio::sync::Semaphore::new(limit as usize)),
+            limit,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A run of a program tool, once one is free; the refusal text when too many wait.
+    async fn run_slot(&self, name: &str) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(permit) = Arc::clone(&self.runs).try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(format!(
+                "error: tool `{name}` was not run: {} tools are running and {MAX_WAITING} calls \
+                 are waiting; call it again later",
+                self.limit
+            ));
+        }
+        let permit = Arc::clone(&self.runs).acquire_owned().await;
+        self.waiting.fetch_sub(1, Relaxed);
+        permit.map_err(|_| format!("error: tool `{name}` was not run: the device is stopping"))
     }
 }
 
@@ -58,6 +95,10 @@ impl ToolRunner for Tools {
             match &tool.command {
                 None => builtin(&name, &arguments),
                 Some(argv) => {
+                    let _slot = match self.run_slot(&name).await {
+                        Ok(slot) => slot,
+                        Err(refusal) => return refusal,
+                    };
                     run_program(
                         &name,
                         argv,
@@ -70,8 +111,8 @@ impl ToolRunner for Tools {
         })
     }
 
-    fn reconfigured(&self, tools: &[Tool]) -> Option<Arc<dyn ToolRunner>> {
-        Some(Arc::new(Tools::new(tools)))
+    fn reconfigured(&self, session: &Session) -> Option<Arc<dyn ToolRunner>> {
+        Some(Arc::new(Tools::new(session)))
     }
 }
 
@@ -100,32 +141,61 @@ async fn run_program(name: &str, argv: &[String], arguments: &str, timeout: Dura
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A group of its own, so that whatever it starts ends with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
     {
         Ok(c) => c,
         Err(e) => return format!("error: tool `{name}` could not start {program}: {e}"),
     };
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let work = async {
-        if let Some(mut stdin) = child.stdin.take() {
-            // A tool that does not read its input is fine; ignore a broken pipe.
-            let _ = stdin.write_all(arguments.as_bytes()).await;
-        }
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = out
-                .take(MAX_OUTPUT as u64 + 1)
-                .read_to_end(&mut stdout)
-                .await;
-        }
-        if let Some(err) = child.stderr.take() {
-            let _ = err.take(4096).read_to_end(&mut stderr).await;
-        }
+        // All three pipes at once: a tool that writes much to stderr, or never reads its
+        // input, must not stall on a pipe we are not reading yet.
+        let write = async {
+            if let Some(mut stdin) = stdin {
+                // A tool that does not read its input is fine; ignore a broken pipe.
+                let _ = stdin.write_all(arguments.as_bytes()).await;
+            }
+        };
+        let read_out = async {
+            let mut out = Vec::new();
+            if let Some(pipe) = stdout {
+                // Past the limit the pipe is closed: the tool dies of SIGPIPE if it goes on.
+                let _ = pipe.take(MAX_OUTPUT as u64 + 1).read_to_end(&mut out).await;
+            }
+            out
+        };
+        let read_err = async {
+            let mut kept = Vec::new();
+            if let Some(mut pipe) = stderr {
+                // The first line is the reason shown; the rest is read and dropped.
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = MAX_ERROR.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+            kept
+        };
+        let ((), stdout, stderr) = tokio::join!(write, read_out, read_err);
         let status = child.wait().await;
         (status, stdout, stderr)
     };
-    match tokio::time::timeout(timeout, work).await {
+    let result = tokio::time::timeout(timeout, work).await;
+    if let Some(group) = group {
+        // The whole group, whatever the tool left behind (or is still doing, on a timeout).
+        // SAFETY: kill has no memory preconditions; a negative pid names the group.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+    match result {
         Err(_) => format!(
             "error: tool `{name}` timed out after {} ms",
             timeout.as_millis()
@@ -172,7 +242,7 @@ mod tests {
 
     async fn call(t: Tool, args: &str) -> String {
         let name = t.name.clone();
-        Tools::new(&[t]).run(name, args.into()).await
+        Tools::with(&[t], 4).run(name, args.into()).await
     }
 
     #[tokio::test]
@@ -216,7 +286,7 @@ mod tests {
         let out = call(tool("slow", Some(&["/bin/sleep", "10"]), 200), "{}").await;
         assert_eq!(out, "error: tool `slow` timed out after 200 ms");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let out = Tools::new(&[]).run("nope".into(), "{}".into()).await;
+        let out = Tools::with(&[], 4).run("nope".into(), "{}".into()).await;
         assert_eq!(out, "error: no tool named `nope` on this device");
     }
 
@@ -240,5 +310,68 @@ mod tests {
         std::env::set_var("RTV_TOOL_TEST_SECRET", "sk-should-not-leak");
         let out = call(tool("env", Some(&["/usr/bin/env"]), 5000), "{}").await;
         assert!(!out.contains("sk-should-not-leak"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_timeout_ends_the_tools_children_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("grandchild-alive");
+        // The tool starts a child that would outlive it, then hangs.
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let out = call(tool("hangs", Some(&["/bin/sh", "-c", &script]), 200), "{}").await;
+        assert_eq!(out, "error: tool `hangs` timed out after 200 ms");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "the tool's child outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_chatty_stderr_or_an_unread_stdin_does_not_stall_a_tool() {
+        // 1 MiB on stderr, then an answer.
+        let out = call(
+            tool(
+                "chatty",
+                Some(&["/bin/sh", "-c", "head -c 1048576 /dev/zero >&2; echo done"]),
+                3000,
+            ),
+            "{}",
+        )
+        .await;
+        assert_eq!(out, "done");
+        // 1 MiB of arguments to a tool that never reads them.
+        let big = format!("{{\"text\":\"{}\"}}", "x".repeat(1 << 20));
+        let out = call(tool("deaf", Some(&["/bin/echo", "ok"]), 3000), &big).await;
+        assert_eq!(out, "ok");
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_runs_wait_and_beyond_the_queue_are_refused() {
+        let tools = Arc::new(Tools::with(
+            &[tool("nap", Some(&["/bin/sleep", "0.3"]), 5000)],
+            2,
+        ));
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let tools = Arc::clone(&tools);
+                tokio::spawn(async move { tools.run("nap".into(), "{}".into()).await })
+            })
+            .collect();
+        let mut answered = 0;
+        let mut refused = 0;
+        for call in calls {
+            let out = call.await.expect("call");
+            if out.is_empty() {
+                answered += 1;
+            } else {
+                assert!(
+                    out.contains("were not run") || out.contains("was not run"),
+                    "{out}"
+                );
+                refused += 1;
+            }
+        }
+        // Two at a time, thirty-two waiting: 34 run, 6 are told to call again.
+        assert_eq!((answered, refused), (34, 6));
+        assert!(started.elapsed() >= Duration::from_millis(300 * 17));
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, watch};
 /// tools `config` names and keeps its state in `state_dir`. Run it with `tokio::spawn(d.run())`
 /// after taking `d.handle()`.
 pub fn build(config: Config, connector: Arc<dyn Connector>, state_dir: &Path) -> Daemon {
-    let tools = Tools::new(&config.session.tools);
+    let tools = Tools::new(&config.session);
     Daemon::new(
         config,
         Parts {

@@ -335,3 +335,43 @@ async fn a_reload_applies_from_the_next_connect_and_to_a_changed_volume() {
         .expect("the configured volume applied")
         .expect("watch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_tool_calls_gets_every_output_to_the_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (handle, mut links) = start(config(), dir.path());
+    handle.request(Command::Start).await.expect("start");
+    let mut far = next(&mut links).await;
+    assert_eq!(next(&mut far.from_daemon).await, ClientEvent::SessionUpdate);
+    wait_state(&handle, State::Listening).await;
+
+    // A thousand calls in one burst, while the far end reads nothing: the link's queue
+    // (64 events) fills long before the last output.
+    const CALLS: usize = 1000;
+    for i in 0..CALLS {
+        far.to_daemon
+            .send(LinkEvent::Server(ServerEvent::FunctionCall {
+                call_id: format!("call_{i}"),
+                name: "echo".into(),
+                arguments: format!(r#"{{"text":"{i}"}}"#),
+            }))
+            .await
+            .expect("send");
+    }
+    let mut outputs = std::collections::BTreeSet::new();
+    while outputs.len() < CALLS {
+        match next(&mut far.from_daemon).await {
+            ClientEvent::FunctionOutput { call_id, output } => {
+                assert_eq!(call_id, format!("call_{output}"));
+                outputs.insert(call_id);
+            }
+            ClientEvent::ResponseCreate => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        outputs.len(),
+        CALLS,
+        "every output reached the service, once"
+    );
+}
