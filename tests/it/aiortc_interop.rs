@@ -132,9 +132,15 @@ async fn vanished_service_closes_the_link_after_the_grace() {
     })
     .await
     .expect("a vanished service is noticed");
+    let noticed = killed.elapsed();
     eprintln!(
         "closed {} ms after the service vanished: {reason}",
-        killed.elapsed().as_millis()
+        noticed.as_millis()
+    );
+    assert!(
+        noticed < Duration::from_secs(3),
+        "a dead service is noticed within 3 s, not {} ms",
+        noticed.as_millis()
     );
     // The grace ran out, or ICE gave up first (the daemon prefixes "connection lost: ").
     assert!(
