@@ -50,6 +50,7 @@ impl Daemon {
                 self.feed(Input::ConnectFailed {
                     reason: error.message,
                     retry,
+                    retry_after: error.retry_after,
                 });
             }
             Internal::Link { generation, event } if generation == self.generation => match event {

@@ -158,7 +158,11 @@ impl Machine {
             }
             Input::SendText(text) => self.send_text(now, text),
             Input::Connected => self.connected(now),
-            Input::ConnectFailed { reason, retry } => self.connect_failed(now, reason, retry),
+            Input::ConnectFailed {
+                reason,
+                retry,
+                retry_after,
+            } => self.connect_failed(now, reason, retry, retry_after),
             Input::Closed { reason } => self.closed(now, reason),
             Input::Server(event) => self.server_event(now, event),
             Input::ToolResult { call_id, output } => {
@@ -316,7 +320,13 @@ impl Machine {
         self.set_state(State::Listening);
     }
 
-    fn connect_failed(&mut self, now: Instant, reason: String, retry: bool) {
+    fn connect_failed(
+        &mut self,
+        now: Instant,
+        reason: String,
+        retry: bool,
+        retry_after: Option<Duration>,
+    ) {
         if !matches!(self.state, State::Connecting | State::Reconnecting) {
             return;
         }
@@ -326,14 +336,18 @@ impl Machine {
             self.fail(reason);
             return;
         }
-        // WebRTC could not connect at all: try the WebSocket before backing off.
-        if self.transport == TransportKind::Webrtc && self.settings.fallback {
+        // WebRTC could not connect at all: try the WebSocket before backing off (unless the
+        // service asked us to wait).
+        if self.transport == TransportKind::Webrtc
+            && self.settings.fallback
+            && retry_after.is_none()
+        {
             self.transport = TransportKind::Websocket;
             self.set_error(format!("{reason}; falling back to WebSocket"));
             self.connect(now);
             return;
         }
-        self.schedule_retry(now, reason);
+        self.schedule_retry(now, reason, retry_after);
     }
 
     fn closed(&mut self, now: Instant, reason: String) {
@@ -344,14 +358,14 @@ impl Machine {
                 self.response_active = false;
                 self.response_pending = false;
                 self.playing_item = None;
-                self.schedule_retry(now, format!("connection lost: {reason}"));
+                self.schedule_retry(now, format!("connection lost: {reason}"), None);
             }
-            State::Connecting | State::Reconnecting => self.connect_failed(now, reason, true),
+            State::Connecting | State::Reconnecting => self.connect_failed(now, reason, true, None),
             State::Idle | State::Error => {}
         }
     }
 
-    fn schedule_retry(&mut self, now: Instant, reason: String) {
+    fn schedule_retry(&mut self, now: Instant, reason: String, at_least: Option<Duration>) {
         self.failures += 1;
         if self.failures > self.settings.reconnect_attempts {
             let tries = self.failures;
@@ -362,7 +376,8 @@ impl Machine {
         // Published as it happens: a user watching a device that cannot connect sees it.
         self.out.push(Action::StatsChanged);
         self.set_error(reason);
-        self.retry_at = Some(now + self.backoff.delay(self.failures));
+        let delay = self.backoff.delay(self.failures);
+        self.retry_at = Some(now + at_least.map_or(delay, |wait| delay.max(wait)));
         self.set_state(State::Reconnecting);
     }
 
@@ -389,7 +404,12 @@ impl Machine {
             if now >= deadline {
                 let secs = self.settings.connect_timeout.as_secs_f64();
                 self.out.push(Action::Disconnect);
-                self.connect_failed(now, format!("connect timed out after {secs:.1} s"), true);
+                self.connect_failed(
+                    now,
+                    format!("connect timed out after {secs:.1} s"),
+                    true,
+                    None,
+                );
                 return;
             }
         }

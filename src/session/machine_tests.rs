@@ -53,6 +53,7 @@ fn toggle_from_error_starts_again() {
     r.feed(Input::ConnectFailed {
         reason: "401".into(),
         retry: false,
+        retry_after: None,
     });
     assert_eq!(r.m.state(), State::Error);
     let a = r.feed(Input::Toggle);
@@ -79,6 +80,7 @@ fn stop_while_idle_does_nothing_and_stop_in_error_clears_it() {
     r.feed(Input::ConnectFailed {
         reason: "bad key".into(),
         retry: false,
+        retry_after: None,
     });
     assert_eq!(states(&r.feed(Input::Stop)), vec![State::Idle]);
 }
@@ -147,6 +149,7 @@ fn transport_loss_reconnects_with_growing_delays_then_errors() {
         let a = r.feed(Input::ConnectFailed {
             reason: "refused".into(),
             retry: true,
+            retry_after: None,
         });
         if attempt < 4 {
             assert!(states(&a).is_empty(), "stays reconnecting");
@@ -197,6 +200,7 @@ fn rejected_credentials_do_not_retry() {
     let a = r.feed(Input::ConnectFailed {
         reason: "token request: 401 Unauthorized: bad key".into(),
         retry: false,
+        retry_after: None,
     });
     assert_eq!(states(&a), vec![State::Error]);
     assert_eq!(r.m.next_deadline(), None);
@@ -222,6 +226,7 @@ fn webrtc_failure_falls_back_to_websocket_then_retries_webrtc_later() {
     let a = r.feed(Input::ConnectFailed {
         reason: "ICE failed".into(),
         retry: true,
+        retry_after: None,
     });
     assert_eq!(
         a.last(),
@@ -234,6 +239,7 @@ fn webrtc_failure_falls_back_to_websocket_then_retries_webrtc_later() {
     r.feed(Input::ConnectFailed {
         reason: "refused".into(),
         retry: true,
+        retry_after: None,
     });
     assert_eq!(r.m.state(), State::Reconnecting);
     let a = r.run_to_deadline();
@@ -338,7 +344,8 @@ fn inputs_out_of_place_are_ignored() {
     assert!(r
         .feed(Input::ConnectFailed {
             reason: "x".into(),
-            retry: true
+            retry: true,
+            retry_after: None,
         })
         .is_empty());
     assert!(r.feed(Input::PlaybackDrained).is_empty());
@@ -421,4 +428,25 @@ fn without_a_limit_live_time_is_still_reported() {
     let a = r.feed(Input::Stop);
     assert_eq!(spent(&a), vec![Duration::from_secs(5)]);
     assert!(!a.contains(&Action::SessionEnded(StopReason::DailyLimit)));
+}
+
+#[test]
+fn a_retry_waits_as_long_as_the_service_asked() {
+    let mut r = Rig::new(Settings {
+        fallback: true,
+        ..settings()
+    });
+    r.feed(Input::Start);
+    let a = r.feed(Input::ConnectFailed {
+        reason: "rate limited".into(),
+        retry: true,
+        retry_after: Some(Duration::from_secs(2)),
+    });
+    // Not the 0.5 s backoff, and no fallback to the other transport meanwhile.
+    assert_eq!(states(&a), vec![State::Reconnecting]);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Connect { .. })),
+        "{a:?}"
+    );
+    assert!(r.m.next_deadline().expect("a retry") >= r.now + Duration::from_secs(2));
 }

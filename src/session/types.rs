@@ -91,6 +91,9 @@ pub enum Input {
     ConnectFailed {
         reason: String,
         retry: bool,
+        /// The service asked for this long before the next try (HTTP 429 `Retry-After`, or
+        /// "try again in 2s" in its message): the backoff waits at least this.
+        retry_after: Option<Duration>,
     },
     /// An established transport went away.
     Closed {

@@ -20,6 +20,8 @@ pub enum ErrorKind {
 pub struct ConnectError {
     pub message: String,
     pub kind: ErrorKind,
+    /// How long the service asked us to wait before trying again, if it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ConnectError {
@@ -39,7 +41,14 @@ impl ConnectError {
         ConnectError {
             message: message.into(),
             kind,
+            retry_after: None,
         }
+    }
+
+    /// The same error, with the wait the service asked for.
+    pub fn after(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.retry_after = wait;
+        self
     }
 
     /// Whether the session should try again (after its backoff).
@@ -90,6 +99,34 @@ pub fn service_message(body: &str) -> String {
     }
 }
 
+/// How long a refusal (HTTP 429 or 503) asks the client to wait: the `Retry-After` header in
+/// seconds, or failing that the "try again in 2s" / "in 150ms" hint in the service's message.
+pub fn retry_after(header: Option<&str>, message: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if let Some(secs) = header.and_then(|h| h.trim().parse::<f64>().ok()) {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let lower = message.to_ascii_lowercase();
+    let rest = &lower[lower.find("try again in ")? + "try again in ".len()..];
+    let number: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let value: f64 = number.parse().ok()?;
+    let unit = rest[number.len()..].trim_start();
+    let secs = if unit.starts_with("ms") {
+        value / 1000.0
+    } else if unit.starts_with('s') {
+        value
+    } else if unit.starts_with('m') {
+        value * 60.0
+    } else {
+        return None;
+    };
+    Some(Duration::from_secs_f64(secs.min(3600.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +146,29 @@ mod tests {
         assert_eq!(service_message(r#"{"message":"busy"}"#), "busy");
         assert_eq!(service_message("  "), "(no details)");
         assert_eq!(service_message("<html>\n oops"), "<html> oops");
+    }
+
+    #[test]
+    fn the_wait_the_service_asks_for_is_read() {
+        use std::time::Duration;
+        assert_eq!(retry_after(Some("3"), ""), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(
+                None,
+                "Rate limit reached for requests. Please try again in 2s."
+            ),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(None, "Please try again in 150ms."),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(
+            retry_after(None, "Please try again in 1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(None, "The server is overloaded."), None);
+        assert_eq!(retry_after(Some("soon"), "try again in x"), None);
     }
 
     #[test]

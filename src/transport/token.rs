@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use super::error::{error_chain, one_line};
+use super::error::{error_chain, one_line, retry_after};
 use super::http_body::{read_limited, TOKEN_REPLY_LIMIT};
 use super::ConnectError;
 use crate::config::{Config, Secret};
@@ -182,6 +182,11 @@ impl TokenSource {
             ))
         })?;
         let status = response.status();
+        let retry_header = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let server_date = response
             .headers()
             .get(reqwest::header::DATE)
@@ -216,7 +221,7 @@ impl TokenSource {
             let message = scrub(&message, secrets);
             let retry = status.as_u16() == 429 || status.is_server_error();
             return Err(if retry {
-                ConnectError::retry(message)
+                ConnectError::retry(message).after(retry_after(retry_header.as_deref(), &detail))
             } else {
                 ConnectError::fatal(message)
             });

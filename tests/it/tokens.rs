@@ -285,3 +285,19 @@ async fn an_endless_token_reply_is_cut_off_not_read_into_memory() {
     assert!(e.is_retryable());
     assert_clean(&e);
 }
+
+#[tokio::test]
+async fn a_rate_limit_says_how_long_to_wait() {
+    let sim = sim::start(SimOptions {
+        fail_token: Some(429),
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = token(&source(key_config(&sim, &dir)))
+        .await
+        .expect_err("rate limited");
+    assert!(e.is_retryable());
+    // "Please try again in 2s." in the service's message.
+    assert_eq!(e.retry_after, Some(Duration::from_secs(2)), "{e:?}");
+}

@@ -94,7 +94,7 @@ pub async fn connect(
             // one line for the log and the D-Bus status.
             Err(ConnectError {
                 message: one_line(&e.message, 400),
-                kind: e.kind,
+                ..e
             })
         }
     }

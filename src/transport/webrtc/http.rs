@@ -5,7 +5,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
-use crate::transport::error::{error_chain, one_line, service_message};
+use crate::transport::error::{error_chain, one_line, retry_after, service_message};
 use crate::transport::http_body::{read_limited, SDP_ANSWER_LIMIT};
 use crate::transport::ConnectError;
 
@@ -63,6 +63,11 @@ pub(super) async fn post_offer(
             }
         })?;
     let status = response.status();
+    let retry_header = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -90,7 +95,8 @@ pub(super) async fn post_offer(
             {
                 ConnectError::token_refused(message)
             } else {
-                ConnectError::retry(message)
+                let wait = retry_after(retry_header.as_deref(), &service_message(&body));
+                ConnectError::retry(message).after(wait)
             },
         );
     }
