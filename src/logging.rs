@@ -83,3 +83,85 @@ impl LogHandle {
         }
     }
 }
+
+/// Lets a repeated warning through a few times per window and holds back the rest, so that a
+/// hostile or broken peer cannot flood the journal; the next line let through says how many
+/// were held back.
+#[derive(Debug)]
+pub struct Throttle {
+    burst: u32,
+    window: std::time::Duration,
+    started: Option<std::time::Instant>,
+    shown: u32,
+    held: u64,
+}
+
+impl Throttle {
+    pub const fn new(burst: u32, window: std::time::Duration) -> Self {
+        Throttle {
+            burst,
+            window,
+            started: None,
+            shown: 0,
+            held: 0,
+        }
+    }
+
+    /// For warnings about what a peer sent: five a minute.
+    pub const fn peer_input() -> Self {
+        Throttle::new(5, std::time::Duration::from_secs(60))
+    }
+
+    /// `Some(held back since the last one shown)` when this occurrence is to be logged.
+    pub fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        let started = *self.started.get_or_insert(now);
+        if now.saturating_duration_since(started) >= self.window {
+            self.started = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < self.burst {
+            self.shown += 1;
+            Some(std::mem::take(&mut self.held))
+        } else {
+            self.held += 1;
+            None
+        }
+    }
+}
+
+impl Throttle {
+    /// How many were held back since the last line let through (for a closing line).
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+}
+
+/// " (N more like it held back)" for a throttled line, or nothing.
+pub fn held_back(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more like it held back)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_of_warnings_becomes_a_few_lines_that_count_the_rest() {
+        let mut t = Throttle::new(5, Duration::from_secs(10));
+        let start = Instant::now();
+        let shown: Vec<u64> = (0..20_000)
+            .filter_map(|i| t.admit(start + Duration::from_micros(i * 100)))
+            .collect();
+        // 2 s of a flood: five lines.
+        assert_eq!(shown, vec![0, 0, 0, 0, 0]);
+        // The next window's first line says how many were held back.
+        assert_eq!(t.admit(start + Duration::from_secs(11)), Some(19_995));
+        assert_eq!(held_back(19_995), " (19995 more like it held back)");
+        assert_eq!(held_back(0), "");
+    }
+}

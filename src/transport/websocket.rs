@@ -23,6 +23,7 @@ use super::{ConnectError, Link, LinkContext, LinkEvent};
 use crate::audio::resample::{Downsampler, Upsampler};
 use crate::audio::{Frame, FRAME_SAMPLES};
 use crate::config::{Secret, TransportKind};
+use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
 
 /// Largest event acted on. Real events are far smaller (an audio delta is tens of kB); a larger
@@ -99,6 +100,7 @@ pub async fn connect(
         ctx: ctx.clone(),
         dialect,
         events: events_tx,
+        bad_input: std::sync::Mutex::new(Throttle::peer_input()),
     };
     tokio::spawn(task.run(socket, commands_rx));
     Ok(Link {
@@ -157,6 +159,8 @@ struct LinkTask {
     ctx: LinkContext,
     dialect: Arc<dyn Dialect>,
     events: mpsc::Sender<LinkEvent>,
+    /// Warnings about what the service sent: a few a minute, the rest counted.
+    bad_input: std::sync::Mutex<Throttle>,
 }
 
 /// Audio state of the link: resamplers and reused buffers.
@@ -279,6 +283,10 @@ impl LinkTask {
             }
         };
         info!("WebSocket link ended: {reason}");
+        let held = self.bad_input.lock().map_or(0, |t| t.held());
+        if held > 0 {
+            warn!("{held} more warnings about what the service sent were held back");
+        }
         let _ = self.events.send(LinkEvent::Closed { reason }).await;
     }
 
@@ -299,14 +307,25 @@ impl LinkTask {
         Some(text)
     }
 
+    /// Whether a warning about the service's input is to be logged now (see [`Throttle`]).
+    fn admit_warning(&self) -> Option<u64> {
+        self.bad_input
+            .lock()
+            .ok()
+            .and_then(|mut t| t.admit(std::time::Instant::now()))
+    }
+
     /// Handles one server message; false when the daemon is gone.
     async fn incoming(&self, audio: &mut AudioPath, text: &str) -> bool {
         if text.len() > MAX_EVENT_BYTES {
-            warn!(
-                bytes = text.len(),
-                "dropping an oversized event from the service (limit {MAX_EVENT_BYTES} bytes): {}",
-                excerpt(text)
-            );
+            if let Some(held) = self.admit_warning() {
+                warn!(
+                    bytes = text.len(),
+                    "dropping an oversized event from the service (limit {MAX_EVENT_BYTES} bytes): {}{}",
+                    excerpt(text),
+                    held_back(held)
+                );
+            }
             return true;
         }
         let event = match self.dialect.decode(text) {
@@ -316,7 +335,12 @@ impl LinkTask {
             }
             Decoded::Ignored(_) => return true,
             Decoded::Malformed(why) => {
-                warn!("dropping a malformed event from the service: {why}");
+                if let Some(held) = self.admit_warning() {
+                    warn!(
+                        "dropping a malformed event from the service: {why}{}",
+                        held_back(held)
+                    );
+                }
                 return true;
             }
         };
@@ -334,7 +358,12 @@ impl LinkTask {
         if let Err(e) = base64::engine::general_purpose::STANDARD
             .decode_vec(base64.as_bytes(), &mut audio.scratch_bytes)
         {
-            warn!("dropping undecodable audio from the service: {e}");
+            if let Some(held) = self.admit_warning() {
+                warn!(
+                    "dropping undecodable audio from the service: {e}{}",
+                    held_back(held)
+                );
+            }
             return true;
         }
         audio.pcm_in.clear();

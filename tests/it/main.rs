@@ -30,6 +30,7 @@ mod dbus_strictness;
 mod dbus_system_bus;
 mod echo_cancellation;
 mod gpio_panel;
+mod hostile_service;
 mod packaging;
 mod playback_flush;
 mod realtime_conformance;

@@ -14,6 +14,7 @@ use super::media::*;
 use super::peer::ICE_DISCONNECTED;
 use super::peer::*;
 use crate::audio::Microphone;
+use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
 use crate::transport::dialect::{Decoded, Dialect};
 use crate::transport::{LinkEvent, LinkStats};
@@ -61,6 +62,7 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
             let _ = link.events.send(LinkEvent::Server(event)).await;
         }
     }
+    let mut bad_input = Throttle::peer_input();
     let reason: Option<String> = loop {
         tokio::select! {
             command = link.commands.recv() => match command {
@@ -103,7 +105,11 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
                                 break None;
                             }
                         }
-                        Decoded::Malformed(why) => warn!("malformed event from the service: {why:?}"),
+                        Decoded::Malformed(why) => {
+                            if let Some(held) = bad_input.admit(std::time::Instant::now()) {
+                                warn!("malformed event from the service: {why:?}{}", held_back(held));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -141,6 +147,12 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
         }
     };
     link.microphone.abort();
+    if bad_input.held() > 0 {
+        warn!(
+            "{} more warnings about what the service sent were held back",
+            bad_input.held()
+        );
+    }
     let call_id = call.call_id.clone();
     call.end().await;
     for r in receivers {
