@@ -77,5 +77,5 @@ fn unit_is_hardened() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the score in {line}"));
     println!("systemd-analyze security: {score}");
-    assert!(score <= 2.0, "exposure {score} > 2.0:\n{out}");
+    assert!(score <= 1.5, "exposure {score} > 1.5:\n{out}");
 }
