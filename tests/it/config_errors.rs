@@ -90,6 +90,26 @@ fn files_that_never_end_block_or_are_not_text_are_refused_at_once() {
         "{stderr}"
     );
 
+    // Nesting past the parser's depth is located too.
+    let deep = write(
+        dir.path(),
+        "deep.toml",
+        &format!(
+            "[session]\npersona = {}{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ),
+    );
+    let stderr = check(deep.to_str().expect("utf-8"));
+    assert!(stderr.contains("deep.toml:2:"), "{stderr}");
+    let deep = write(
+        dir.path(),
+        "deep-tables.toml",
+        &format!("a = {}1{}\n", "{b = ".repeat(3000), "}".repeat(3000)),
+    );
+    let stderr = check(deep.to_str().expect("utf-8"));
+    assert!(stderr.contains("deep-tables.toml:1:"), "{stderr}");
+
     let key_config = write(
         dir.path(),
         "key.toml",
@@ -99,5 +119,71 @@ fn files_that_never_end_block_or_are_not_text_are_refused_at_once() {
     assert!(
         stderr.contains("cannot read API key file /dev/zero: not a regular file"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn two_hundred_mutated_configs_are_each_accepted_or_refused_with_a_location() {
+    use realtime_voiced::config::{Config, ConfigError};
+    let shipped =
+        std::fs::read(testkit::root().join("config/realtime-voiced.toml")).expect("shipped");
+    // A small deterministic generator: the same mutations every run.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let path = std::path::Path::new("mutated.toml");
+    let mut refused = 0;
+    for round in 0..200 {
+        let mut bytes = shipped.clone();
+        // Uncomment a few lines first, so the mutations meet real keys.
+        for _ in 0..20 {
+            let at = (next() as usize) % bytes.len();
+            if let Some(hash) = bytes[at..].iter().position(|&b| b == b'#') {
+                bytes[at + hash] = b' ';
+            }
+        }
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % bytes.len();
+            match next() % 4 {
+                0 => bytes[at] = (next() % 256) as u8,
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at, b"[]{}=\"'\n0.-x#"[(next() % 13) as usize]),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        let result = match String::from_utf8(bytes) {
+            Ok(text) => Config::parse(&text, path),
+            // Non-UTF-8 goes through load, which locates the byte; parse takes text only.
+            Err(_) => continue,
+        };
+        match result {
+            Ok(_) => {}
+            Err(ConfigError::Invalid { problems, .. }) => {
+                refused += 1;
+                for p in &problems {
+                    assert!(
+                        p.position.is_some(),
+                        "round {round}: no location for {:?}: {}",
+                        p.key,
+                        p.message
+                    );
+                }
+            }
+            Err(other) => panic!("round {round}: {other}"),
+        }
+    }
+    eprintln!("200 mutated configurations: {refused} refused, each with a location");
+    assert!(
+        refused > 50,
+        "the mutations should break most files ({refused})"
     );
 }
