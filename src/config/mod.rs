@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use key::{take_key_from_environment, KeySource};
 pub use schema::*;
-pub use secret::Secret;
+pub use secret::{redact_url, Secret};
 
 /// Where the packaged daemon looks for its configuration.
 pub const DEFAULT_PATH: &str = "/etc/realtime-voiced/config.toml";

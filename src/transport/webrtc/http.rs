@@ -46,6 +46,8 @@ pub(super) async fn post_offer(
     deadline: tokio::time::Instant,
 ) -> Result<(String, Option<String>), ConnectError> {
     let url = format!("{base}/realtime/calls");
+    // What errors show of it: a credential in the URL is not repeated.
+    let shown = crate::config::redact_url(&url);
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     let response = http
         .post(&url)
@@ -57,9 +59,12 @@ pub(super) async fn post_offer(
         .await
         .map_err(|e| {
             if e.is_timeout() {
-                ConnectError::retry(format!("WebRTC: no answer from {url} in time"))
+                ConnectError::retry(format!("WebRTC: no answer from {shown} in time"))
             } else {
-                ConnectError::retry(format!("WebRTC: cannot reach {url}: {}", error_chain(&e)))
+                ConnectError::retry(format!(
+                    "WebRTC: cannot reach {shown}: {}",
+                    error_chain(&e.without_url())
+                ))
             }
         })?;
     let status = response.status();
@@ -81,7 +86,9 @@ pub(super) async fn post_offer(
         .and_then(call_id_from_location);
     let body = read_limited(response, SDP_ANSWER_LIMIT)
         .await
-        .map_err(|e| ConnectError::retry(format!("WebRTC: reading the answer from {url}: {e}")))?;
+        .map_err(|e| {
+            ConnectError::retry(format!("WebRTC: reading the answer from {shown}: {e}"))
+        })?;
     let body = String::from_utf8_lossy(&body).into_owned();
     if !(status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK) {
         let message = format!(
@@ -108,7 +115,7 @@ pub(super) async fn post_offer(
         .to_ascii_lowercase();
     if mime != "application/sdp" {
         return Err(ConnectError::retry(format!(
-            "WebRTC: {url} answered with content type `{}` instead of application/sdp (is api.base_url right?)",
+            "WebRTC: {shown} answered with content type `{}` instead of application/sdp (is api.base_url right?)",
             one_line(&content_type, 60)
         )));
     }
