@@ -111,9 +111,17 @@ fn run(path: &std::path::Path, explicit: bool, start: bool) -> ExitCode {
     };
     info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
     let result = runtime.block_on(async {
+        // Installed before anything starts: a daemon that could not hear SIGTERM must not run.
+        let unix =
+            UnixSignals::install().map_err(|e| anyhow::anyhow!("cannot watch for signals: {e}"))?;
         let (signals_tx, signals) = mpsc::channel(4);
-        let signals_task =
-            tokio::spawn(forward_signals(path.to_owned(), explicit, log, signals_tx));
+        let signals_task = tokio::spawn(forward_signals(
+            unix,
+            path.to_owned(),
+            explicit,
+            log,
+            signals_tx,
+        ));
         let result = app::run(config, signals, app::RunOptions { start }).await;
         signals_task.abort();
         result
@@ -127,18 +135,38 @@ fn run(path: &std::path::Path, explicit: bool, start: bool) -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT stop the daemon; SIGHUP rereads the configuration file and hands it over
-/// if it is valid (a broken file is reported and the running configuration kept).
+/// The Unix signals the daemon answers.
+struct UnixSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl UnixSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(UnixSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// SIGTERM and SIGINT stop the daemon; SIGHUP rereads the configuration file and hands it over,
+/// or why it could not be read (the running configuration is then kept).
 async fn forward_signals(
+    unix: UnixSignals,
     path: PathBuf,
     explicit: bool,
     log: logging::LogHandle,
     to: mpsc::Sender<app::Signal>,
-) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+) {
+    let UnixSignals {
+        mut term,
+        mut int,
+        mut hup,
+    } = unix;
     loop {
         let signal = tokio::select! {
             _ = term.recv() => app::Signal::Shutdown,
@@ -152,7 +180,7 @@ async fn forward_signals(
             },
         };
         if to.send(signal).await.is_err() {
-            return Ok(());
+            return;
         }
     }
 }
