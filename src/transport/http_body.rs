@@ -25,6 +25,15 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// The `Retry-After` header, if the reply has one (read before the body consumes the reply).
+pub fn retry_after_header(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Reads `response`'s body, refusing it once it passes `limit` bytes.
 pub async fn read_limited(
     mut response: reqwest::Response,

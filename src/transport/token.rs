@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::error::{error_chain, one_line, retry_after};
-use super::http_body::{read_limited, TOKEN_REPLY_LIMIT};
+use super::http_body::{read_limited, retry_after_header, TOKEN_REPLY_LIMIT};
 use super::ConnectError;
 use crate::config::{Config, Secret};
 
@@ -182,11 +182,7 @@ impl TokenSource {
             ))
         })?;
         let status = response.status();
-        let retry_header = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_header = retry_after_header(&response);
         let server_date = response
             .headers()
             .get(reqwest::header::DATE)

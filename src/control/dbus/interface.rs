@@ -27,61 +27,39 @@ pub fn stats_dict(
     audio: &AudioStats,
     packets_lost: u64,
 ) -> HashMap<String, OwnedValue> {
-    let mut d = HashMap::new();
-    d.insert("packets_lost".into(), OwnedValue::from(packets_lost));
-    d.insert(
-        "capture_xruns".into(),
-        OwnedValue::from(audio.capture_xruns),
-    );
-    d.insert(
-        "playback_xruns".into(),
-        OwnedValue::from(audio.playback_xruns),
-    );
-    d.insert(
-        "playback_underruns".into(),
-        OwnedValue::from(audio.playback_underruns),
-    );
-    d.insert(
-        "capture_dropped".into(),
-        OwnedValue::from(audio.capture_dropped),
-    );
-    d.insert(
-        "playback_dropped".into(),
-        OwnedValue::from(audio.playback_dropped),
-    );
-    d.insert(
-        "audio_device_losses".into(),
-        OwnedValue::from(audio.device_losses),
-    );
+    // Counters are always present; a time not measured yet, or a healthy device, is left out.
+    let counters = [
+        ("packets_lost", packets_lost),
+        ("capture_xruns", audio.capture_xruns),
+        ("playback_xruns", audio.playback_xruns),
+        ("playback_underruns", audio.playback_underruns),
+        ("capture_dropped", audio.capture_dropped),
+        ("playback_dropped", audio.playback_dropped),
+        ("audio_device_losses", audio.device_losses),
+        ("sessions", stats.sessions),
+        ("reconnects", stats.reconnects),
+        ("tokens_used", stats.tokens_used),
+        ("input_tokens", stats.input_tokens),
+        ("output_tokens", stats.output_tokens),
+        ("responses", stats.responses),
+        ("responses_failed", stats.responses_failed),
+        ("transcription_failures", stats.transcription_failures),
+    ];
+    let times = [
+        ("last_connect_ms", stats.last_connect_ms),
+        ("time_to_first_audio_ms", stats.time_to_first_audio_ms),
+    ];
+    let mut d: HashMap<String, OwnedValue> = counters
+        .into_iter()
+        .chain(times.into_iter().filter_map(|(k, v)| Some((k, v?))))
+        .map(|(k, v)| (k.to_owned(), OwnedValue::from(v)))
+        .collect();
     if let Some(problem) = &audio.device_problem {
         d.insert(
             "audio_device_problem".into(),
             owned(Value::from(problem.as_str())),
         );
     }
-    d.insert("sessions".into(), OwnedValue::from(stats.sessions));
-    d.insert("reconnects".into(), OwnedValue::from(stats.reconnects));
-    if let Some(ms) = stats.last_connect_ms {
-        d.insert("last_connect_ms".into(), OwnedValue::from(ms));
-    }
-    if let Some(ms) = stats.time_to_first_audio_ms {
-        d.insert("time_to_first_audio_ms".into(), OwnedValue::from(ms));
-    }
-    d.insert("tokens_used".into(), OwnedValue::from(stats.tokens_used));
-    d.insert("input_tokens".into(), OwnedValue::from(stats.input_tokens));
-    d.insert(
-        "output_tokens".into(),
-        OwnedValue::from(stats.output_tokens),
-    );
-    d.insert("responses".into(), OwnedValue::from(stats.responses));
-    d.insert(
-        "responses_failed".into(),
-        OwnedValue::from(stats.responses_failed),
-    );
-    d.insert(
-        "transcription_failures".into(),
-        OwnedValue::from(stats.transcription_failures),
-    );
     d
 }
 

@@ -6,7 +6,7 @@ use tracing::{debug, warn};
 
 use crate::config::Secret;
 use crate::transport::error::{error_chain, one_line, retry_after, service_message};
-use crate::transport::http_body::{read_limited, SDP_ANSWER_LIMIT};
+use crate::transport::http_body::{read_limited, retry_after_header, SDP_ANSWER_LIMIT};
 use crate::transport::ConnectError;
 
 /// The hang-up is a courtesy to the service; never hold up a reconnect or shutdown for it.
@@ -68,11 +68,7 @@ pub(super) async fn post_offer(
             }
         })?;
     let status = response.status();
-    let retry_header = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let retry_header = retry_after_header(&response);
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
