@@ -43,14 +43,10 @@ impl Parts {
             engine.microphone(),
             engine.clone(),
         );
-        let connector: Arc<dyn Connector> =
-            match transport::connector::RealtimeConnector::new(link_context) {
-                Ok(connector) => {
-                    connector.prefetch();
-                    Arc::new(connector)
-                }
-                Err(e) => Arc::new(transport::Unavailable(e.message)),
-            };
+        let connector: Arc<dyn Connector> = match transport::connector::for_config(link_context) {
+            Ok(connector) => connector,
+            Err(e) => Arc::new(transport::Unavailable(e.message)),
+        };
         Parts {
             connector,
             audio: engine.clone(),

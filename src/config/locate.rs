@@ -121,7 +121,9 @@ fn search_table(table: &DeTable, offset: usize, prefix: &str) -> Option<String> 
 
 /// Keys whose values are secrets: serde quotes the offending value in its messages.
 fn is_secret_key(key: &str) -> bool {
-    key.ends_with(".credential") || key.starts_with("api.token_url_headers")
+    key.ends_with(".credential")
+        || key.starts_with("api.token_url_headers")
+        || key.starts_with("api.session_url_headers")
 }
 
 /// Drops `quoted` parts of a message (serde puts the offending value there).

@@ -7,6 +7,7 @@
 mod file;
 mod key;
 mod locate;
+mod protocol_options;
 mod schema;
 mod secret;
 mod validate;
@@ -129,8 +130,9 @@ impl Config {
             Ok(c) => c,
             Err(e) => return Err(invalid(vec![locate::problem_from_toml_error(text, &e)])),
         };
-        let problems: Vec<Problem> = config
-            .validate()
+        let mut found = config.validate();
+        found.extend(protocol_options::problems(text, &config));
+        let problems: Vec<Problem> = found
             .into_iter()
             .map(|(key, message)| Problem {
                 position: locate::position_of_key(text, &key),

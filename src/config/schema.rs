@@ -14,6 +14,8 @@ use super::Secret;
 pub struct Config {
     pub api: Api,
     pub session: Session,
+    /// Options of GPT-Live (`api.protocol = "live"`).
+    pub live: Live,
     pub transport: Transport,
     pub audio: Audio,
     pub gpio: Gpio,
@@ -27,6 +29,9 @@ pub struct Api {
     /// Base of the REST endpoints; `http://` is allowed for the simulator on loopback.
     #[serde(serialize_with = "super::secret::serialize_url")]
     pub base_url: String,
+    /// Which of OpenAI's voice APIs the device speaks.
+    pub protocol: Protocol,
+    /// Empty: the protocol's default model (see [`Api::model`]).
     pub model: String,
     /// A file holding the API key (first place looked at).
     pub api_key_file: Option<PathBuf>,
@@ -37,17 +42,88 @@ pub struct Api {
     pub token_url_headers: BTreeMap<String, Secret>,
     /// Lifetime asked for when minting an ephemeral token from the API key.
     pub token_lifetime_s: u64,
+    /// GPT-Live: a backend that creates the session for the device (it receives the body of
+    /// `POST /v1/live/sessions`, our SDP offer inside, and returns the service's answer), so
+    /// that no API key is needed on the device. WebRTC only.
+    #[serde(serialize_with = "super::secret::serialize_optional_url")]
+    pub session_url: Option<String>,
+    /// Extra headers sent to `session_url` (secret values, like `token_url_headers`).
+    pub session_url_headers: BTreeMap<String, Secret>,
+}
+
+impl Api {
+    /// The model asked for: the configured one, or the protocol's default.
+    pub fn model(&self) -> &str {
+        match (self.model.trim(), self.protocol) {
+            ("", Protocol::Realtime) => "gpt-realtime-2.1",
+            ("", Protocol::Live) => "gpt-live-1",
+            (model, _) => model,
+        }
+    }
+}
+
+/// OpenAI's two voice APIs. They differ in more than vocabulary: how a session starts, who
+/// decides turns and barge-in, how tools are reached and how usage is counted.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The Realtime API (`/v1/realtime`): ephemeral tokens, server VAD, responses.
+    #[default]
+    Realtime,
+    /// GPT-Live (`/v1/live/sessions`): a full-duplex model that decides turns itself.
+    Live,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Realtime => "realtime",
+            Protocol::Live => "live",
+        })
+    }
+}
+
+/// How GPT-Live hands off work its voice model does not do itself.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Delegation {
+    /// `responses` when the device has tools to offer, else `client`.
+    #[default]
+    Auto,
+    /// The device is told of each hand-off (no task text); it has no agent of its own, so it
+    /// says it cannot help with that.
+    Client,
+    /// A Responses model on the service's side; the device's tools are its function tools.
+    Responses,
+}
+
+/// `[live]`: options of GPT-Live only.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Live {
+    pub delegation: Delegation,
+    /// Passed through as `delegation.responses` (model, instructions, reasoning, tools such as
+    /// `{ type = "web_search" }`…); the device's own tools are added to `tools`.
+    pub responses: toml::Table,
+}
+
+impl Live {
+    /// The backend model when the configuration names none (OpenAI's own example's).
+    pub const DEFAULT_RESPONSES_MODEL: &'static str = "gpt-5.5";
 }
 
 impl Default for Api {
     fn default() -> Self {
         Api {
             base_url: "https://api.openai.com/v1".into(),
-            model: "gpt-realtime-2.1".into(),
+            protocol: Protocol::Realtime,
+            model: String::new(),
             api_key_file: None,
             token_url: None,
             token_url_headers: BTreeMap::new(),
             token_lifetime_s: 600,
+            session_url: None,
+            session_url_headers: BTreeMap::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ fn empty_file_gives_working_defaults() {
     assert_eq!(c, Config::default());
     assert!(c.validate().is_empty());
     assert_eq!(c.api.base_url, "https://api.openai.com/v1");
-    assert_eq!(c.api.model, "gpt-realtime-2.1");
+    assert_eq!(c.api.model(), "gpt-realtime-2.1");
     assert_eq!(c.transport.kind, TransportKind::Webrtc);
     assert!(!c.transport.allow_loopback);
     assert!(c.transport.ice_servers[0].urls[0].starts_with("stun:"));

@@ -1,7 +1,7 @@
 //! Range and consistency checks serde cannot express, one function per section. Each problem
 //! is a (key path, message) pair; `locate` finds the key in the file for the error line.
 
-use super::{Api, Audio, Config, Gpio, IcePolicy, Session, Tool, Transport};
+use super::{Api, Audio, Config, Gpio, IcePolicy, Protocol, Session, Tool, Transport};
 
 impl Config {
     /// Every problem found, in file order of the sections; empty when the configuration is valid.
@@ -19,11 +19,33 @@ impl Config {
 
 fn api(v: &mut Validator, api: &Api) {
     v.url("api.base_url", &api.base_url, &["https", "http"]);
-    v.non_empty("api.model", &api.model);
+    model_matches_protocol(v, api);
     if let Some(url) = &api.token_url {
         v.url("api.token_url", url, &["https", "http"]);
     }
     v.range("api.token_lifetime_s", api.token_lifetime_s, 10, 7200);
+}
+
+/// A model of the other API fails at connect with a message that does not say why; say it here.
+fn model_matches_protocol(v: &mut Validator, api: &Api) {
+    let model = api.model();
+    let live_model = model.starts_with("gpt-live");
+    match api.protocol {
+        Protocol::Realtime if live_model => v.fail(
+            "api.model",
+            &format!("`{model}` is a GPT-Live model: set api.protocol = \"live\" to use it"),
+        ),
+        Protocol::Live if !live_model => v.fail(
+            "api.model",
+            &format!(
+                "`{model}` is not a GPT-Live model (GPT-Live takes gpt-live-1): remove api.model, or set api.protocol = \"realtime\""
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(url) = &api.session_url {
+        v.url("api.session_url", url, &["https", "http"]);
+    }
 }
 
 fn session(v: &mut Validator, s: &Session) {

@@ -90,9 +90,7 @@ impl Daemon {
                 self.generation += 1;
                 self.drop_link();
             }
-            Action::Send(ClientEvent::SessionUpdate) => {
-                self.send(ClientEvent::SessionUpdate);
-                // What the device remembers goes in right after the session is configured.
+            Action::RestoreMemory => {
                 let history: Vec<ClientEvent> = self
                     .memory
                     .iter()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 use super::machine::Machine;
-use super::types::{Action, Heard, LedPattern, State, Stats};
+use super::types::{Action, BargeIn, Heard, LedPattern, State, Stats};
 use crate::config::TransportKind;
 
 /// How long the LED flashes the error pattern when one answer fails but the conversation goes on.
@@ -22,7 +22,9 @@ impl Machine {
         self.last_activity = now;
         self.turn_ended = Some(now);
         self.out.push(Action::Send(ClientEvent::UserText(text)));
-        self.request_response();
+        if self.settings.rules.text_needs_response {
+            self.request_response();
+        }
     }
 
     /// Sequences `response.create`: at most one response is active at a time.
@@ -73,6 +75,7 @@ impl Machine {
             }
             ServerEvent::AudioStarted { item_id } => {
                 self.last_activity = now;
+                self.user_turn_over();
                 if let Some(ended) = self.turn_ended.take() {
                     self.stats.time_to_first_audio_ms =
                         Some(now.saturating_duration_since(ended).as_millis() as u64);
@@ -92,7 +95,9 @@ impl Machine {
                 self.last_activity = now;
                 // WebRTC plays on the service's clock: its "stopped" means the speaker is quiet.
                 // WebSocket audio may still be in our buffer; PlaybackDrained ends Speaking then.
-                if self.transport == TransportKind::Webrtc && self.state == State::Speaking {
+                let ends = self.transport == TransportKind::Webrtc
+                    || self.settings.rules.audio_end_from_link;
+                if ends && self.state == State::Speaking {
                     if interrupted {
                         let heard = self.heard_so_far(now);
                         self.interrupted(heard);
@@ -126,6 +131,7 @@ impl Machine {
                 name,
                 arguments,
             } => {
+                self.user_turn_over();
                 // The service may repeat an item's completion (`output_item.done` after a
                 // reconnect, say); a call runs once.
                 if self.called.contains(&call_id) {
@@ -172,6 +178,19 @@ impl Machine {
                     "the service could not transcribe what was said: {message}"
                 )));
             }
+            ServerEvent::TranscriptPiece { role, text } => self.transcript_piece(now, role, &text),
+            ServerEvent::SecondsUsed(seconds) => self.seconds_used(seconds),
+            ServerEvent::Delegated { delegation_id } => self.delegated(delegation_id),
+            ServerEvent::SessionClosed {
+                expired,
+                reason,
+                seconds,
+            } => {
+                if let Some(seconds) = seconds {
+                    self.seconds_used(seconds);
+                }
+                self.session_closed(now, expired, &reason)
+            }
             ServerEvent::Error {
                 code,
                 message,
@@ -197,6 +216,12 @@ impl Machine {
 
     /// The user talked over the assistant: silence the speaker now and tell the service.
     pub(super) fn barge_in(&mut self) {
+        if self.settings.rules.barge_in == BargeIn::Model {
+            // The model heard the user and stops itself; what is queued here is already stale.
+            self.out.push(Action::FlushPlayback);
+            self.set_state(State::Listening);
+            return;
+        }
         // WebSocket: what was heard of the item is read before the flush, which starts the
         // engine's count again.
         let truncate = match self.transport {

@@ -79,6 +79,27 @@ pub enum ServerEvent {
         /// Which of our events it answers (its type and `event_id`), when the service says.
         about: Option<String>,
     },
+    /// A piece of a transcript (GPT-Live sends only pieces; the machine decides when a turn's
+    /// text is complete).
+    TranscriptPiece {
+        role: Role,
+        text: String,
+    },
+    /// Voice time the service has counted for this session so far (GPT-Live bills seconds).
+    SecondsUsed(f64),
+    /// The voice model handed a task to the device (GPT-Live client delegation). It carries no
+    /// task text: only its id.
+    Delegated {
+        delegation_id: String,
+    },
+    /// The service ended the session (GPT-Live `session.closed`); `expired` when it reached
+    /// its length limit, which a fresh session continues.
+    SessionClosed {
+        expired: bool,
+        reason: String,
+        /// The session's final count of voice time.
+        seconds: Option<f64>,
+    },
 }
 
 /// How a response ended (`response.done`'s `status`).
@@ -117,5 +138,9 @@ pub enum ClientEvent {
     FunctionOutput {
         call_id: String,
         output: String,
+    },
+    /// GPT-Live client delegation: the device has no agent to carry out a handed-off task.
+    DelegationDeclined {
+        delegation_id: String,
     },
 }

@@ -60,6 +60,8 @@ pub struct Machine {
     pub(super) speaking_since: Option<Instant>,
     /// When the LED goes back to the state's pattern after an error flash.
     pub(super) led_restore_at: Option<Instant>,
+    /// Transcript pieces of the turn in progress, the user's and the assistant's (GPT-Live).
+    pub(super) pieces: super::pieces::Pieces,
 }
 
 impl Machine {
@@ -96,6 +98,7 @@ impl Machine {
             cut: None,
             speaking_since: None,
             led_restore_at: None,
+            pieces: Default::default(),
         }
     }
 
@@ -175,7 +178,7 @@ impl Machine {
                 }
             }
             Input::PlaybackDrained => {
-                if self.state == State::Speaking {
+                if self.state == State::Speaking && !self.settings.rules.audio_end_from_link {
                     self.remember_heard_in_full();
                     self.playing_item = None;
                     self.last_activity = now;
@@ -193,6 +196,9 @@ impl Machine {
     }
 
     pub(super) fn set_state(&mut self, state: State) {
+        if self.state == State::Speaking && state != State::Speaking {
+            self.assistant_turn_over();
+        }
         if self.state != state {
             match (self.state.is_live(), state.is_live()) {
                 (false, true) => self.live_since = Some(self.now),
@@ -249,6 +255,7 @@ impl Machine {
         self.pending_transcript = None;
         self.cut = None;
         self.speaking_since = None;
+        self.pieces = Default::default();
     }
 
     fn start(&mut self, now: Instant) {
@@ -315,7 +322,11 @@ impl Machine {
         self.session_started = Some(now);
         self.last_activity = now;
         self.set_error(String::new());
-        self.out.push(Action::Send(ClientEvent::SessionUpdate));
+        self.pieces.seconds_seen = 0.0;
+        if !self.settings.rules.configured_on_open {
+            self.out.push(Action::Send(ClientEvent::SessionUpdate));
+        }
+        self.out.push(Action::RestoreMemory);
         self.out.push(Action::StatsChanged);
         self.set_state(State::Listening);
     }

@@ -4,6 +4,7 @@ pub mod backoff;
 mod conversation;
 pub mod events;
 pub mod machine;
+mod pieces;
 pub mod types;
 
 #[cfg(test)]
@@ -14,4 +15,6 @@ pub(crate) mod test_rig;
 
 pub use events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 pub use machine::Machine;
-pub use types::{Action, Earcon, Input, LedPattern, Settings, State, Stats, StopReason};
+pub use types::{
+    Action, BargeIn, Earcon, Input, LedPattern, Rules, Settings, State, Stats, StopReason,
+};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::events::{ClientEvent, Role, ServerEvent};
-use crate::config::{Config, TransportKind};
+use crate::config::{Config, Protocol, TransportKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -128,6 +128,9 @@ pub enum Action {
     /// Close the transport, if any.
     Disconnect,
     Send(ClientEvent),
+    /// Give the service what the device remembers of earlier conversations (after the
+    /// session's configuration, when there is one to send).
+    RestoreMemory,
     /// Drop everything queued for the speaker now (barge-in, stop).
     FlushPlayback,
     /// WebSocket barge-in: truncate `item_id` to the audio actually played (the audio engine
@@ -165,6 +168,53 @@ pub enum Action {
     LiveTimeSpent(Duration),
 }
 
+/// What the machine must know of the protocol underneath: not its words (the dialect's
+/// business) but how a conversation runs on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The session is configured as it opens (GPT-Live's start), so there is no
+    /// `SessionUpdate` to send once connected.
+    pub configured_on_open: bool,
+    pub barge_in: BargeIn,
+    /// Typed text is answered only once a response is asked for (Realtime); GPT-Live's voice
+    /// model answers on its own.
+    pub text_needs_response: bool,
+    /// The link says when the assistant's audio ends on both transports (GPT-Live: told from
+    /// the audio's level as it arrives). Otherwise WebSocket audio ends when local playback
+    /// drains, and WebRTC's when the service's playout stops.
+    pub audio_end_from_link: bool,
+}
+
+/// Who stops the assistant when the user talks over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeIn {
+    /// The client: it silences the speaker, cancels the response and clears (WebRTC) or
+    /// truncates (WebSocket) what was not heard (Realtime).
+    Client,
+    /// The model hears the user and stops talking itself; the client only drops what it has
+    /// queued (GPT-Live has no cancel or truncate).
+    Model,
+}
+
+impl Rules {
+    pub fn of(protocol: Protocol) -> Rules {
+        match protocol {
+            Protocol::Realtime => Rules {
+                configured_on_open: false,
+                barge_in: BargeIn::Client,
+                text_needs_response: true,
+                audio_end_from_link: false,
+            },
+            Protocol::Live => Rules {
+                configured_on_open: true,
+                barge_in: BargeIn::Model,
+                text_needs_response: false,
+                audio_end_from_link: true,
+            },
+        }
+    }
+}
+
 /// The timing and retry settings the machine needs, taken from [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -179,6 +229,7 @@ pub struct Settings {
     pub earcons: bool,
     pub tools: bool,
     pub jitter_seed: u64,
+    pub rules: Rules,
 }
 
 impl Settings {
@@ -197,6 +248,7 @@ impl Settings {
             earcons: config.audio.earcons,
             tools: s.has(crate::config::Capability::Tools),
             jitter_seed,
+            rules: Rules::of(config.api.protocol),
         }
     }
 }
@@ -216,6 +268,8 @@ pub struct Stats {
     pub responses_failed: u64,
     /// Turns the service could not transcribe.
     pub transcription_failures: u64,
+    /// Voice time the service counted (GPT-Live bills seconds, not tokens), in milliseconds.
+    pub voice_ms: u64,
 }
 
 /// How much of an interrupted answer the user heard.

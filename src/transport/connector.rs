@@ -1,5 +1,6 @@
-//! The real [`Connector`]: an ephemeral token, then a WebRTC or WebSocket link speaking the
-//! Realtime GA dialect.
+//! The real [`Connector`]s. The Realtime API's: an ephemeral token, then a WebRTC or WebSocket
+//! link speaking the Realtime GA dialect. GPT-Live's ([`LiveConnector`]): no ephemeral tokens
+//! exist for it, so the API key itself, or a backend that creates the session for the device.
 
 use std::sync::Arc;
 
@@ -7,7 +8,9 @@ use tracing::{debug, warn};
 
 use super::dialect::{Dialect, RealtimeGa};
 use super::token::TokenSource;
-use super::{webrtc, websocket, ConnectError, ConnectFuture, Connector, ErrorKind, LinkContext};
+use super::{
+    webrtc, websocket, ConnectError, ConnectFuture, Connector, Credentials, ErrorKind, LinkContext,
+};
 use crate::config::{Config, TransportKind};
 
 pub struct RealtimeConnector {
@@ -54,11 +57,9 @@ impl Connector for RealtimeConnector {
             ..self.ctx.clone()
         };
         // A fresh token source: a cached token carries the old session (voice, instructions).
-        match RealtimeConnector::new(ctx) {
-            Ok(connector) => {
-                connector.prefetch();
-                Some(Arc::new(connector))
-            }
+        // A reload may also switch the protocol.
+        match for_config(ctx) {
+            Ok(connector) => Some(connector),
             Err(e) => {
                 warn!("keeping the previous connection settings: {e}");
                 None
@@ -93,6 +94,103 @@ impl Connector for RealtimeConnector {
                 self.tokens.prefetch();
             }
             result
+        })
+    }
+}
+
+/// The connector for the configured protocol, a token fetched ahead for the first Start.
+pub fn for_config(ctx: LinkContext) -> Result<Arc<dyn Connector>, ConnectError> {
+    Ok(match ctx.config.api.protocol {
+        crate::config::Protocol::Realtime => {
+            let connector = RealtimeConnector::new(ctx)?;
+            connector.prefetch();
+            Arc::new(connector)
+        }
+        crate::config::Protocol::Live => Arc::new(LiveConnector { ctx }),
+    })
+}
+
+const LIVE_NO_KEY: &str = "no API key: put it in /etc/realtime-voiced/api-key, set \
+     api.api_key_file or OPENAI_API_KEY, or set api.session_url (GPT-Live has no short-lived tokens)";
+
+/// GPT-Live: the key goes to the service on each connect (WebSocket `Authorization`, or the
+/// WebRTC create request), or the offer goes to `api.session_url`, which creates the session.
+pub struct LiveConnector {
+    ctx: LinkContext,
+}
+
+impl LiveConnector {
+    pub fn new(ctx: LinkContext) -> Self {
+        LiveConnector { ctx }
+    }
+
+    fn credentials(&self, kind: TransportKind) -> Result<Credentials, ConnectError> {
+        let api = &self.ctx.config.api;
+        let key = self
+            .ctx
+            .config
+            .api_key()
+            .map_err(|e| ConnectError::fatal(e.to_string()))?
+            .map(|(key, _)| key);
+        match (key, &api.session_url, kind) {
+            (_, Some(url), TransportKind::Webrtc) => Ok(Credentials {
+                bearer: None,
+                call_url: Some(url.clone()),
+                headers: api.session_url_headers.clone(),
+            }),
+            (Some(key), _, _) => Ok(Credentials::bearer(&key)),
+            (None, Some(_), TransportKind::Websocket) => Err(ConnectError::retry(
+                "GPT-Live over WebSocket needs the API key on the device; api.session_url serves WebRTC only",
+            )),
+            (None, None, _) => Err(ConnectError::fatal(LIVE_NO_KEY)),
+        }
+    }
+}
+
+impl Connector for LiveConnector {
+    fn ready(&self) -> Result<(), String> {
+        let config = &self.ctx.config;
+        if config.api.session_url.is_some() {
+            return Ok(());
+        }
+        match config.api_key() {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(LIVE_NO_KEY.to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn reconfigured(&self, config: &Arc<Config>) -> Option<Arc<dyn Connector>> {
+        let ctx = LinkContext {
+            config: Arc::clone(config),
+            ..self.ctx.clone()
+        };
+        for_config(ctx).ok()
+    }
+
+    fn packets_lost(&self) -> u64 {
+        self.ctx.stats.packets_lost()
+    }
+
+    fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
+        Box::pin(async move {
+            let credentials = self.credentials(kind)?;
+            let dialect = super::dialect::for_config(Arc::clone(&self.ctx.config), kind);
+            let result = match kind {
+                TransportKind::Websocket => match &credentials.bearer {
+                    Some(key) => websocket::connect(&self.ctx, dialect, key).await,
+                    None => Err(ConnectError::fatal(LIVE_NO_KEY)),
+                },
+                TransportKind::Webrtc => webrtc::connect_with(&self.ctx, dialect, &credentials).await,
+            };
+            // The key is the credential: a refusal will not change by asking again.
+            result.map_err(|e| match e.kind {
+                ErrorKind::TokenRefused => ConnectError::fatal(format!(
+                    "{} (is the API key right, and enabled for GPT-Live?)",
+                    e.message
+                )),
+                _ => e,
+            })
         })
     }
 }

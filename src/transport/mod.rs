@@ -6,6 +6,7 @@
 //! dialect is underneath. Dropping the `commands` sender (or sending on a closed link) ends the
 //! task, which hangs up cleanly.
 
+pub mod activity;
 pub mod connector;
 pub mod dialect;
 pub mod error;
@@ -23,6 +24,28 @@ pub use error::{ConnectError, ErrorKind};
 
 use crate::config::TransportKind;
 use crate::session::{ClientEvent, ServerEvent};
+
+/// How a link proves who it is.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `Authorization: Bearer` for the service: an ephemeral token (Realtime) or the API key
+    /// (GPT-Live has no ephemeral tokens).
+    pub bearer: Option<crate::config::Secret>,
+    /// Where a WebRTC offer goes instead of the service: a backend that creates the session
+    /// (GPT-Live's `api.session_url`).
+    pub call_url: Option<String>,
+    /// Extra headers for `call_url`.
+    pub headers: std::collections::BTreeMap<String, crate::config::Secret>,
+}
+
+impl Credentials {
+    pub fn bearer(token: &crate::config::Secret) -> Self {
+        Credentials {
+            bearer: Some(token.clone()),
+            ..Credentials::default()
+        }
+    }
+}
 
 /// What a running link reports.
 #[derive(Debug, Clone, PartialEq)]

@@ -41,24 +41,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(40);
 
-/// `wss://host/v1/realtime?model=…` from `https://host/v1` (`http` gives `ws` for the simulator).
-pub fn realtime_url(base_url: &str, model: &str) -> Result<url::Url, String> {
-    let mut url =
-        url::Url::parse(base_url).map_err(|e| format!("api.base_url is not a URL: {e}"))?;
-    let scheme = match url.scheme() {
-        "https" => "wss",
-        "http" => "ws",
-        other => return Err(format!("api.base_url: unsupported scheme `{other}`")),
-    };
-    url.set_scheme(scheme)
-        .map_err(|()| "api.base_url: cannot switch to a WebSocket scheme".to_owned())?;
-    let path = format!("{}/realtime", url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url.set_query(None);
-    url.query_pairs_mut().append_pair("model", model);
-    Ok(url)
-}
-
 /// Dials the service and starts the link's task.
 pub async fn connect(
     ctx: &LinkContext,
@@ -66,7 +48,9 @@ pub async fn connect(
     token: &Secret,
 ) -> Result<Link, ConnectError> {
     let config = &ctx.config;
-    let url = realtime_url(&config.api.base_url, &config.api.model).map_err(ConnectError::fatal)?;
+    let url = dialect
+        .websocket_url(&config.api.base_url)
+        .map_err(ConnectError::fatal)?;
     let mut request = url
         .as_str()
         .into_client_request()
@@ -81,7 +65,8 @@ pub async fn connect(
         .max_frame_size(Some(MAX_SOCKET_MESSAGE));
     let timeout = Duration::from_millis(config.transport.connect_timeout_ms);
     let dial = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
-    let (socket, _response) = match tokio::time::timeout(timeout, dial).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut socket, _response) = match tokio::time::timeout_at(deadline, dial).await {
         Err(_) => {
             return Err(ConnectError::retry(format!(
                 "WebSocket connect to {} timed out after {} ms",
@@ -93,9 +78,20 @@ pub async fn connect(
         Ok(Ok(ok)) => ok,
     };
     info!(url = %url, "WebSocket connected");
+    let started = match open_session(&mut socket, dialect.as_ref(), deadline).await {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
+            return Err(e);
+        }
+    };
 
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (events_tx, events_rx) = mpsc::channel(256);
+    if let Some(event) = started {
+        // The machine learns the session's id from it, as from Realtime's `session.created`.
+        let _ = events_tx.try_send(LinkEvent::Server(event));
+    }
     let task = LinkTask {
         ctx: ctx.clone(),
         dialect,
@@ -108,6 +104,66 @@ pub async fn connect(
         commands: commands_tx,
         events: events_rx,
     })
+}
+
+/// Sends the API's opening message, if any, and waits for the service to confirm the session
+/// when it must be confirmed before anything else is sent (GPT-Live).
+async fn open_session(
+    socket: &mut Socket,
+    dialect: &dyn Dialect,
+    deadline: tokio::time::Instant,
+) -> Result<Option<ServerEvent>, ConnectError> {
+    if let Some(start) = dialect.websocket_start() {
+        match tokio::time::timeout_at(deadline, socket.send(Message::text(start))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ConnectError::retry(format!(
+                    "WebSocket: cannot start the session: {}",
+                    error_chain(&e)
+                )))
+            }
+            Err(_) => return Err(ConnectError::retry("WebSocket: starting the session timed out")),
+        }
+    }
+    if !dialect.awaits_start() {
+        return Ok(None);
+    }
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => {
+                return Err(ConnectError::retry(
+                    "WebSocket: the service did not confirm the session in time",
+                ))
+            }
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                return Err(ConnectError::retry(
+                    "WebSocket: the service closed the connection before confirming the session",
+                ))
+            }
+            Ok(Some(Err(e))) => {
+                return Err(ConnectError::retry(format!(
+                    "WebSocket: {}",
+                    error_chain(&e)
+                )))
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match dialect.decode(text.as_str()) {
+            Decoded::Event(event @ ServerEvent::SessionCreated { .. }) => return Ok(Some(event)),
+            // A session the service refuses to start (a bad field, say) will be refused again.
+            Decoded::Event(ServerEvent::Error { code, message, .. }) => {
+                let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
+                return Err(ConnectError::fatal(format!(
+                    "the service refused to start the session: {}{code}",
+                    one_line(&message, 300)
+                )));
+            }
+            _ => {}
+        }
+    }
 }
 
 fn host(url: &url::Url) -> String {
@@ -177,6 +233,8 @@ struct AudioPath {
     playing: Option<Option<String>>,
     /// Item the user talked over: its late deltas are dropped.
     muted: Option<String>,
+    /// When the service's audio starts and stops, for an API that does not say.
+    activity: crate::transport::activity::AudioActivity,
 }
 
 impl AudioPath {
@@ -191,6 +249,7 @@ impl AudioPath {
             pcm_out: Vec::new(),
             playing: None,
             muted: None,
+            activity: Default::default(),
         }
     }
 }
@@ -208,18 +267,37 @@ impl LinkTask {
         let mut keepalive = tokio::time::interval(PING_EVERY);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
+        let mut activity_check = tokio::time::interval(crate::transport::activity::CHECK_EVERY);
+        let tells_playout = self.dialect.reports_playout();
         let reason = loop {
             tokio::select! {
+                _ = activity_check.tick(), if !tells_playout => {
+                    if audio.activity.quiet(std::time::Instant::now()) {
+                        let stopped = ServerEvent::AudioStopped { interrupted: false };
+                        if self.events.send(LinkEvent::Server(stopped)).await.is_err() {
+                            return;
+                        }
+                    }
+                },
                 command = commands.recv() => match command {
                     Some(event) => {
                         audio.note_sent(&event);
-                        let text = self.dialect.encode(&event);
-                        if let Err(e) = send(&mut sink, Message::text(text)).await {
+                        let mut failed = None;
+                        for text in self.dialect.encode(&event) {
+                            if let Err(e) = send(&mut sink, Message::text(text)).await {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                        if let Some(e) = failed {
                             break e;
                         }
                     }
                     None => {
                         // The daemon let go of the link: hang up politely, but never hang.
+                        if let Some(goodbye) = self.dialect.closing() {
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::text(goodbye))).await;
+                        }
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
                         debug!("WebSocket closed by the daemon");
                         return;
@@ -375,6 +453,15 @@ impl LinkTask {
         );
         audio.pcm_out.resize(audio.pcm_in.len() * 2, 0);
         let n = audio.up.process(&audio.pcm_in, &mut audio.pcm_out);
+        if !self.dialect.reports_playout() {
+            // No items and no start or end events: the audio's level says when a turn starts.
+            self.ctx.speaker.push(&audio.pcm_out[..n]);
+            if audio.activity.heard(&audio.pcm_in, std::time::Instant::now()) {
+                let event = ServerEvent::AudioStarted { item_id: None };
+                return self.events.send(LinkEvent::Server(event)).await.is_ok();
+            }
+            return true;
+        }
         let is_new = match &audio.playing {
             None => true,
             Some(current) => current.as_deref() != item_id,

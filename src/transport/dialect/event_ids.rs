@@ -37,10 +37,11 @@ impl EventIds {
         let _ = write!(out, "{APPEND_ID_PREFIX}{n}");
     }
 
-    /// "our response.create (rtv_12)" for an id we issued; the bare id otherwise.
-    pub(super) fn describe(&self, id: &str) -> String {
+    /// "our response.create (rtv_12)" for an id we issued; the bare id otherwise. Audio
+    /// appends are named `append_kind` (each API has its own).
+    pub(super) fn describe(&self, id: &str, append_kind: &str) -> String {
         if id.starts_with(APPEND_ID_PREFIX) {
-            return format!("our input_audio_buffer.append ({id})");
+            return format!("our {append_kind} ({id})");
         }
         let kind = id
             .strip_prefix(ID_PREFIX)

@@ -1,24 +1,27 @@
 //! Wire dialects: how [`ClientEvent`]s become JSON text and JSON text becomes [`ServerEvent`]s.
 //!
-//! Transports move text and audio; the dialect alone knows the service's vocabulary. Today that is
-//! the Realtime API as it went GA ([`RealtimeGa`]); another API (GPT-Live) is one more
-//! implementation of [`Dialect`], with no change to the transports or the state machine.
-
+//! Transports move text and audio; the dialect alone knows the service's vocabulary and how a
+//! session on it opens and closes. Two APIs speak through it: the Realtime API as it went GA
+//! ([`RealtimeGa`]) and GPT-Live ([`Live`]). What the state machine must know beyond words
+//! (who stops the assistant on barge-in, whether the session is configured as it opens) is in
+//! `session::Rules`, not here.
 //!
 //! - `realtime.rs`: the Realtime API (GA); `realtime_wire.rs`: the shapes of its server events;
-//!   `event_ids.rs`: the ids on our events, so that an error can be tied to its cause.
+//! - `live.rs`: GPT-Live; `live_wire.rs`: the shapes of its server events;
+//! - `event_ids.rs`: the ids on our events, so that an error can be tied to its cause.
 
 mod event_ids;
+mod live;
+mod live_wire;
 mod realtime;
 mod realtime_wire;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use crate::session::{ClientEvent, ServerEvent};
 
+pub use live::Live;
 pub use realtime::RealtimeGa;
 
 /// The sample rate of PCM audio carried inside WebSocket events.
@@ -42,22 +45,110 @@ pub enum Decoded<'a> {
     Malformed(String),
 }
 
-/// Translates between the daemon's events and one API's JSON.
+/// Translates between the daemon's events and one API's JSON, and says how a session on that
+/// API opens and closes: the two APIs differ there as much as in their words.
 pub trait Dialect: Send + Sync {
-    /// JSON text of a client event; `SessionUpdate` carries the whole session from the config.
-    fn encode(&self, event: &ClientEvent) -> String;
+    // -- Vocabulary --
+
+    /// The JSON messages that carry a client event: usually one; none when this API has no
+    /// such thing (GPT-Live has no truncate or cancel); several when one message would be over
+    /// the API's size limit.
+    fn encode(&self, event: &ClientEvent) -> Vec<String>;
 
     /// Parses one server message. Never fails: bad input becomes [`Decoded::Malformed`].
     fn decode<'a>(&self, text: &'a str) -> Decoded<'a>;
 
     /// Writes the JSON text of an event appending PCM16 mono at [`WS_PCM_RATE`] to the input
-    /// buffer (WebSocket). `out` is cleared first; callers reuse it so the hot path does not
+    /// (WebSocket). `out` is cleared first; callers reuse it so the hot path does not
     /// allocate once it has grown.
     fn encode_audio_append(&self, pcm: &[i16], scratch: &mut Vec<u8>, out: &mut String);
 
-    /// The session configuration used when minting an ephemeral token (transport-neutral:
-    /// the audio format is left to the transport's own `session.update` or SDP).
-    fn token_session(&self) -> Value;
+    // -- Opening and closing --
+
+    /// The WebSocket URL for `api.base_url`.
+    fn websocket_url(&self, base_url: &str) -> Result<url::Url, String>;
+
+    /// The first message on a new WebSocket, when the API wants one before anything else
+    /// (GPT-Live's `session.start`).
+    fn websocket_start(&self) -> Option<String>;
+
+    /// The HTTP request that carries our SDP offer.
+    fn call_request(&self, offer: &str) -> CallRequest;
+
+    /// The SDP answer and the call's id from the service's reply to [`Dialect::call_request`];
+    /// why not, in one line.
+    fn call_answer(&self, reply: &CallReply) -> Result<(String, Option<String>), String>;
+
+    /// The path (under `api.base_url`) that hangs up a call, if the API has one.
+    fn hangup_path(&self, call_id: &str) -> Option<String>;
+
+    /// The link is up only once the service has confirmed the session (GPT-Live's
+    /// `session.started`, which must come before any audio or command).
+    fn awaits_start(&self) -> bool;
+
+    /// A goodbye to send before closing (GPT-Live's `session.close`).
+    fn closing(&self) -> Option<String>;
+
+    /// The service says when its audio starts and stops (Realtime's `output_audio_buffer.*`
+    /// and audio `done`); otherwise the link tells from the audio itself.
+    fn reports_playout(&self) -> bool;
+}
+
+/// What a WebRTC offer is POSTed as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRequest {
+    /// Under `api.base_url`, e.g. `realtime/calls`.
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// The service's successful reply to a [`CallRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallReply {
+    /// The MIME type, lower case, without parameters.
+    pub content_type: String,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// `Location: /v1/realtime/calls/rtc_123` → `rtc_123`; the same check for any id the service
+/// gives us: only characters safe in a URL path.
+pub fn checked_id(id: &str) -> Option<String> {
+    let valid = !id.is_empty()
+        && id.len() <= 256
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    valid.then(|| id.to_owned())
+}
+
+/// `https://host/v1` → `wss://host/v1/<path>` (`http` gives `ws`, for the simulator).
+pub fn websocket_base(base_url: &str, path: &str) -> Result<url::Url, String> {
+    let mut url =
+        url::Url::parse(base_url).map_err(|e| format!("api.base_url is not a URL: {e}"))?;
+    let scheme = match url.scheme() {
+        "https" => "wss",
+        "http" => "ws",
+        other => return Err(format!("api.base_url: unsupported scheme `{other}`")),
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| "api.base_url: cannot switch to a WebSocket scheme".to_owned())?;
+    let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url.set_query(None);
+    Ok(url)
+}
+
+/// The dialect of the configured protocol.
+pub fn for_config(
+    config: std::sync::Arc<crate::config::Config>,
+    transport: crate::config::TransportKind,
+) -> std::sync::Arc<dyn Dialect> {
+    match config.api.protocol {
+        crate::config::Protocol::Realtime => std::sync::Arc::new(RealtimeGa::new(config, transport)),
+        crate::config::Protocol::Live => std::sync::Arc::new(Live::new(config, transport)),
+    }
 }
 
 /// Writes a short, single-line excerpt of a message for logs (it may hold a transcript, so only

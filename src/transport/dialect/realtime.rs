@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::realtime_wire::*;
-use super::{Decoded, Dialect, WS_PCM_RATE};
+use super::{checked_id, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
 use crate::config::{Capability, Config, TransportKind, TurnDetectionKind};
 use crate::session::{ClientEvent, Role, ServerEvent, Usage};
 
@@ -77,7 +77,7 @@ impl RealtimeGa {
 
         let mut session = json!({
             "type": "realtime",
-            "model": self.config.api.model,
+            "model": self.config.api.model(),
             "instructions": instructions,
             "output_modalities": modalities,
             "audio": {"input": input, "output": output},
@@ -103,7 +103,7 @@ impl RealtimeGa {
 }
 
 impl Dialect for RealtimeGa {
-    fn encode(&self, event: &ClientEvent) -> String {
+    fn encode(&self, event: &ClientEvent) -> Vec<String> {
         let mut value = match event {
             ClientEvent::SessionUpdate => json!({
                 "type": "session.update",
@@ -147,6 +147,8 @@ impl Dialect for RealtimeGa {
                 "type": "conversation.item.create",
                 "item": {"type": "function_call_output", "call_id": call_id, "output": output},
             }),
+            // GPT-Live's alone.
+            ClientEvent::DelegationDeclined { .. } => return Vec::new(),
         };
         let kind = match event {
             ClientEvent::SessionUpdate => "session.update",
@@ -157,9 +159,10 @@ impl Dialect for RealtimeGa {
             ClientEvent::ResponseCancel => "response.cancel",
             ClientEvent::OutputAudioClear => "output_audio_buffer.clear",
             ClientEvent::Truncate { .. } => "conversation.item.truncate",
+            ClientEvent::DelegationDeclined { .. } => return Vec::new(),
         };
         value["event_id"] = Value::String(self.ids.issue(kind));
-        value.to_string()
+        vec![value.to_string()]
     }
 
     fn decode<'a>(&self, text: &'a str) -> Decoded<'a> {
@@ -191,9 +194,65 @@ impl Dialect for RealtimeGa {
         out.push_str(r#""}"#);
     }
 
-    fn token_session(&self) -> Value {
+    fn websocket_url(&self, base_url: &str) -> Result<url::Url, String> {
+        let mut url = websocket_base(base_url, "realtime")?;
+        url.query_pairs_mut()
+            .append_pair("model", self.config.api.model());
+        Ok(url)
+    }
+
+    fn websocket_start(&self) -> Option<String> {
+        None
+    }
+
+    fn call_request(&self, offer: &str) -> CallRequest {
+        CallRequest {
+            path: "realtime/calls".into(),
+            content_type: "application/sdp",
+            body: offer.to_owned(),
+        }
+    }
+
+    fn call_answer(&self, reply: &CallReply) -> Result<(String, Option<String>), String> {
+        if reply.content_type != "application/sdp" {
+            return Err(format!(
+                "answered with content type `{}` instead of application/sdp",
+                crate::transport::error::one_line(&reply.content_type, 60)
+            ));
+        }
+        let call_id = reply.location.as_deref().and_then(call_id_from_location);
+        Ok((reply.body.clone(), call_id))
+    }
+
+    fn hangup_path(&self, call_id: &str) -> Option<String> {
+        Some(format!("realtime/calls/{call_id}/hangup"))
+    }
+
+    fn awaits_start(&self) -> bool {
+        false
+    }
+
+    fn closing(&self) -> Option<String> {
+        None
+    }
+
+    fn reports_playout(&self) -> bool {
+        true
+    }
+}
+
+impl RealtimeGa {
+    /// The session configuration used when minting an ephemeral token (transport-neutral:
+    /// the audio format is left to the transport's own `session.update` or SDP).
+    pub fn token_session(&self) -> Value {
         self.session_object(false)
     }
+}
+
+/// `Location: /v1/realtime/calls/rtc_123` → `rtc_123`.
+pub fn call_id_from_location(location: &str) -> Option<String> {
+    let path = location.split(['?', '#']).next()?.trim_end_matches('/');
+    checked_id(path.rsplit('/').next()?)
 }
 
 impl RealtimeGa {
@@ -298,7 +357,7 @@ impl RealtimeGa {
             "error" => {
                 let e: ErrorEvent = serde_json::from_str(text)?;
                 ServerEvent::Error {
-                    about: e.error.event_id.as_deref().map(|id| self.ids.describe(id)),
+                    about: e.error.event_id.as_deref().map(|id| self.ids.describe(id, "input_audio_buffer.append")),
                     code: e.error.code.clone().or(e.error.kind.clone()),
                     message: e.error.message,
                 }

@@ -6,19 +6,22 @@ use tracing::debug;
 use webrtc::peer_connection::PeerConnection;
 
 use super::http::hang_up;
-use crate::config::Secret;
+use crate::transport::dialect::Dialect;
+use crate::transport::Credentials;
 
 /// A call in progress: what the hang-up needs.
 pub(super) struct Call {
     pub(super) pc: Arc<dyn PeerConnection>,
     pub(super) http: reqwest::Client,
     pub(super) base: String,
-    pub(super) token: Secret,
+    pub(super) dialect: Arc<dyn Dialect>,
+    pub(super) credentials: Credentials,
     pub(super) call_id: Option<String>,
 }
 
 impl Call {
-    /// Closes the peer connection and, if the service knows of the call, hangs it up.
+    /// Closes the peer connection and, if the service knows of the call and the API has a
+    /// hang-up request, hangs it up.
     pub(super) async fn end(self) {
         let close = async {
             if let Err(e) = self.pc.close().await {
@@ -26,8 +29,12 @@ impl Call {
             }
         };
         let hangup = async {
-            if let Some(id) = &self.call_id {
-                hang_up(&self.http, &self.base, id, &self.token).await;
+            let (Some(id), Some(token)) = (&self.call_id, &self.credentials.bearer) else {
+                return;
+            };
+            if let Some(path) = self.dialect.hangup_path(id) {
+                let url = format!("{}/{path}", self.base);
+                hang_up(&self.http, &url, id, token).await;
             }
         };
         tokio::join!(close, hangup);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info};
-use webrtc::data_channel::DataChannel;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::RTCSessionDescription;
 
@@ -16,19 +16,30 @@ use super::link::{pump_microphone, run_link, RunLink};
 use super::media::*;
 use super::peer::*;
 use crate::config::{Secret, TransportKind};
-use crate::transport::dialect::Dialect;
+use crate::session::ServerEvent;
+use crate::transport::dialect::{Decoded, Dialect};
 use crate::transport::error::one_line;
-use crate::transport::{ConnectError, Link, LinkContext};
+use crate::transport::{ConnectError, Credentials, Link, LinkContext};
 
 /// Longest wait for ICE gathering; an unreachable STUN server must not eat the whole connect
 /// budget, and whatever was gathered by then goes into the offer.
 const GATHER_CAP: Duration = Duration::from_secs(5);
 
-/// Places a WebRTC call to the service and returns the running link.
+/// Places a WebRTC call to the service with an ephemeral token (or key) and returns the
+/// running link.
 pub async fn connect(
     ctx: &LinkContext,
     dialect: Arc<dyn Dialect>,
     token: &Secret,
+) -> Result<Link, ConnectError> {
+    connect_with(ctx, dialect, &Credentials::bearer(token)).await
+}
+
+/// Places a WebRTC call with any [`Credentials`] (a backend that creates the session, say).
+pub async fn connect_with(
+    ctx: &LinkContext,
+    dialect: Arc<dyn Dialect>,
+    credentials: &Credentials,
 ) -> Result<Link, ConnectError> {
     let started = Instant::now();
     let config = &ctx.config;
@@ -48,7 +59,8 @@ pub async fn connect(
         pc,
         http,
         base,
-        token: token.clone(),
+        dialect: dialect.clone(),
+        credentials: credentials.clone(),
         call_id: None,
     };
     let placed = place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await;
@@ -153,8 +165,15 @@ pub(super) async fn place_call(
              supported)",
         ));
     }
-    let (answer, call_id) =
-        post_offer(&call.http, &call.base, &call.token, offer_sdp, deadline).await?;
+    let (answer, call_id) = post_offer(
+        &call.http,
+        &call.base,
+        call.dialect.as_ref(),
+        &call.credentials,
+        offer_sdp,
+        deadline,
+    )
+    .await?;
     call.call_id = call_id;
     let answer = RTCSessionDescription::answer(answer).map_err(|e| {
         ConnectError::retry(format!(
@@ -166,7 +185,7 @@ pub(super) async fn place_call(
         .await
         .map_err(|e| fail("cannot apply the service's answer", &e))?;
 
-    let early = wait_connected(&mut watch.state, &channel, deadline)
+    let mut early = wait_connected(&mut watch.state, &channel, deadline)
         .await
         .map_err(|e| {
             if tokio::time::Instant::now() >= deadline {
@@ -178,10 +197,66 @@ pub(super) async fn place_call(
                 ConnectError::retry(format!("WebRTC: {e}"))
             }
         })?;
+    if call.dialect.awaits_start() {
+        wait_started(call.dialect.as_ref(), &channel, &mut early, deadline).await?;
+    }
     let payload_type = negotiated_opus(&sender)
         .await
         .ok_or_else(|| ConnectError::retry("WebRTC: the service's answer has no Opus audio"))?;
     let sender = OpusSender::new(track, ssrc, payload_type)
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
     Ok((channel, sender, early))
+}
+
+/// Waits on the data channel for the service to confirm the session (GPT-Live's
+/// `session.started`), keeping every message for the link, that one included.
+async fn wait_started(
+    dialect: &dyn Dialect,
+    channel: &Arc<dyn DataChannel>,
+    early: &mut Vec<String>,
+    deadline: tokio::time::Instant,
+) -> Result<(), ConnectError> {
+    let started = |text: &str| -> Result<bool, ConnectError> {
+        match dialect.decode(text) {
+            Decoded::Event(ServerEvent::SessionCreated { .. }) => Ok(true),
+            Decoded::Event(ServerEvent::Error { code, message, .. }) => {
+                let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
+                Err(ConnectError::fatal(format!(
+                    "WebRTC: the service refused to start the session: {}{code}",
+                    one_line(&message, 300)
+                )))
+            }
+            _ => Ok(false),
+        }
+    };
+    for text in early.iter() {
+        if started(text)? {
+            return Ok(());
+        }
+    }
+    loop {
+        let event = tokio::time::timeout_at(deadline, channel.poll())
+            .await
+            .map_err(|_| {
+                ConnectError::retry("WebRTC: the service did not confirm the session in time")
+            })?;
+        match event {
+            Some(DataChannelEvent::OnMessage(message)) => {
+                let Ok(text) = String::from_utf8(message.data.to_vec()) else {
+                    continue;
+                };
+                let done = started(&text)?;
+                early.push(text);
+                if done {
+                    return Ok(());
+                }
+            }
+            Some(DataChannelEvent::OnClose) | None => {
+                return Err(ConnectError::retry(
+                    "WebRTC: the data channel closed before the session started",
+                ))
+            }
+            _ => {}
+        }
+    }
 }

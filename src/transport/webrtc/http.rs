@@ -5,17 +5,17 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
-use crate::transport::error::{error_chain, one_line, retry_after, service_message};
+use crate::transport::error::{error_chain, retry_after, service_message};
 use crate::transport::http_body::{read_limited, retry_after_header, SDP_ANSWER_LIMIT};
-use crate::transport::ConnectError;
+use crate::transport::dialect::{CallReply, Dialect};
+use crate::transport::{ConnectError, Credentials};
 
 /// The hang-up is a courtesy to the service; never hold up a reconnect or shutdown for it.
 const HANGUP_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(super) async fn hang_up(http: &reqwest::Client, base: &str, call_id: &str, token: &Secret) {
-    let url = format!("{base}/realtime/calls/{call_id}/hangup");
+pub(super) async fn hang_up(http: &reqwest::Client, url: &str, call_id: &str, token: &Secret) {
     let result = http
-        .post(&url)
+        .post(url)
         .bearer_auth(token.expose())
         .timeout(HANGUP_TIMEOUT)
         .send()
@@ -37,36 +37,44 @@ pub(super) fn http_client() -> Result<reqwest::Client, ConnectError> {
         .map_err(|e| ConnectError::retry(format!("cannot create an HTTP client: {e}")))
 }
 
-/// POSTs the offer; returns the answer SDP and the call id.
+/// POSTs the offer as the dialect wants it; returns the answer SDP and the call id.
 pub(super) async fn post_offer(
     http: &reqwest::Client,
     base: &str,
-    token: &Secret,
+    dialect: &dyn Dialect,
+    credentials: &Credentials,
     offer: String,
     deadline: tokio::time::Instant,
 ) -> Result<(String, Option<String>), ConnectError> {
-    let url = format!("{base}/realtime/calls");
+    let request = dialect.call_request(&offer);
+    let url = match &credentials.call_url {
+        Some(url) => url.clone(),
+        None => format!("{base}/{}", request.path),
+    };
     // What errors show of it: a credential in the URL is not repeated.
     let shown = crate::config::redact_url(&url);
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let response = http
+    let mut post = http
         .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-        .bearer_auth(token.expose())
-        .body(offer)
-        .timeout(remaining.max(Duration::from_millis(1)))
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                ConnectError::retry(format!("WebRTC: no answer from {shown} in time"))
-            } else {
-                ConnectError::retry(format!(
-                    "WebRTC: cannot reach {shown}: {}",
-                    error_chain(&e.without_url())
-                ))
-            }
-        })?;
+        .header(reqwest::header::CONTENT_TYPE, request.content_type)
+        .body(request.body)
+        .timeout(remaining.max(Duration::from_millis(1)));
+    if let Some(token) = &credentials.bearer {
+        post = post.bearer_auth(token.expose());
+    }
+    for (name, value) in &credentials.headers {
+        post = post.header(name.as_str(), value.expose());
+    }
+    let response = post.send().await.map_err(|e| {
+        if e.is_timeout() {
+            ConnectError::retry(format!("WebRTC: no answer from {shown} in time"))
+        } else {
+            ConnectError::retry(format!(
+                "WebRTC: cannot reach {shown}: {}",
+                error_chain(&e.without_url())
+            ))
+        }
+    })?;
     let status = response.status();
     let retry_header = retry_after_header(&response);
     let content_type = response
@@ -75,11 +83,11 @@ pub(super) async fn post_offer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let call_id = response
+    let location = response
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(call_id_from_location);
+        .map(str::to_owned);
     let body = read_limited(response, SDP_ANSWER_LIMIT)
         .await
         .map_err(|e| {
@@ -109,25 +117,18 @@ pub(super) async fn post_offer(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime != "application/sdp" {
-        return Err(ConnectError::retry(format!(
-            "WebRTC: {shown} answered with content type `{}` instead of application/sdp (is api.base_url right?)",
-            one_line(&content_type, 60)
-        )));
-    }
+    let reply = CallReply {
+        content_type: mime,
+        location,
+        body,
+    };
+    let (answer, call_id) = dialect.call_answer(&reply).map_err(|why| {
+        ConnectError::retry(format!(
+            "WebRTC: {shown} {why} (is api.base_url right?)"
+        ))
+    })?;
     if call_id.is_none() {
-        warn!("the service's answer has no Location header; the call cannot be hung up");
+        warn!("the service's answer names no call; it cannot be hung up");
     }
-    Ok((body, call_id))
-}
-
-/// `Location: /v1/realtime/calls/rtc_123` → `rtc_123`.
-pub(super) fn call_id_from_location(location: &str) -> Option<String> {
-    let path = location.split(['?', '#']).next()?.trim_end_matches('/');
-    let id = path.rsplit('/').next()?;
-    let valid = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    valid.then(|| id.to_owned())
+    Ok((answer, call_id))
 }

@@ -17,6 +17,7 @@ use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
 use crate::transport::dialect::{Decoded, Dialect};
+use crate::transport::activity::{AudioActivity, CHECK_EVERY};
 use crate::transport::{LinkEvent, LinkStats};
 
 /// How long ICE may stay `disconnected` before the link is declared lost. ICE itself calls a
@@ -24,6 +25,38 @@ use crate::transport::{LinkEvent, LinkStats};
 /// packets every 20 ms both ways: together a dead service is noticed within about 2.5 s, a
 /// short Wi-Fi hiccup is still ridden out.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(1500);
+
+/// How long a goodbye on the data channel may take before the call is closed anyway.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Sends one client event. `Err` ends the link: with a reason when sending failed for good,
+/// without one when the daemon is gone.
+async fn send_event(link: &RunLink, event: &ClientEvent) -> Result<(), Option<String>> {
+    for text in link.dialect.encode(event) {
+        match link.channel.send_text(&text).await {
+            Ok(()) => {}
+            Err(webrtc::error::Error::ErrOutboundPacketTooLarge) => {
+                // Reconnecting would fail the same way: report it and carry on.
+                let message = format!(
+                    "an event of {} bytes is larger than the service accepts \
+                     (shorten session.instructions or the tools)",
+                    text.len()
+                );
+                warn!("{message}");
+                let error = ServerEvent::Error {
+                    code: Some("event_too_large".into()),
+                    message,
+                    about: None,
+                };
+                if link.events.send(LinkEvent::Server(error)).await.is_err() {
+                    return Err(None);
+                }
+            }
+            Err(e) => return Err(Some(format!("cannot send on the data channel: {e}"))),
+        }
+    }
+    Ok(())
+}
 
 /// which releases the microphone).
 pub(super) async fn pump_microphone(microphone: Microphone, mut sender: OpusSender) {
@@ -63,35 +96,33 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
         }
     }
     let mut bad_input = Throttle::peer_input();
+    let tells_playout = link.dialect.reports_playout();
+    let activity = Arc::new(AudioActivity::default());
+    let mut activity_check = tokio::time::interval(CHECK_EVERY);
     let reason: Option<String> = loop {
         tokio::select! {
             command = link.commands.recv() => match command {
                 Some(event) => {
-                    let text = link.dialect.encode(&event);
-                    match link.channel.send_text(&text).await {
-                        Ok(()) => {}
-                        Err(webrtc::error::Error::ErrOutboundPacketTooLarge) => {
-                            // Reconnecting would fail the same way: report it and carry on.
-                            let message = format!(
-                                "an event of {} bytes is larger than the service accepts \
-                                 (shorten session.instructions or the tools)",
-                                text.len()
-                            );
-                            warn!("{message}");
-                            let error = ServerEvent::Error {
-                                code: Some("event_too_large".into()),
-                                message,
-                                about: None,
-                            };
-                            if link.events.send(LinkEvent::Server(error)).await.is_err() {
-                                break None;
-                            }
-                        }
-                        Err(e) => break Some(format!("cannot send on the data channel: {e}")),
+                    if let Err(reason) = send_event(&link, &event).await {
+                        break reason;
                     }
                 }
-                None => break None,
+                None => {
+                    // The daemon let go: say goodbye if the API wants one, never waiting long.
+                    if let Some(goodbye) = link.dialect.closing() {
+                        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, link.channel.send_text(&goodbye)).await;
+                    }
+                    break None;
+                }
             },
+            _ = activity_check.tick(), if !tells_playout => {
+                if activity.quiet(Instant::now()) {
+                    let stopped = ServerEvent::AudioStopped { interrupted: false };
+                    if link.events.send(LinkEvent::Server(stopped)).await.is_err() {
+                        break None;
+                    }
+                }
+            }
             event = link.channel.poll() => match event {
                 Some(DataChannelEvent::OnMessage(message)) => {
                     let Ok(text) = std::str::from_utf8(&message.data) else {
@@ -121,7 +152,17 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
             Some(track) = link.watch.tracks.recv() => {
                 let speaker = link.speaker.clone();
                 let stats = link.stats.clone();
-                receivers.push(tokio::spawn(receive_opus(track, stats, move |pcm| speaker.push(pcm))));
+                let activity = activity.clone();
+                let events = link.events.clone();
+                receivers.push(tokio::spawn(receive_opus(track, stats, move |pcm| {
+                    speaker.push(pcm);
+                    // No start event from the API: the first loud frame is the start. A full
+                    // queue drops it; the next loud turn is reported anyway.
+                    if !tells_playout && activity.heard(pcm, Instant::now()) {
+                        let started = ServerEvent::AudioStarted { item_id: None };
+                        let _ = events.try_send(LinkEvent::Server(started));
+                    }
+                })));
             }
             changed = link.watch.state.changed() => {
                 if changed.is_err() {

@@ -2,8 +2,10 @@
 //!
 //! The offer carries one Opus send/receive audio section and the `oai-events` data channel. ICE
 //! is gathered before the offer leaves (the service takes no trickled candidates); the offer is
-//! POSTed to `{base}/realtime/calls`, the 201 answer applied, and the call id from `Location`
-//! kept for the hang-up. Microphone frames are Opus-encoded onto the send track, the service's
+//! POSTed as the dialect wants it (Realtime: the SDP to `{base}/realtime/calls`, the call id
+//! from `Location` kept for the hang-up; GPT-Live: JSON with the session to
+//! `{base}/live/sessions`, then `session.started` awaited on the data channel), and the answer
+//! applied. Microphone frames are Opus-encoded onto the send track, the service's
 //! track is decoded (lost packets concealed) into the speaker, and JSON events cross the data
 //! channel through the wire dialect.
 //!
@@ -20,5 +22,5 @@ mod link;
 pub mod media;
 pub mod peer;
 
-pub use client::connect;
+pub use client::{connect, connect_with};
 pub use peer::EVENTS_LABEL;
