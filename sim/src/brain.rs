@@ -118,6 +118,9 @@ pub struct Brain {
     fail_responses: u32,
     race_responses: u32,
     expire_at: Option<Instant>,
+    /// The event being handled was made by a front from another API's event (GPT-Live's):
+    /// that one was counted and checked already.
+    translated: bool,
 }
 
 impl Brain {
@@ -176,6 +179,7 @@ impl Brain {
             expire_at: opts
                 .session_expired_after_ms
                 .map(|ms| now + Duration::from_millis(ms)),
+            translated: false,
         };
         brain.session_id = brain.id("sess");
         let event = json!({
@@ -248,6 +252,13 @@ impl Brain {
         })
     }
 
+    /// An event a front made from another API's (counted and checked there).
+    pub fn on_translated_event(&mut self, text: &str, now: Instant) {
+        self.translated = true;
+        self.on_client_event(text, now);
+        self.translated = false;
+    }
+
     /// One client event (JSON text), as received.
     pub fn on_client_event(&mut self, text: &str, now: Instant) {
         if self.closed {
@@ -272,9 +283,12 @@ impl Brain {
             }
         };
         let client_id = head.event_id.as_deref();
-        self.stats.client_events.fetch_add(1, Ordering::Relaxed);
+        if !self.translated {
+            self.stats.client_events.fetch_add(1, Ordering::Relaxed);
+        }
         // What the service's published schema refuses is refused here too.
-        if let (Some(conformance), Ok(value)) = (
+        if let (false, Some(conformance), Ok(value)) = (
+            self.translated,
             Conformance::published(),
             serde_json::from_str::<Value>(text),
         ) {

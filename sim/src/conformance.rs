@@ -13,6 +13,9 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 
 const SCHEMA: &str = include_str!("../schema/realtime-client-events.schema.json");
+/// GPT-Live's client events, written from its published reference (sources in the file's
+/// `$comment`): no machine-readable schema of them is published yet.
+const LIVE_SCHEMA: &str = include_str!("../schema/live-client-events.schema.json");
 
 /// What is wrong with an event, as the service's `error` would say it.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,20 @@ impl Conformance {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::error!("the vendored Realtime schema does not compile: {e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// GPT-Live's client events, compiled; `None` only if the file is broken.
+    pub fn live() -> Option<&'static Conformance> {
+        static CHECKER: OnceLock<Option<Conformance>> = OnceLock::new();
+        CHECKER
+            .get_or_init(|| match Conformance::new(LIVE_SCHEMA) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("the GPT-Live schema does not compile: {e}");
                     None
                 }
             })
@@ -211,8 +228,10 @@ mod tests {
         for transport in [TransportKind::Webrtc, TransportKind::Websocket] {
             let d = RealtimeGa::new(Arc::clone(&config), transport);
             for event in &events {
-                let v: Value = serde_json::from_str(&d.encode(event)).expect("JSON");
-                assert_eq!(c.check(&v), Ok(()), "{transport:?}: {v}");
+                for text in d.encode(event) {
+                    let v: Value = serde_json::from_str(&text).expect("JSON");
+                    assert_eq!(c.check(&v), Ok(()), "{transport:?}: {v}");
+                }
             }
             let (mut scratch, mut out) = (Vec::new(), String::new());
             d.encode_audio_append(&[1, 2, 3], &mut scratch, &mut out);
@@ -221,6 +240,77 @@ mod tests {
             // The session a token is minted with is the session object of session.update.
             let update = json!({"type": "session.update", "session": d.token_session()});
             assert_eq!(c.check(&update), Ok(()));
+        }
+    }
+
+    /// Every message the GPT-Live dialect writes, on both transports and under both kinds of
+    /// delegation, is a client event as the published reference describes it; the WebRTC
+    /// create request's session is a valid session without `audio.format`.
+    #[test]
+    fn the_live_dialect_writes_only_published_events() {
+        use crate::live::LiveFront;
+        use realtime_voiced::config::{Config, Delegation, Protocol, Tool, TransportKind};
+        use realtime_voiced::session::{ClientEvent, Role};
+        use realtime_voiced::transport::dialect::{Dialect, Live};
+        use std::sync::Arc;
+
+        let c = Conformance::live().expect("schema compiles");
+        let mut config = Config::default();
+        config.api.protocol = Protocol::Live;
+        config.session.tools = vec![Tool {
+            name: "weather".into(),
+            description: "Weather for a city".into(),
+            parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            command: None,
+            timeout_ms: 5000,
+        }];
+        let long = "word ".repeat(1000);
+        let events = [
+            ClientEvent::UserText("what time is it".into()),
+            ClientEvent::UserText(long.clone()),
+            ClientEvent::HistoryItem { role: Role::User, text: "hello".into() },
+            ClientEvent::HistoryItem { role: Role::Assistant, text: long },
+            ClientEvent::ResponseCreate,
+            ClientEvent::FunctionOutput { call_id: "call_1".into(), output: "done".into() },
+            ClientEvent::DelegationDeclined { delegation_id: "deleg_1".into() },
+        ];
+        for delegation in [Delegation::Auto, Delegation::Client] {
+            config.live.delegation = delegation;
+            let config = Arc::new(config.clone());
+            for transport in [TransportKind::Webrtc, TransportKind::Websocket] {
+                let d = Live::new(Arc::clone(&config), transport);
+                let mut sent = 0;
+                for event in &events {
+                    for text in d.encode(event) {
+                        let v: Value = serde_json::from_str(&text).expect("JSON");
+                        assert_eq!(c.check(&v), Ok(()), "{transport:?}: {v}");
+                        sent += 1;
+                    }
+                }
+                assert!(sent > events.len(), "long text is split into several appends");
+                for silent in [ClientEvent::ResponseCancel, ClientEvent::OutputAudioClear, ClientEvent::SessionUpdate] {
+                    assert!(d.encode(&silent).is_empty(), "GPT-Live has no {silent:?}");
+                }
+                let (mut scratch, mut out) = (Vec::new(), String::new());
+                d.encode_audio_append(&[1, 2, 3], &mut scratch, &mut out);
+                let v: Value = serde_json::from_str(&out).expect("JSON");
+                assert_eq!(c.check(&v), Ok(()), "{v}");
+                for text in [d.websocket_start(), d.closing()].into_iter().flatten() {
+                    let v: Value = serde_json::from_str(&text).expect("JSON");
+                    assert_eq!(c.check(&v), Ok(()), "{v}");
+                }
+                let session = d.session_object();
+                assert_eq!(
+                    LiveFront::check_session(&session, transport == TransportKind::Webrtc),
+                    Ok(()),
+                    "{session}"
+                );
+                let tools = &session["delegation"]["responses"]["tools"];
+                match delegation {
+                    Delegation::Client => assert_eq!(session["delegation"], json!({"type": "client"})),
+                    _ => assert_eq!(tools[0]["name"], "weather", "{session}"),
+                }
+            }
         }
     }
 }

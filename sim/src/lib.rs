@@ -7,6 +7,7 @@
 
 pub mod brain;
 pub mod conformance;
+pub mod live;
 pub mod server;
 pub mod stats;
 pub mod webrtc_peer;

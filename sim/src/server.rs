@@ -5,6 +5,9 @@
 //!   `POST /v1/token/flat` answers the flat `{value, expires_at}` shape.
 //! - `POST /v1/realtime/calls` (+ `/{id}/hangup`): WebRTC, via [`super::webrtc_peer`].
 //! - `GET /v1/realtime?model=…`: the WebSocket session, driven by a [`Brain`].
+//! - GPT-Live: `GET /v1/live/sessions` (WebSocket, `session.start` first) and
+//!   `POST /v1/live/sessions` (WebRTC: JSON `{session, transport: {type, sdp}}` in, 201 JSON
+//!   `{session: {id}, transport: {type, sdp}}` out), via [`super::live::LiveFront`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -22,6 +25,7 @@ use serde_json::{json, Value};
 use tracing::{debug, info};
 
 use super::brain::{Brain, Mode, SimOutput};
+use super::live::{Conversation, LiveFront};
 use super::{webrtc_peer, Sim};
 
 /// A running simulator; dropping it stops accepting connections.
@@ -70,6 +74,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/realtime/calls", post(calls))
         .route("/v1/realtime/calls/{id}/hangup", post(hangup))
         .route("/v1/realtime", get(websocket))
+        .route("/v1/live/sessions", get(live_websocket).post(live_create))
         .route("/v1/sim/stats", get(stats))
         .with_state(sim)
 }
@@ -246,7 +251,7 @@ async fn calls(State(sim): State<Arc<Sim>>, headers: HeaderMap, offer: String) -
             "The request body must be an SDP offer.",
         );
     }
-    match webrtc_peer::answer(Arc::clone(&sim), offer).await {
+    match webrtc_peer::answer(Arc::clone(&sim), offer, webrtc_peer::Api::Realtime).await {
         Ok(answer) => (
             StatusCode::CREATED,
             [
@@ -286,8 +291,118 @@ async fn websocket(
         .on_upgrade(move |socket| websocket_session(sim, socket))
 }
 
+/// 401 for a GPT-Live session: the key is required, and GPT-Live takes no ephemeral client
+/// keys (a Realtime token is refused as the service would).
+fn refused_live(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
+    let Some(key) = bearer(headers) else {
+        return Some(unauthorized());
+    };
+    if key.starts_with("ek_") {
+        sim.stats.tokens_refused.fetch_add(1, Ordering::Relaxed);
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "GPT-Live does not accept ephemeral client keys; use an API key.",
+        ));
+    }
+    if sim.options.refuse_first_session {
+        return refused_session(sim, headers);
+    }
+    None
+}
+
+async fn live_websocket(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    slow(&sim).await;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Connect to /v1/live/sessions without query parameters; the model goes in session.start.",
+        );
+    }
+    if let Some(refused) = refused_live(&sim, &headers) {
+        return refused;
+    }
+    sim.stats.websocket_sessions.fetch_add(1, Ordering::Relaxed);
+    upgrade
+        .max_message_size(16 << 20)
+        .max_frame_size(16 << 20)
+        .on_upgrade(move |socket| {
+            let front = Conversation::Live(Box::new(LiveFront::websocket(&sim)));
+            websocket_conversation(sim, socket, front)
+        })
+}
+
+async fn live_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    sim.stats.calls.fetch_add(1, Ordering::Relaxed);
+    slow(&sim).await;
+    if let Some(refused) = refused_live(&sim, &headers) {
+        return refused;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "The request body must be JSON: {session, transport: {type: \"webrtc\", sdp}}.",
+        );
+    }
+    let request: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("Invalid JSON: {e}")),
+    };
+    // The create request is as strict as the session: nothing beside `session` and `transport`.
+    let unknown: Vec<&String> = request
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "session" && *k != "transport").collect())
+        .unwrap_or_default();
+    if let Some(key) = unknown.first() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("Unknown parameter: '{key}'."));
+    }
+    let transport = &request["transport"];
+    let (Some("webrtc"), Some(offer)) = (transport["type"].as_str(), transport["sdp"].as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Missing required parameter: 'transport' ({type: \"webrtc\", sdp}).",
+        );
+    };
+    let session = request["session"].clone();
+    if let Err((_, message)) = LiveFront::check_session(&session, true) {
+        sim.stats.violation(message.clone());
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", &message);
+    }
+    if !offer.starts_with("v=0") {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "transport.sdp must be an SDP offer.");
+    }
+    match webrtc_peer::answer(Arc::clone(&sim), offer.to_owned(), webrtc_peer::Api::Live(session)).await {
+        Ok(answer) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "session": {"id": answer.call_id},
+                "transport": {"type": "webrtc", "sdp": answer.sdp},
+            })),
+        )
+            .into_response(),
+        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
+    }
+}
+
 async fn websocket_session(sim: Arc<Sim>, socket: WebSocket) {
-    let mut brain = Brain::for_sim(&sim, Mode::WebSocket);
+    let brain = Conversation::Realtime(Box::new(Brain::for_sim(&sim, Mode::WebSocket)));
+    websocket_conversation(sim, socket, brain).await
+}
+
+async fn websocket_conversation(sim: Arc<Sim>, socket: WebSocket, mut brain: Conversation) {
+    let _ = &sim;
     let session = brain.session_id().to_owned();
     info!(%session, "WebSocket session opened");
     let (mut tx, mut rx) = socket.split();

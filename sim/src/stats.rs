@@ -25,6 +25,10 @@ pub struct SimStats {
     pub responses: AtomicU64,
     /// Requests refused for an unknown or expired token.
     pub tokens_refused: AtomicU64,
+    /// GPT-Live sessions (WebSocket or WebRTC).
+    pub live_sessions: AtomicU64,
+    /// GPT-Live text appends that answered a delegation.
+    pub delegations_answered: AtomicU64,
     violations: Mutex<Vec<String>>,
 }
 
@@ -59,6 +63,8 @@ impl SimStats {
             "truncates_refused": n(&self.truncates_refused),
             "cancelled_calls_answered": n(&self.cancelled_calls_answered),
             "responses": n(&self.responses),
+            "live_sessions": n(&self.live_sessions),
+            "delegations_answered": n(&self.delegations_answered),
             "tokens_refused": n(&self.tokens_refused),
         })
     }

@@ -18,6 +18,7 @@ use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSession
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::brain::{Brain, Mode, SimOutput};
+use super::live::{Conversation, LiveFront};
 use super::Sim;
 use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
 use realtime_voiced::transport::webrtc::media::{
@@ -40,8 +41,16 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long ICE may stay `disconnected` before the call is dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 
+/// Which API a call speaks: the Realtime API, or GPT-Live with the session its create request
+/// carried.
+#[derive(Clone)]
+pub enum Api {
+    Realtime,
+    Live(serde_json::Value),
+}
+
 /// Answers `offer_sdp` and runs the call in a task of its own.
-pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> {
+pub async fn answer(sim: Arc<Sim>, offer_sdp: String, api: Api) -> Result<Answer, String> {
     let offer = RTCSessionDescription::offer(offer_sdp)
         .map_err(|e| format!("The SDP offer does not parse: {e}"))?;
     let (events, mut watch) = PeerEvents::new();
@@ -58,7 +67,10 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> 
     guard.0 = None;
     match negotiated {
         Ok((sdp, track, ssrc, sender)) => {
-            let call_id = sim.next_id("rtc");
+            let call_id = sim.next_id(match api {
+                Api::Realtime => "rtc",
+                Api::Live(_) => "live",
+            });
             // Fires on `POST /v1/realtime/calls/{id}/hangup`.
             let hangup = sim.register_call(&call_id);
             tokio::spawn(run_call(
@@ -71,6 +83,7 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String) -> Result<Answer, String> 
                     ssrc,
                     sender,
                     hangup,
+                    api,
                 },
             ));
             Ok(Answer { sdp, call_id })
@@ -131,6 +144,7 @@ struct Call {
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
     hangup: oneshot::Receiver<()>,
+    api: Api,
 }
 
 async fn run_call(sim: Arc<Sim>, mut call: Call) {
@@ -158,7 +172,10 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
         .ok_or("no Opus was negotiated")?;
     let mut opus = OpusSender::new(call.track.clone(), call.ssrc, payload_type)?;
 
-    let mut brain = Brain::for_sim(sim, Mode::WebRtc);
+    let mut brain = match &call.api {
+        Api::Realtime => Conversation::Realtime(Box::new(Brain::for_sim(sim, Mode::WebRtc))),
+        Api::Live(session) => Conversation::Live(Box::new(LiveFront::webrtc(sim, session.clone()))),
+    };
     debug!(call = %call.id, session = %brain.session_id(), "data channel open");
     for text in &early {
         brain.on_client_event(text, Instant::now());

@@ -11,6 +11,8 @@ pub mod types;
 #[path = "conversation_tests.rs"]
 mod conversation_tests;
 #[cfg(test)]
+mod pieces_tests;
+#[cfg(test)]
 pub(crate) mod test_rig;
 
 pub use events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};

@@ -18,6 +18,7 @@ pub fn settings() -> Settings {
         earcons: true,
         tools: true,
         jitter_seed: 1,
+        rules: Rules::of(crate::config::Protocol::Realtime),
     }
 }
 

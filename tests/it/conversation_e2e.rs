@@ -6,6 +6,11 @@
 //! calls a command tool; the answer plays (audio in the speaker file) with an assistant
 //! Transcript; speaking over the answer cancels it (barge-in); silence ends the session (idle
 //! timeout); a killed and restarted simulator is survived (reconnecting → listening).
+//!
+//! Once per protocol and transport: the Realtime API and GPT-Live, each over WebRTC and
+//! WebSocket. GPT-Live differs where the API does: the session starts with `session.start` (or
+//! the create request), the tool belongs to its Responses backend, and on barge-in the model
+//! stops by itself (no cancel, clear or truncate is sent).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,7 +46,13 @@ fn ready() -> Result<(), String> {
     Ok(())
 }
 
-fn daemon_config(dir: &Path, sim: &SimProcess, tool: &Path, transport: &str) -> std::path::PathBuf {
+fn daemon_config(
+    dir: &Path,
+    sim: &SimProcess,
+    tool: &Path,
+    protocol: &str,
+    transport: &str,
+) -> std::path::PathBuf {
     let path = dir.join("daemon.toml");
     std::fs::write(
         &path,
@@ -49,6 +60,7 @@ fn daemon_config(dir: &Path, sim: &SimProcess, tool: &Path, transport: &str) -> 
             r#"
 [api]
 base_url = "{base}"
+protocol = "{protocol}"
 
 [session]
 idle_timeout_s = 8
@@ -86,6 +98,7 @@ transcripts = true
             base = sim.base_url(),
             tool = tool.display(),
             transport = transport,
+            protocol = protocol,
         ),
     )
     .expect("write config");
@@ -94,21 +107,31 @@ transcripts = true
 
 #[test]
 fn a_whole_conversation_over_webrtc() {
-    conversation("webrtc");
+    conversation("realtime", "webrtc");
 }
 
 #[test]
 fn a_whole_conversation_over_websocket() {
-    conversation("websocket");
+    conversation("realtime", "websocket");
+}
+
+#[test]
+fn a_whole_live_conversation_over_webrtc() {
+    conversation("live", "webrtc");
+}
+
+#[test]
+fn a_whole_live_conversation_over_websocket() {
+    conversation("live", "websocket");
 }
 
 /// Every client event the simulator got was checked against OpenAI's published schema; none
 /// fell outside it. Prints how many were checked.
-fn assert_conformant(sim: &SimProcess, transport: &str) {
+fn assert_conformant(sim: &SimProcess, protocol: &str, transport: &str) {
     let stats = sim.stats();
     let checked = stats["schema_checked"].as_u64().unwrap_or(0);
     eprintln!(
-        "{transport}: {checked} client events checked against the published schema, {} outside it",
+        "{protocol} over {transport}: {checked} client events checked against the published schema, {} outside it",
         stats["schema_violations"]
     );
     assert!(checked > 0, "{stats}");
@@ -116,7 +139,8 @@ fn assert_conformant(sim: &SimProcess, transport: &str) {
     assert_eq!(stats["truncates_refused"], 0, "{stats}");
 }
 
-fn conversation(transport: &str) {
+fn conversation(protocol: &str, transport: &str) {
+    let live = protocol == "live";
     if let Err(why) = ready() {
         eprintln!("skipped: {why}");
         return;
@@ -173,7 +197,7 @@ fn conversation(transport: &str) {
         ],
     );
     let port = sim.port;
-    let config = daemon_config(d, &sim, &tool, transport);
+    let config = daemon_config(d, &sim, &tool, protocol, transport);
     let signals = d.join("signals.txt");
     let _monitor = bus.monitor(&signals);
     let daemon_log = d.join("daemon.log");
@@ -226,17 +250,34 @@ fn conversation(transport: &str) {
         sim_log(&sim)
     );
 
-    // Barge-in: the second utterance started while the answer played. WebRTC clears the
-    // service's playout; WebSocket truncates the item to what was heard, which the simulator
-    // accepts only if it is no more than the audio it sent.
+    // Barge-in: the second utterance started while the answer played. Realtime: WebRTC clears
+    // the service's playout; WebSocket truncates the item to what was heard, which the
+    // simulator accepts only if it is no more than the audio it sent. GPT-Live: the model
+    // hears the user and stops by itself; the daemon sends nothing of the kind.
     wait_for(Duration::from_secs(20), "barge-in at the service", || {
         let l = sim_log(&sim);
+        if live {
+            return l.contains("the model stopped talking").then_some(());
+        }
         let told = match transport {
             "webrtc" => l.contains("output_audio_buffer.clear"),
             _ => l.contains("truncated"),
         };
         (l.contains("response.cancel") && told).then_some(())
     });
+    if live {
+        let l = sim_log(&sim);
+        assert!(
+            !l.contains("response.cancel") && !l.contains("truncat"),
+            "GPT-Live has no cancel or truncate: {l}"
+        );
+        let opened = if transport == "websocket" {
+            "event=session.start"
+        } else {
+            "live session started"
+        };
+        assert!(l.contains(opened), "{l}");
+    }
 
     // The answer's audio reached the speaker file.
     let played = read_raw(&speaker_raw);
@@ -307,7 +348,7 @@ fn conversation(transport: &str) {
             && newest.contains("echo,weather,clock"),
         "the reloaded voice and tools did not reach the service: {after:?}"
     );
-    assert_conformant(&sim, transport);
+    assert_conformant(&sim, protocol, transport);
     drop(sim);
     bus.wait_state("reconnecting", Duration::from_secs(20));
     let sim = SimProcess::start(d, port, &[]);
@@ -316,6 +357,16 @@ fn conversation(transport: &str) {
     bus.wait_state("idle", Duration::from_secs(5));
     let stats = bus.property("Stats").unwrap_or_default();
     assert!(stats.contains("reconnects"), "{stats}");
+    if live {
+        // GPT-Live counts seconds, not tokens.
+        let voice_ms = stats
+            .split("\"voice_ms\" t ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(voice_ms > 0, "{stats}");
+    }
 
     daemon.signal(libc::SIGTERM);
     let status = daemon
@@ -323,6 +374,6 @@ fn conversation(transport: &str) {
         .expect("daemon exits");
     assert!(status.success(), "{}", log());
     assert!(!log().contains("panicked"), "{}", log());
-    assert_conformant(&sim, transport);
+    assert_conformant(&sim, protocol, transport);
     drop(sim);
 }

@@ -44,6 +44,7 @@ pub fn stats_dict(
         ("responses", stats.responses),
         ("responses_failed", stats.responses_failed),
         ("transcription_failures", stats.transcription_failures),
+        ("voice_ms", stats.voice_ms),
     ];
     let times = [
         ("last_connect_ms", stats.last_connect_ms),

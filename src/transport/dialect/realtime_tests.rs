@@ -26,7 +26,7 @@ fn ga(c: Arc<Config>, kind: TransportKind) -> RealtimeGa {
 
 /// The event as JSON, without its `event_id` (checked on its own).
 fn encoded(d: &RealtimeGa, e: &ClientEvent) -> Value {
-    let mut v: Value = serde_json::from_str(&d.encode(e)).expect("encode gives JSON");
+    let mut v: Value = serde_json::from_str(&d.encode(e).concat()).expect("encode gives JSON");
     let id = v
         .as_object_mut()
         .and_then(|o| o.remove("event_id"))
@@ -439,9 +439,9 @@ fn transcription_failures_are_events() {
 #[test]
 fn every_client_event_has_an_id_and_errors_name_the_event_they_answer() {
     let d = ga(config(|_| {}), TransportKind::Websocket);
-    let first: Value = serde_json::from_str(&d.encode(&ClientEvent::ResponseCreate)).expect("json");
+    let first: Value = serde_json::from_str(&d.encode(&ClientEvent::ResponseCreate).concat()).expect("json");
     let second: Value =
-        serde_json::from_str(&d.encode(&ClientEvent::ResponseCancel)).expect("json");
+        serde_json::from_str(&d.encode(&ClientEvent::ResponseCancel).concat()).expect("json");
     let id = first["event_id"].as_str().expect("an id").to_owned();
     assert_ne!(first["event_id"], second["event_id"]);
     let (mut scratch, mut out) = (Vec::new(), String::new());

@@ -29,6 +29,25 @@ const DISCONNECT_GRACE: Duration = Duration::from_millis(1500);
 /// How long a goodbye on the data channel may take before the call is closed anyway.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// Sends the API's goodbye and waits, briefly, for the service to confirm the end: closing
+/// the connection at once could drop the goodbye still queued in SCTP.
+async fn say_goodbye(link: &RunLink, goodbye: &str) {
+    let confirmed = async {
+        link.channel.send_text(goodbye).await.ok()?;
+        loop {
+            if let DataChannelEvent::OnMessage(message) = link.channel.poll().await? {
+                let text = std::str::from_utf8(&message.data).ok()?;
+                if let Decoded::Event(ServerEvent::SessionClosed { .. }) = link.dialect.decode(text) {
+                    return Some(());
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(GOODBYE_TIMEOUT, confirmed).await.is_err() {
+        debug!("the service did not confirm the end of the session in time");
+    }
+}
+
 /// Sends one client event. `Err` ends the link: with a reason when sending failed for good,
 /// without one when the daemon is gone.
 async fn send_event(link: &RunLink, event: &ClientEvent) -> Result<(), Option<String>> {
@@ -110,7 +129,7 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
                 None => {
                     // The daemon let go: say goodbye if the API wants one, never waiting long.
                     if let Some(goodbye) = link.dialect.closing() {
-                        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, link.channel.send_text(&goodbye)).await;
+                        say_goodbye(&link, &goodbye).await;
                     }
                     break None;
                 }
