@@ -268,11 +268,22 @@ mod tests {
         let events = [
             ClientEvent::UserText("what time is it".into()),
             ClientEvent::UserText(long.clone()),
-            ClientEvent::HistoryItem { role: Role::User, text: "hello".into() },
-            ClientEvent::HistoryItem { role: Role::Assistant, text: long },
+            ClientEvent::HistoryItem {
+                role: Role::User,
+                text: "hello".into(),
+            },
+            ClientEvent::HistoryItem {
+                role: Role::Assistant,
+                text: long,
+            },
             ClientEvent::ResponseCreate,
-            ClientEvent::FunctionOutput { call_id: "call_1".into(), output: "done".into() },
-            ClientEvent::DelegationDeclined { delegation_id: "deleg_1".into() },
+            ClientEvent::FunctionOutput {
+                call_id: "call_1".into(),
+                output: "done".into(),
+            },
+            ClientEvent::DelegationDeclined {
+                delegation_id: "deleg_1".into(),
+            },
         ];
         for delegation in [Delegation::Auto, Delegation::Client] {
             config.live.delegation = delegation;
@@ -287,8 +298,15 @@ mod tests {
                         sent += 1;
                     }
                 }
-                assert!(sent > events.len(), "long text is split into several appends");
-                for silent in [ClientEvent::ResponseCancel, ClientEvent::OutputAudioClear, ClientEvent::SessionUpdate] {
+                assert!(
+                    sent > events.len(),
+                    "long text is split into several appends"
+                );
+                for silent in [
+                    ClientEvent::ResponseCancel,
+                    ClientEvent::OutputAudioClear,
+                    ClientEvent::SessionUpdate,
+                ] {
                     assert!(d.encode(&silent).is_empty(), "GPT-Live has no {silent:?}");
                 }
                 let (mut scratch, mut out) = (Vec::new(), String::new());
@@ -307,7 +325,9 @@ mod tests {
                 );
                 let tools = &session["delegation"]["responses"]["tools"];
                 match delegation {
-                    Delegation::Client => assert_eq!(session["delegation"], json!({"type": "client"})),
+                    Delegation::Client => {
+                        assert_eq!(session["delegation"], json!({"type": "client"}))
+                    }
                     _ => assert_eq!(tools[0]["name"], "weather", "{session}"),
                 }
             }

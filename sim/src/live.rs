@@ -217,7 +217,10 @@ impl LiveFront {
         if let Some(conformance) = Conformance::live() {
             self.stats.schema_checked.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = conformance.violation(&value) {
-                tracing::warn!("client event outside the published GPT-Live reference: {}", v.message);
+                tracing::warn!(
+                    "client event outside the published GPT-Live reference: {}",
+                    v.message
+                );
                 self.stats.violation(v.message.clone());
                 self.error(v.code, &v.message, None, client_id);
                 return;
@@ -237,16 +240,20 @@ impl LiveFront {
                     }
                 }
             } else {
-                let message = format!("Send session.start first; got {kind} before session.started.");
+                let message =
+                    format!("Send session.start first; got {kind} before session.started.");
                 self.stats.violation(message.clone());
                 self.error("session_not_started", &message, None, client_id);
             }
             return;
         }
         match kind.as_str() {
-            "session.start" => {
-                self.error("session_already_started", "The session has already started.", None, client_id)
-            }
+            "session.start" => self.error(
+                "session_already_started",
+                "The session has already started.",
+                None,
+                client_id,
+            ),
             "session.input_audio.append" => {
                 if self.mode == Mode::WebRtc {
                     self.error(
@@ -256,7 +263,8 @@ impl LiveFront {
                         client_id,
                     );
                 } else if !self.muted {
-                    let append = json!({"type": "input_audio_buffer.append", "audio": value["audio"]});
+                    let append =
+                        json!({"type": "input_audio_buffer.append", "audio": value["audio"]});
                     self.brain.on_translated_event(&append.to_string(), now);
                 }
             }
@@ -268,12 +276,16 @@ impl LiveFront {
                 self.muted = false;
                 self.emit("session.input_audio.unmuted", json!({}));
             }
-            "session.instructions.append" | "session.thinking.append" | "session.commentary.append" => {
+            "session.instructions.append"
+            | "session.thinking.append"
+            | "session.commentary.append" => {
                 let content = value["content"].as_str().unwrap_or("").to_owned();
                 let at = self.elapsed_ms(now);
                 self.emit(&format!("{kind}ed"), json!({"start_ms": at, "end_ms": at}));
                 if !value["delegation_id"].is_null() {
-                    self.stats.delegations_answered.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .delegations_answered
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 // An instruction to answer (typed text) gets an answer, as the model would.
                 if kind == "session.instructions.append" && value["delegation_id"].is_null() {
@@ -281,7 +293,8 @@ impl LiveFront {
                         "type": "message", "role": "user",
                         "content": [{"type": "input_text", "text": content}]}});
                     self.brain.on_translated_event(&item.to_string(), now);
-                    self.brain.on_translated_event(r#"{"type":"response.create"}"#, now);
+                    self.brain
+                        .on_translated_event(r#"{"type":"response.create"}"#, now);
                 }
             }
             "response.item.create" | "response.create" if !self.responses_delegation => self.error(
@@ -296,7 +309,8 @@ impl LiveFront {
             }
             "response.create" => {
                 self.backend_asked = true;
-                self.brain.on_translated_event(r#"{"type":"response.create"}"#, now);
+                self.brain
+                    .on_translated_event(r#"{"type":"response.create"}"#, now);
             }
             "session.update" => {
                 let session = self.session_resource();
@@ -315,7 +329,8 @@ impl LiveFront {
             "session.closed",
             json!({"reason": reason, "session": session, "usage": {"seconds": self.seconds(now)}}),
         );
-        self.out.push_back(SimOutput::Close(format!("session closed: {reason}")));
+        self.out
+            .push_back(SimOutput::Close(format!("session closed: {reason}")));
         self.closed = true;
     }
 
@@ -360,7 +375,10 @@ impl LiveFront {
         let at = self.elapsed_ms(now);
         match event["type"].as_str().unwrap_or("") {
             "response.output_audio.delta" => {
-                self.emit("session.output_audio.delta", json!({"delta": event["delta"]}));
+                self.emit(
+                    "session.output_audio.delta",
+                    json!({"delta": event["delta"]}),
+                );
             }
             "conversation.item.input_audio_transcription.completed" => {
                 let text = event["transcript"].as_str().unwrap_or("");
@@ -446,7 +464,10 @@ impl LiveFront {
                     );
                 }
                 let seconds = self.seconds(now);
-                self.emit("session.usage.updated", json!({"usage": {"seconds": seconds}}));
+                self.emit(
+                    "session.usage.updated",
+                    json!({"usage": {"seconds": seconds}}),
+                );
             }
             "error" => {
                 let e = &event["error"];
@@ -507,3 +528,7 @@ impl Conversation {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;

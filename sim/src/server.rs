@@ -357,18 +357,33 @@ async fn live_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Stri
     }
     let request: Value = match serde_json::from_str(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("Invalid JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("Invalid JSON: {e}"),
+            )
+        }
     };
     // The create request is as strict as the session: nothing beside `session` and `transport`.
     let unknown: Vec<&String> = request
         .as_object()
-        .map(|o| o.keys().filter(|k| *k != "session" && *k != "transport").collect())
+        .map(|o| {
+            o.keys()
+                .filter(|k| *k != "session" && *k != "transport")
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(key) = unknown.first() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("Unknown parameter: '{key}'."));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("Unknown parameter: '{key}'."),
+        );
     }
     let transport = &request["transport"];
-    let (Some("webrtc"), Some(offer)) = (transport["type"].as_str(), transport["sdp"].as_str()) else {
+    let (Some("webrtc"), Some(offer)) = (transport["type"].as_str(), transport["sdp"].as_str())
+    else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -381,9 +396,19 @@ async fn live_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Stri
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", &message);
     }
     if !offer.starts_with("v=0") {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "transport.sdp must be an SDP offer.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "transport.sdp must be an SDP offer.",
+        );
     }
-    match webrtc_peer::answer(Arc::clone(&sim), offer.to_owned(), webrtc_peer::Api::Live(session)).await {
+    match webrtc_peer::answer(
+        Arc::clone(&sim),
+        offer.to_owned(),
+        webrtc_peer::Api::Live(session),
+    )
+    .await
+    {
         Ok(answer) => (
             StatusCode::CREATED,
             Json(json!({

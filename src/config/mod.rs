@@ -149,7 +149,15 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret replaced by a placeholder.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self)
+        // The model in effect, not the empty "protocol's default".
+        let mut effective = self.clone();
+        effective.api.model = self.api.model().to_owned();
+        let rendered = toml::Table::try_from(&effective).map(|mut table| {
+            protocol_options::drop_foreign(&mut table, self.api.protocol);
+            table
+        });
+        rendered
+            .and_then(|table| toml::to_string_pretty(&table))
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }

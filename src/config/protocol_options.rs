@@ -74,6 +74,29 @@ pub fn problems(text: &str, config: &Config) -> Vec<(String, String)> {
     out
 }
 
+/// Takes out of an effective configuration what does not apply to its protocol, so that what
+/// `check-config` prints reads right and parses back.
+pub fn drop_foreign(table: &mut toml::Table, protocol: Protocol) {
+    let foreign = match protocol {
+        Protocol::Realtime => LIVE_ONLY,
+        Protocol::Live => REALTIME_ONLY,
+    };
+    for (path, _) in foreign {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(last) = parts.pop() else { continue };
+        let mut current = Some(&mut *table);
+        for part in parts {
+            current = match current.and_then(|t| t.get_mut(part)) {
+                Some(toml::Value::Table(t)) => Some(t),
+                _ => None,
+            };
+        }
+        if let Some(t) = current {
+            t.remove(last);
+        }
+    }
+}
+
 fn is_written(table: &toml::Table, path: &str) -> bool {
     let mut current = table;
     let mut parts = path.split('.').peekable();
@@ -81,6 +104,9 @@ fn is_written(table: &toml::Table, path: &str) -> bool {
         match current.get(part) {
             None => return false,
             Some(toml::Value::Table(t)) if parts.peek().is_some() => current = t,
+            // A section header with every key commented out (as in the shipped file) sets
+            // nothing.
+            Some(toml::Value::Table(t)) => return !t.is_empty(),
             Some(_) => return parts.peek().is_none(),
         }
     }

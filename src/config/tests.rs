@@ -39,6 +39,16 @@ fn shipped_config_file_is_valid_and_equals_the_defaults() {
 }
 
 #[test]
+fn the_shipped_file_switched_to_live_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/realtime-voiced.toml");
+    let text = std::fs::read_to_string(path).expect("shipped file");
+    let text = text.replace("# protocol = \"realtime\"", "protocol = \"live\"");
+    let c = parse(&text).expect("valid under GPT-Live");
+    assert_eq!(c.api.protocol, Protocol::Live);
+    assert_eq!(c.api.model(), "gpt-live-1");
+}
+
+#[test]
 fn full_example_parses() {
     let c = parse(
         r#"

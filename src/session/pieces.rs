@@ -87,8 +87,9 @@ impl Machine {
     /// Client delegation hands the device a task it cannot see: say so, so that the model
     /// tells the user instead of waiting for a result.
     pub(super) fn delegated(&mut self, delegation_id: String) {
-        self.out
-            .push(Action::Send(ClientEvent::DelegationDeclined { delegation_id }));
+        self.out.push(Action::Send(ClientEvent::DelegationDeclined {
+            delegation_id,
+        }));
     }
 
     pub(super) fn session_closed(&mut self, now: Instant, expired: bool, reason: &str) {

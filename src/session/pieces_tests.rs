@@ -44,23 +44,47 @@ fn transcript_pieces_become_turns_when_the_speaker_changes() {
     for transport in [TransportKind::Webrtc, TransportKind::Websocket] {
         let mut r = Rig::live(live_settings(transport));
         for piece in ["what ", "time ", "is it"] {
-            let a = r.server(ServerEvent::TranscriptPiece { role: Role::User, text: piece.into() });
+            let a = r.server(ServerEvent::TranscriptPiece {
+                role: Role::User,
+                text: piece.into(),
+            });
             assert!(transcripts(&a).is_empty());
         }
         r.now += Duration::from_millis(400);
         let a = r.server(ServerEvent::AudioStarted { item_id: None });
-        assert_eq!(transcripts(&a), vec![(Role::User, "what time is it".to_owned())]);
+        assert_eq!(
+            transcripts(&a),
+            vec![(Role::User, "what time is it".to_owned())]
+        );
         assert_eq!(states(&a), vec![State::Speaking]);
         assert_eq!(r.m.stats().time_to_first_audio_ms, Some(400));
-        r.server(ServerEvent::TranscriptPiece { role: Role::Assistant, text: "It is ".into() });
-        r.server(ServerEvent::TranscriptPiece { role: Role::Assistant, text: "noon.".into() });
+        r.server(ServerEvent::TranscriptPiece {
+            role: Role::Assistant,
+            text: "It is ".into(),
+        });
+        r.server(ServerEvent::TranscriptPiece {
+            role: Role::Assistant,
+            text: "noon.".into(),
+        });
         // Local playback draining between real-time pieces does not end the turn: the link
         // says when the audio stops.
-        assert!(states(&r.feed(Input::PlaybackDrained)).is_empty(), "{transport}");
+        assert!(
+            states(&r.feed(Input::PlaybackDrained)).is_empty(),
+            "{transport}"
+        );
         let a = r.server(ServerEvent::AudioStopped { interrupted: false });
         assert_eq!(states(&a), vec![State::Listening], "{transport}");
-        assert_eq!(transcripts(&a), vec![(Role::Assistant, "It is noon.".to_owned())]);
-        assert!(has(&a, &Action::Remember { role: Role::Assistant, text: "It is noon.".into() }));
+        assert_eq!(
+            transcripts(&a),
+            vec![(Role::Assistant, "It is noon.".to_owned())]
+        );
+        assert!(has(
+            &a,
+            &Action::Remember {
+                role: Role::Assistant,
+                text: "It is noon.".into()
+            }
+        ));
     }
 }
 
@@ -74,7 +98,9 @@ fn typed_text_needs_no_response_create() {
 #[test]
 fn the_model_stops_itself_on_barge_in() {
     let mut r = Rig::live(live_settings(TransportKind::Websocket));
-    r.server(ServerEvent::ResponseCreated { response_id: "r".into() });
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "r".into(),
+    });
     r.server(ServerEvent::AudioStarted { item_id: None });
     let a = r.server(ServerEvent::SpeechStarted { item_id: None });
     assert!(has(&a, &Action::FlushPlayback));
@@ -96,7 +122,10 @@ fn seconds_are_counted_and_an_expired_session_rolls_over() {
         seconds: Some(5.0),
     });
     assert_eq!(r.m.stats().voice_ms, 5000);
-    assert!(a.iter().any(|x| matches!(x, Action::Connect { .. })), "{a:?}");
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Connect { .. })),
+        "{a:?}"
+    );
     assert_eq!(r.m.state(), State::Connecting);
     // A fresh session counts from zero; the total goes on.
     r.feed(Input::Connected);
@@ -107,9 +136,13 @@ fn seconds_are_counted_and_an_expired_session_rolls_over() {
 #[test]
 fn a_task_handed_to_the_device_is_declined() {
     let mut r = Rig::live(live_settings(TransportKind::Webrtc));
-    let a = r.server(ServerEvent::Delegated { delegation_id: "d1".into() });
+    let a = r.server(ServerEvent::Delegated {
+        delegation_id: "d1".into(),
+    });
     assert_eq!(
         sends(&a),
-        vec![ClientEvent::DelegationDeclined { delegation_id: "d1".into() }]
+        vec![ClientEvent::DelegationDeclined {
+            delegation_id: "d1".into()
+        }]
     );
 }

@@ -62,7 +62,10 @@ impl AudioActivity {
 }
 
 fn mean_square(pcm: &[i16]) -> u64 {
-    let sum: u64 = pcm.iter().map(|&s| (i64::from(s) * i64::from(s)) as u64).sum();
+    let sum: u64 = pcm
+        .iter()
+        .map(|&s| (i64::from(s) * i64::from(s)) as u64)
+        .sum();
     sum / pcm.len() as u64
 }
 

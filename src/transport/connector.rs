@@ -181,7 +181,9 @@ impl Connector for LiveConnector {
                     Some(key) => websocket::connect(&self.ctx, dialect, key).await,
                     None => Err(ConnectError::fatal(LIVE_NO_KEY)),
                 },
-                TransportKind::Webrtc => webrtc::connect_with(&self.ctx, dialect, &credentials).await,
+                TransportKind::Webrtc => {
+                    webrtc::connect_with(&self.ctx, dialect, &credentials).await
+                }
             };
             // The key is the credential: a refusal will not change by asking again.
             result.map_err(|e| match e.kind {

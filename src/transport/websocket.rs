@@ -122,32 +122,35 @@ async fn open_session(
                     error_chain(&e)
                 )))
             }
-            Err(_) => return Err(ConnectError::retry("WebSocket: starting the session timed out")),
+            Err(_) => {
+                return Err(ConnectError::retry(
+                    "WebSocket: starting the session timed out",
+                ))
+            }
         }
     }
     if !dialect.awaits_start() {
         return Ok(None);
     }
     loop {
-        let message = match tokio::time::timeout_at(deadline, socket.next()).await {
-            Err(_) => {
-                return Err(ConnectError::retry(
-                    "WebSocket: the service did not confirm the session in time",
-                ))
-            }
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
-                return Err(ConnectError::retry(
+        let message =
+            match tokio::time::timeout_at(deadline, socket.next()).await {
+                Err(_) => {
+                    return Err(ConnectError::retry(
+                        "WebSocket: the service did not confirm the session in time",
+                    ))
+                }
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Err(ConnectError::retry(
                     "WebSocket: the service closed the connection before confirming the session",
-                ))
-            }
-            Ok(Some(Err(e))) => {
-                return Err(ConnectError::retry(format!(
-                    "WebSocket: {}",
-                    error_chain(&e)
-                )))
-            }
-            Ok(Some(Ok(message))) => message,
-        };
+                )),
+                Ok(Some(Err(e))) => {
+                    return Err(ConnectError::retry(format!(
+                        "WebSocket: {}",
+                        error_chain(&e)
+                    )))
+                }
+                Ok(Some(Ok(message))) => message,
+            };
         let Message::Text(text) = message else {
             continue;
         };
@@ -456,7 +459,10 @@ impl LinkTask {
         if !self.dialect.reports_playout() {
             // No items and no start or end events: the audio's level says when a turn starts.
             self.ctx.speaker.push(&audio.pcm_out[..n]);
-            if audio.activity.heard(&audio.pcm_in, std::time::Instant::now()) {
+            if audio
+                .activity
+                .heard(&audio.pcm_in, std::time::Instant::now())
+            {
                 let event = ServerEvent::AudioStarted { item_id: None };
                 return self.events.send(LinkEvent::Server(event)).await.is_ok();
             }

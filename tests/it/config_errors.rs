@@ -187,3 +187,76 @@ fn two_hundred_mutated_configs_are_each_accepted_or_refused_with_a_location() {
         "the mutations should break most files ({refused})"
     );
 }
+
+/// A GPT-Live configuration with a field the service would refuse, an option of the Realtime
+/// API and a model of the other API: each refused at its line, before any connection.
+#[test]
+fn check_config_refuses_what_gpt_live_would_not_take() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(
+        dir.path(),
+        "live.toml",
+        "[api]\nprotocol = \"live\"\nmodel = \"gpt-realtime-2.1\"\ntoken_url = \"https://example.com/t\"\n\n\
+         [session.turn_detection]\nthreshold = 0.6\n\n\
+         [live.responses]\nmodel = \"gpt-5.5\"\ntemperature = 0.2\n",
+    );
+    let out = run(
+        &["check-config", "--config", bad.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    for (line, what) in [
+        ("live.toml:3:9: `api.model`", "is not a GPT-Live model"),
+        (
+            "live.toml:4:13: `api.token_url`",
+            "GPT-Live has no short-lived client tokens",
+        ),
+        ("live.toml:6:", "GPT-Live decides turns itself"),
+        ("live.toml:11:", "unknown field `temperature`"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(line) && l.contains(what)),
+            "{line} … {what}:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"));
+
+    // The other way round: a Live model and Live options under the Realtime API.
+    let bad = write(
+        dir.path(),
+        "realtime.toml",
+        "[api]\nmodel = \"gpt-live-1\"\nsession_url = \"https://example.com/live\"\n\n[live]\ndelegation = \"client\"\n",
+    );
+    let out = run(
+        &["check-config", "--config", bad.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    for (line, what) in [
+        (
+            "realtime.toml:2:9: `api.model`",
+            "set api.protocol = \"live\"",
+        ),
+        ("realtime.toml:3:", "only used with api.protocol = \"live\""),
+        ("realtime.toml:5:", "only used with api.protocol = \"live\""),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(line) && l.contains(what)),
+            "{line} … {what}:\n{stderr}"
+        );
+    }
+
+    // A good one passes, and the model defaults to the protocol's.
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[api]\nprotocol = \"live\"\n\n[live]\ndelegation = \"responses\"\n\n[live.responses]\nmodel = \"gpt-5.5\"\ntools = [{ type = \"web_search\" }]\nreasoning = { effort = \"low\" }\n",
+    );
+    let out = run(
+        &["check-config", "--config", good.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

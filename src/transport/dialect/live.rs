@@ -15,9 +15,7 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::live_wire::*;
-use super::{
-    checked_id, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE,
-};
+use super::{checked_id, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
 use crate::config::{Capability, Config, Delegation, TransportKind};
 use crate::session::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 

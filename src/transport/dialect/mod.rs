@@ -146,7 +146,9 @@ pub fn for_config(
     transport: crate::config::TransportKind,
 ) -> std::sync::Arc<dyn Dialect> {
     match config.api.protocol {
-        crate::config::Protocol::Realtime => std::sync::Arc::new(RealtimeGa::new(config, transport)),
+        crate::config::Protocol::Realtime => {
+            std::sync::Arc::new(RealtimeGa::new(config, transport))
+        }
         crate::config::Protocol::Live => std::sync::Arc::new(Live::new(config, transport)),
     }
 }

@@ -357,7 +357,11 @@ impl RealtimeGa {
             "error" => {
                 let e: ErrorEvent = serde_json::from_str(text)?;
                 ServerEvent::Error {
-                    about: e.error.event_id.as_deref().map(|id| self.ids.describe(id, "input_audio_buffer.append")),
+                    about: e
+                        .error
+                        .event_id
+                        .as_deref()
+                        .map(|id| self.ids.describe(id, "input_audio_buffer.append")),
                     code: e.error.code.clone().or(e.error.kind.clone()),
                     message: e.error.message,
                 }

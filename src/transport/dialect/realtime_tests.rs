@@ -439,7 +439,8 @@ fn transcription_failures_are_events() {
 #[test]
 fn every_client_event_has_an_id_and_errors_name_the_event_they_answer() {
     let d = ga(config(|_| {}), TransportKind::Websocket);
-    let first: Value = serde_json::from_str(&d.encode(&ClientEvent::ResponseCreate).concat()).expect("json");
+    let first: Value =
+        serde_json::from_str(&d.encode(&ClientEvent::ResponseCreate).concat()).expect("json");
     let second: Value =
         serde_json::from_str(&d.encode(&ClientEvent::ResponseCancel).concat()).expect("json");
     let id = first["event_id"].as_str().expect("an id").to_owned();

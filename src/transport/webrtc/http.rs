@@ -5,9 +5,9 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
+use crate::transport::dialect::{CallReply, Dialect};
 use crate::transport::error::{error_chain, retry_after, service_message};
 use crate::transport::http_body::{read_limited, retry_after_header, SDP_ANSWER_LIMIT};
-use crate::transport::dialect::{CallReply, Dialect};
 use crate::transport::{ConnectError, Credentials};
 
 /// The hang-up is a courtesy to the service; never hold up a reconnect or shutdown for it.
@@ -123,9 +123,7 @@ pub(super) async fn post_offer(
         body,
     };
     let (answer, call_id) = dialect.call_answer(&reply).map_err(|why| {
-        ConnectError::retry(format!(
-            "WebRTC: {shown} {why} (is api.base_url right?)"
-        ))
+        ConnectError::retry(format!("WebRTC: {shown} {why} (is api.base_url right?)"))
     })?;
     if call_id.is_none() {
         warn!("the service's answer names no call; it cannot be hung up");

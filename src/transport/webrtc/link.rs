@@ -16,8 +16,8 @@ use super::peer::*;
 use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
-use crate::transport::dialect::{Decoded, Dialect};
 use crate::transport::activity::{AudioActivity, CHECK_EVERY};
+use crate::transport::dialect::{Decoded, Dialect};
 use crate::transport::{LinkEvent, LinkStats};
 
 /// How long ICE may stay `disconnected` before the link is declared lost. ICE itself calls a
@@ -37,13 +37,17 @@ async fn say_goodbye(link: &RunLink, goodbye: &str) {
         loop {
             if let DataChannelEvent::OnMessage(message) = link.channel.poll().await? {
                 let text = std::str::from_utf8(&message.data).ok()?;
-                if let Decoded::Event(ServerEvent::SessionClosed { .. }) = link.dialect.decode(text) {
+                if let Decoded::Event(ServerEvent::SessionClosed { .. }) = link.dialect.decode(text)
+                {
                     return Some(());
                 }
             }
         }
     };
-    if tokio::time::timeout(GOODBYE_TIMEOUT, confirmed).await.is_err() {
+    if tokio::time::timeout(GOODBYE_TIMEOUT, confirmed)
+        .await
+        .is_err()
+    {
         debug!("the service did not confirm the end of the session in time");
     }
 }
