@@ -61,7 +61,7 @@ pub struct Machine {
     /// When the LED goes back to the state's pattern after an error flash.
     pub(super) led_restore_at: Option<Instant>,
     /// Transcript pieces of the turn in progress, the user's and the assistant's (GPT-Live).
-    pub(super) pieces: super::pieces::Pieces,
+    pub(super) pieces: super::types::Pieces,
 }
 
 impl Machine {

@@ -11,15 +11,6 @@ use super::events::{ClientEvent, Role};
 use super::machine::Machine;
 use super::types::{Action, State};
 
-/// Pieces of the turn in progress.
-#[derive(Debug, Default)]
-pub struct Pieces {
-    user: String,
-    assistant: String,
-    /// Seconds the service had counted at its last report in this session.
-    pub seconds_seen: f64,
-}
-
 /// Longest text kept for one turn; the rest of a runaway transcript is dropped.
 const MAX_TURN_TEXT: usize = 16 * 1024;
 

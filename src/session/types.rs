@@ -279,3 +279,13 @@ pub struct Heard {
     /// What had arrived of it, when known (WebSocket): the heard share of the text follows.
     pub delivered_ms: Option<u32>,
 }
+
+/// Transcript pieces of the turn in progress (GPT-Live sends only pieces; `pieces.rs` decides
+/// when a turn is complete).
+#[derive(Debug, Default)]
+pub struct Pieces {
+    pub(super) user: String,
+    pub(super) assistant: String,
+    /// Seconds the service had counted at its last report in this session.
+    pub seconds_seen: f64,
+}

@@ -14,6 +14,7 @@ pub mod http_body;
 pub mod token;
 pub mod webrtc;
 pub mod websocket;
+mod websocket_handshake;
 
 use std::future::Future;
 use std::pin::Pin;
