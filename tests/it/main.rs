@@ -31,6 +31,7 @@ mod dbus_system_bus;
 mod echo_cancellation;
 mod gpio_panel;
 mod hostile_service;
+mod live_connect;
 mod packaging;
 mod playback_flush;
 mod realtime_conformance;
