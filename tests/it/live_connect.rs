@@ -95,11 +95,9 @@ async fn a_backend_creates_the_session_and_no_key_is_needed() {
     ));
     // A WebSocket to GPT-Live needs the key on the device: a clear, retryable refusal (the
     // machine goes back to WebRTC).
-    let err = connector
-        .connect(TransportKind::Websocket)
-        .await
-        .err()
-        .expect("refused");
+    let Err(err) = connector.connect(TransportKind::Websocket).await else {
+        panic!("a WebSocket without the key was not refused");
+    };
     assert!(err.message.contains("needs the API key"), "{}", err.message);
     assert_eq!(err.kind, ErrorKind::Transient);
 }
@@ -124,11 +122,9 @@ async fn refusals_are_one_clear_line_without_the_key() {
     config.api.api_key_file = Some(key_file.path().to_owned());
     let (ctx, _mic, _speaker) = context(config, 64);
     for kind in [TransportKind::Webrtc, TransportKind::Websocket] {
-        let err = LiveConnector::new(ctx.clone())
-            .connect(kind)
-            .await
-            .err()
-            .expect("refused");
+        let Err(err) = LiveConnector::new(ctx.clone()).connect(kind).await else {
+            panic!("{kind}: an ephemeral token was accepted");
+        };
         assert_eq!(err.kind, ErrorKind::Fatal, "{kind}: {}", err.message);
         assert!(err.message.contains("401"), "{kind}: {}", err.message);
         assert!(
