@@ -29,6 +29,10 @@ pub const ICE_DISCONNECTED: Duration = Duration::from_secs(1);
 const ICE_FAILED: Duration = Duration::from_secs(10);
 /// Consent checks (STUN binding requests) while idle.
 const ICE_KEEPALIVE: Duration = Duration::from_millis(500);
+/// Connectivity checks while connecting: every 50 ms, up to 28 per pair (the library's 200 ms
+/// × 7 tries, over the same 1.4 s).
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+const ICE_CHECKS: u16 = 28;
 
 /// The data channel the service reads and writes JSON events on.
 pub const EVENTS_LABEL: &str = "oai-events";
@@ -212,6 +216,10 @@ pub async fn build_peer(
             Some(ICE_FAILED),
             Some(ICE_KEEPALIVE),
         )
+        // Checks every 50 ms rather than 200 while connecting (as many tries, over the same
+        // 1.4 s): a pair that works is found, then nominated, a tick later each, so the
+        // interval is paid twice on every connect.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS))
         // Neither end uses `.local` names; mDNS would only send multicast queries.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         // session.updated echoes the whole session back: accept events as large as browsers
