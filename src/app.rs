@@ -87,7 +87,9 @@ pub async fn run(
     let running = config.clone();
     let daemon = Daemon::new(config, parts);
     let notifier = daemon.notifier();
+    let speech = notifier.clone();
     engine.on_drained(move || notifier.playback_drained());
+    engine.on_local_speech(move || speech.local_speech());
     let control = daemon.handle();
 
     let panel = pins.map(|(button, light)| {

@@ -121,6 +121,9 @@ pub struct Brain {
     /// The event being handled was made by a front from another API's event (GPT-Live's):
     /// that one was counted and checked already.
     translated: bool,
+    /// How long the service takes to notice speech (0: at once); a detected start waits here.
+    speech_start_delay: Duration,
+    pending_speech: Option<(Instant, String)>,
 }
 
 impl Brain {
@@ -180,6 +183,8 @@ impl Brain {
                 .session_expired_after_ms
                 .map(|ms| now + Duration::from_millis(ms)),
             translated: false,
+            speech_start_delay: Duration::from_millis(opts.speech_start_delay_ms),
+            pending_speech: None,
         };
         brain.session_id = brain.id("sess");
         let event = json!({
@@ -604,6 +609,17 @@ impl Brain {
         }
     }
 
+    /// Speech detected: said, and a response in progress cut (`interrupt_response`).
+    fn speech_started(&mut self, item_id: String) {
+        self.event(
+            "input_audio_buffer.speech_started",
+            json!({"audio_start_ms": self.speech_start_ms, "item_id": item_id}),
+        );
+        if self.interrupt_response && self.response.is_some() {
+            self.cancel_response("turn_detected");
+        }
+    }
+
     fn ms_in(&self) -> u64 {
         self.samples_in * 1000 / RATE as u64
     }
@@ -624,12 +640,10 @@ impl Brain {
                 self.speech_start_ms = self.ms_in().saturating_sub(20);
                 let item_id = self.id("item");
                 self.user_item = Some(item_id.clone());
-                self.event(
-                    "input_audio_buffer.speech_started",
-                    json!({"audio_start_ms": self.speech_start_ms, "item_id": item_id}),
-                );
-                if self.interrupt_response && self.response.is_some() {
-                    self.cancel_response("turn_detected");
+                if self.speech_start_delay.is_zero() {
+                    self.speech_started(item_id);
+                } else {
+                    self.pending_speech = Some((now + self.speech_start_delay, item_id));
                 }
             } else {
                 let keep = self.prefix_ms as usize * RATE / 1000;
@@ -915,6 +929,13 @@ impl Brain {
             self.out.clear();
             return Some(SimOutput::Close("session dropped (--drop-after-ms)".into()));
         }
+        if let Some((at, _)) = &self.pending_speech {
+            if *at <= now {
+                if let Some((_, item_id)) = self.pending_speech.take() {
+                    self.speech_started(item_id);
+                }
+            }
+        }
         if let Some(out) = self.out.pop_front() {
             return Some(out);
         }
@@ -976,7 +997,8 @@ impl Brain {
         }
         let queued = (!self.out.is_empty()).then(Instant::now);
         let audio = self.response.as_ref().map(|r| self.due(r));
-        [queued, audio, self.drop_at, self.expire_at]
+        let speech = self.pending_speech.as_ref().map(|(at, _)| *at);
+        [queued, audio, speech, self.drop_at, self.expire_at]
             .into_iter()
             .flatten()
             .min()

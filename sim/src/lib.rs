@@ -66,6 +66,9 @@ pub struct SimOptions {
     pub race_responses: u32,
     /// Send `session_expired` and close this long after a session opens.
     pub session_expired_after_ms: Option<u64>,
+    /// Notice speech this long after it starts, as a service a network away does (its
+    /// detection plus the round trip); 0 notices it at once.
+    pub speech_start_delay_ms: u64,
 }
 
 impl Default for SimOptions {
@@ -86,6 +89,7 @@ impl Default for SimOptions {
             fail_responses: 0,
             race_responses: 0,
             session_expired_after_ms: None,
+            speech_start_delay_ms: 0,
         }
     }
 }

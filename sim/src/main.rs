@@ -71,6 +71,9 @@ struct Cli {
     /// Send session_expired and close this many milliseconds after a session opens.
     #[arg(long, value_name = "MS")]
     session_expired_after_ms: Option<u64>,
+    /// Notice speech this many milliseconds after it starts, as a service a network away does.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    speech_start_delay_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         fail_responses: cli.fail_responses,
         race_responses: cli.race_responses,
         session_expired_after_ms: cli.session_expired_after_ms,
+        speech_start_delay_ms: cli.speech_start_delay_ms,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -13,6 +13,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, warn};
 
+use super::barge_in::LocalVoice;
 use super::device::{self, Pcm, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
 use super::shared::{Shared, Side};
@@ -33,6 +34,8 @@ pub(crate) struct Capture {
     pub reference: Consumer<i16>,
     pub frames: Sender<Frame>,
     pub shared: Arc<Shared>,
+    /// Local barge-in, when on (it needs the canceller's voice detector).
+    pub voice: Option<LocalVoice>,
 }
 
 /// Per-block state carried across reads.
@@ -42,6 +45,8 @@ struct Blocks {
     far: [i16; BLOCK],
     frame: Frame,
     in_frame: usize,
+    /// Blocks read since the stream opened.
+    index: u64,
 }
 
 /// A capture thread's work on whichever device is open.
@@ -75,6 +80,7 @@ impl Capture {
                 far: [0; BLOCK],
                 frame: [0; FRAME_SAMPLES],
                 in_frame: 0,
+                index: 0,
             },
         };
         device.supervise(pcm, &mut run);
@@ -87,6 +93,7 @@ impl Capture {
             Err(e) => return Some(device::reason(&e)),
         };
         let opened = Instant::now();
+        b.index = 0;
         let mut blocks: u64 = 0;
         // Once per open, with the log's wall-clock time: where the stream's sample 0 was taken
         // (the session benchmark lines up recordings with it).
@@ -112,12 +119,18 @@ impl Capture {
                 Ok(n) => {
                     if first && n > 0 {
                         first = false;
+                        // Stream time starts with its first samples, which a sound server
+                        // may deliver a while after the open.
+                        if let Ok(mut epoch) = self.shared.capture_epoch.lock() {
+                            *epoch = Some(Instant::now());
+                        }
                         debug!(device = %self.device, samples = n, "capture stream running");
                     }
                     b.filled += n;
                     if b.filled == BLOCK {
                         b.filled = 0;
                         self.block(b);
+                        b.index += 1;
                         blocks += 1;
                         pace(opened, blocks);
                     }
@@ -170,6 +183,21 @@ impl Capture {
                 // Pass the block through rather than go silent.
                 warn!("{e}");
             }
+            if let Some(voice) = self.voice.as_mut() {
+                // Armed while the assistant's audio is in the speaker and not already hushed; the
+                // detector is asked only then (its statistics call is not free).
+                let armed = self.shared.audible.load(Relaxed) && !self.shared.hush.load(Relaxed);
+                let voiced = armed && echo.has_voice();
+                if let Some(fired) = voice.block(armed, voiced, &b.block, b.index) {
+                    self.shared
+                        .hush_onset_ms
+                        .store(fired.onset_block * 10, Relaxed);
+                    self.shared.hush_unlogged.store(true, Relaxed);
+                    self.shared.hush.store(true, Relaxed);
+                    self.shared.local_barge_ins.fetch_add(1, Relaxed);
+                    self.shared.local_speech();
+                }
+            }
         }
         b.frame[b.in_frame..b.in_frame + BLOCK].copy_from_slice(&b.block);
         b.in_frame += BLOCK;
@@ -218,6 +246,7 @@ mod tests {
             reference: far_rx,
             frames: frames_tx,
             shared: shared.clone(),
+            voice: None,
         };
         (capture, far_tx, frames_rx)
     }
@@ -229,6 +258,7 @@ mod tests {
             far: [0; BLOCK],
             frame: [0; FRAME_SAMPLES],
             in_frame: 0,
+            index: 0,
         }
     }
 

@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 
 use webrtc_audio_processing::{
     Config, EchoCancellation, EchoCancellationSuppressionLevel, InitializationConfig,
-    NoiseSuppression, NoiseSuppressionLevel,
+    NoiseSuppression, NoiseSuppressionLevel, VoiceDetection, VoiceDetectionLikelihood,
 };
 use webrtc_audio_processing_sys as ffi;
 
@@ -67,6 +67,11 @@ impl EchoCanceller {
             }),
             // Removes the DC offset and rumble cheap microphones add.
             enable_high_pass_filter: true,
+            // WebRTC's own voice detector on the cleaned microphone, for local barge-in: a
+            // low likelihood, so that noise and residual echo are not taken for a voice.
+            voice_detection: Some(VoiceDetection {
+                detection_likelihood: VoiceDetectionLikelihood::Low,
+            }),
             ..Config::default()
         }
         .into();
@@ -111,6 +116,13 @@ impl EchoCanceller {
             *s = (f * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
         }
         Ok(())
+    }
+
+    /// Whether the last cleaned block held a voice, by WebRTC's detector.
+    pub fn has_voice(&self) -> bool {
+        // SAFETY: `ap` is a live processor.
+        let stats = unsafe { ffi::get_stats(self.ap.as_ptr()) };
+        stats.has_voice.has_value && stats.has_voice.value
     }
 
     /// The canceller's own estimate of its echo return loss enhancement, in dB.

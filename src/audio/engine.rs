@@ -13,6 +13,7 @@ use rtrb::{Producer, RingBuffer};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use super::barge_in::LocalVoice;
 use super::capture::Capture;
 use super::device::{self, DeviceError};
 use super::earcons::Earcons;
@@ -129,6 +130,19 @@ impl Engine {
             earcons: Earcons::default(),
             shared: shared.clone(),
         };
+        // Local barge-in hears the user on the cleaned microphone: without the canceller our
+        // own voice would be heard as the user's.
+        let voice = if config.local_barge_in && config.echo_cancellation {
+            Some(LocalVoice::new(
+                config.barge_in_threshold_dbfs,
+                config.barge_in_min_ms,
+            ))
+        } else {
+            if config.local_barge_in {
+                warn!("local barge-in is off: it needs audio.echo_cancellation");
+            }
+            None
+        };
         let capture = Capture {
             device: config.capture_device.clone(),
             period_ms: config.period_ms,
@@ -137,6 +151,7 @@ impl Engine {
             reference: reference_rx,
             frames: frames_tx,
             shared: shared.clone(),
+            voice,
         };
         let playback_handle = std::thread::Builder::new()
             .name("rtv-playback".into())
@@ -167,6 +182,12 @@ impl Engine {
     /// The cleaned microphone, for the transports.
     pub fn microphone(&self) -> Microphone {
         self.microphone.clone()
+    }
+
+    /// Called (from the capture thread) when the user is heard talking over the assistant;
+    /// the speaker is already silent. Set once.
+    pub fn on_local_speech(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_local_speech.set(Box::new(hook));
     }
 
     /// Called (from the playback thread) when the assistant's audio has finished playing.
@@ -202,6 +223,8 @@ impl Speaker for Engine {
 impl AudioControl for Engine {
     fn flush_playback(&self) {
         self.shared.flush_gen.fetch_add(1, Relaxed);
+        // After the flush is posted: playback must not resume the audio it held.
+        self.shared.hush.store(false, Relaxed);
         self.shared.played_samples.store(0, Relaxed);
         self.shared.pushed_samples.store(0, Relaxed);
         self.shared.item_start.store(0, Relaxed);
@@ -256,6 +279,7 @@ impl AudioControl for Engine {
             queued_ms: u32::try_from(s.queued_samples.load(Relaxed) / 48).unwrap_or(u32::MAX),
             device_problem: s.problem(),
             device_losses: s.device_losses.load(Relaxed),
+            local_barge_ins: s.local_barge_ins.load(Relaxed),
         }
     }
 }

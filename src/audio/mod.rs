@@ -81,6 +81,8 @@ pub struct AudioStats {
     /// Times a device failed and had to be reopened (capture and playback together): a loss
     /// leaves this trace after the device is back.
     pub device_losses: u64,
+    /// Times the speaker was silenced because the user was heard talking over it.
+    pub local_barge_ins: u64,
 }
 
 /// An engine with no sound card: silent microphone, discarding speaker. Used where audio is not
@@ -103,6 +105,7 @@ impl AudioControl for NullAudio {
     fn set_muted(&self, _muted: bool) {}
 }
 
+pub mod barge_in;
 pub mod capture;
 pub mod device;
 pub mod earcons;

@@ -76,6 +76,24 @@ impl DeviceUser for PlaybackRun<'_> {
 }
 
 impl Playback {
+    /// One line per local barge-in: where the voice began in the microphone stream and when
+    /// the speaker fell silent, on the same clock, so that the time to silence can be read.
+    fn log_hush(&self) {
+        if !self.shared.hush_unlogged.swap(false, Relaxed) {
+            return;
+        }
+        let onset = self.shared.hush_onset_ms.load(Relaxed);
+        match self.shared.capture_ms(Instant::now()) {
+            Some(silent) => tracing::info!(
+                onset_ms = onset,
+                silent_ms = silent,
+                "local barge-in: a voice at {onset} ms of the microphone stream; the speaker was silent at {silent} ms ({} ms later)",
+                silent.saturating_sub(onset)
+            ),
+            None => tracing::info!("local barge-in: the speaker is silent"),
+        }
+    }
+
     pub fn run(mut self) {
         let mix = Mix {
             lifetime_written: 0,
@@ -153,8 +171,27 @@ impl Playback {
                 }
                 m.running = false;
                 m.quiet = usize::MAX;
+                self.log_hush();
+            }
+            if self.shared.hush.load(Relaxed) {
+                self.shared.audible.store(false, Relaxed);
+                // The user talks over the assistant: silent now, what the device holds too.
+                // The queue is kept (and `played_samples` with it) until the daemon's flush,
+                // so that a truncation still says what was heard.
+                if m.running {
+                    let _ = pcm.pcm.drop();
+                    if let Err(e) = pcm.pcm.prepare() {
+                        return Some(device::reason(&e));
+                    }
+                    m.running = false;
+                    m.quiet = usize::MAX;
+                }
+                self.log_hush();
+                std::thread::park_timeout(Duration::from_millis(10));
+                continue;
             }
             if self.jitter.is_idle() && m.earcon.is_none() && m.quiet >= pcm.buffer {
+                self.shared.audible.store(false, Relaxed);
                 if m.running {
                     // Everything queued is silence: stop the device rather than feed it zeros.
                     let _ = pcm.pcm.drop();
@@ -170,6 +207,7 @@ impl Playback {
             let out = &mut m.buf[..period];
             let fill = self.jitter.fill(out);
             if fill.audio > 0 {
+                self.shared.audible.store(true, Relaxed);
                 m.audio_total += fill.audio as u64;
                 m.after_audio = (period - fill.audio) as u64;
             } else {

@@ -56,6 +56,21 @@ pub(crate) struct Shared {
     pub muted: AtomicBool,
     /// 0 none, else an [`Earcon`] + 1.
     pub earcon: AtomicU8,
+    /// The assistant's audio is in the speaker (written, and not yet played out): what local
+    /// barge-in listens over. Earcons do not count.
+    pub audible: AtomicBool,
+    /// Local barge-in: playback holds its audio and goes silent until the next flush.
+    pub hush: AtomicBool,
+    pub local_barge_ins: AtomicU64,
+    /// Where in the microphone stream the voice that set `hush` began (ms), for the log line
+    /// that says how long the speaker took to fall silent.
+    pub hush_onset_ms: AtomicU64,
+    /// A local barge-in whose silence has not been logged yet (by whichever path silences
+    /// the speaker first: the hush, or the daemon's flush right behind it).
+    pub hush_unlogged: AtomicBool,
+    /// When the microphone stream now open began.
+    pub capture_epoch: Mutex<Option<Instant>>,
+    pub on_local_speech: OnceLock<Hook>,
     capture_problem: Mutex<Option<String>>,
     playback_problem: Mutex<Option<String>>,
     pub on_drained: OnceLock<Hook>,
@@ -105,6 +120,18 @@ impl Shared {
             Earcon::Start => 1,
             Earcon::Stop => 2,
             Earcon::Error => 3,
+        }
+    }
+
+    /// Milliseconds of the open microphone stream at `at`.
+    pub fn capture_ms(&self, at: Instant) -> Option<u64> {
+        let epoch = (*self.capture_epoch.lock().ok()?)?;
+        Some(at.saturating_duration_since(epoch).as_millis() as u64)
+    }
+
+    pub fn local_speech(&self) {
+        if let Some(hook) = self.on_local_speech.get() {
+            hook();
         }
     }
 

@@ -330,6 +330,13 @@ pub struct Audio {
     pub noise_suppression: bool,
     pub volume: f64,
     pub earcons: bool,
+    /// Silence the speaker as soon as the user is heard talking over it, before the service
+    /// says so (needs echo cancellation).
+    pub local_barge_in: bool,
+    /// How loud speech must be, after echo cancellation, to count (dBFS).
+    pub barge_in_threshold_dbfs: f64,
+    /// How long it must last (ms): shorter sounds (a cough, a residual echo) are ignored.
+    pub barge_in_min_ms: u32,
 }
 
 impl Default for Audio {
@@ -343,6 +350,9 @@ impl Default for Audio {
             noise_suppression: true,
             volume: 0.8,
             earcons: true,
+            local_barge_in: true,
+            barge_in_threshold_dbfs: -40.0,
+            barge_in_min_ms: 60,
         }
     }
 }

@@ -199,6 +199,13 @@ fn audio(v: &mut Validator, a: &Audio) {
         );
     }
     v.range_f("audio.volume", a.volume, 0.0, 1.0);
+    v.range_f(
+        "audio.barge_in_threshold_dbfs",
+        a.barge_in_threshold_dbfs,
+        -90.0,
+        0.0,
+    );
+    v.range("audio.barge_in_min_ms", a.barge_in_min_ms.into(), 30, 2000);
 }
 
 fn gpio(v: &mut Validator, g: &Gpio) {

@@ -64,6 +64,7 @@ impl Daemon {
                 self.feed(Input::ToolResult { call_id, output })
             }
             Internal::PlaybackDrained => self.feed(Input::PlaybackDrained),
+            Internal::LocalSpeech => self.feed(Input::LocalSpeech),
             stale => debug!("ignoring event from an old connection: {stale:?}"),
         }
     }

@@ -50,6 +50,7 @@ pub enum Internal {
         output: String,
     },
     PlaybackDrained,
+    LocalSpeech,
 }
 
 impl std::fmt::Debug for Link {
@@ -65,6 +66,11 @@ pub struct Notifier(mpsc::Sender<Internal>);
 impl Notifier {
     pub fn playback_drained(&self) {
         let _ = self.0.try_send(Internal::PlaybackDrained);
+    }
+
+    /// The user was heard talking over the assistant (the speaker is already silent).
+    pub fn local_speech(&self) {
+        let _ = self.0.try_send(Internal::LocalSpeech);
     }
 }
 

@@ -422,3 +422,39 @@ fn webrtc_memory_keeps_what_the_playing_time_covers() {
     });
     assert!(remembered(&a).is_empty() && remembered(&a2).is_empty());
 }
+
+#[test]
+fn speech_heard_on_the_device_barges_in_before_the_service_says_so() {
+    // WebSocket: what was heard is read before the flush, then the service is told.
+    let mut r = Rig::live(Settings {
+        transport: TransportKind::Websocket,
+        ..settings()
+    });
+    r.server(ServerEvent::ResponseCreated {
+        response_id: "r".into(),
+    });
+    r.server(ServerEvent::AudioStarted {
+        item_id: Some("item_1".into()),
+    });
+    let a = r.feed(Input::LocalSpeech);
+    let truncate = a
+        .iter()
+        .position(|x| matches!(x, Action::TruncatePlayed { .. }));
+    let flush = a.iter().position(|x| *x == Action::FlushPlayback);
+    assert!(truncate.is_some() && truncate < flush, "{a:?}");
+    assert!(sends(&a).contains(&ClientEvent::ResponseCancel));
+    assert_eq!(states(&a), vec![State::Listening]);
+    // The service's own speech_started that follows changes nothing more.
+    let a = r.server(ServerEvent::SpeechStarted { item_id: None });
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::TruncatePlayed { .. })),
+        "{a:?}"
+    );
+    r.server(ServerEvent::ResponseDone {
+        usage: None,
+        outcome: ResponseOutcome::Cancelled,
+    });
+    // Nothing of ours playing (an earcon, a race): the engine is only let go again.
+    let a = r.feed(Input::LocalSpeech);
+    assert_eq!(a, vec![Action::FlushPlayback]);
+}

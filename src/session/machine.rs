@@ -185,6 +185,14 @@ impl Machine {
                     self.set_state(State::Listening);
                 }
             }
+            Input::LocalSpeech => {
+                if self.state == State::Speaking || self.response_active {
+                    self.barge_in();
+                } else {
+                    // Nothing of ours was talking: let the engine play again.
+                    self.out.push(Action::FlushPlayback);
+                }
+            }
             Input::BudgetLeft(left) => self.budget_left = left,
             Input::Heard {
                 heard_ms,

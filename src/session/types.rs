@@ -106,6 +106,9 @@ pub enum Input {
     },
     /// Local playback has played out everything it was given.
     PlaybackDrained,
+    /// The user was heard on the device talking over the assistant; the engine has already
+    /// silenced the speaker and holds what it had until a flush.
+    LocalSpeech,
     /// Today's conversation time left, not counting a stretch in progress (`None`: no daily
     /// limit). Fed before each start and after a reload; the machine counts the time itself.
     BudgetLeft(Option<Duration>),

@@ -69,3 +69,74 @@ fn child_echo_loop() {
     eprintln!("child: speaker → null sink monitor → microphone: echo reduced by {db:.1} dB");
     assert!(db > 15.0, "echo reduced by only {db:.1} dB");
 }
+
+/// Local barge-in hears the user, not the assistant's own echo: a minute of speech played
+/// into a room that echoes all of it back (the null sink's monitor as the microphone, at full
+/// volume), with no one speaking, silences the speaker not once.
+#[test]
+fn the_assistants_own_echo_never_barges_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pulse = Pulse::start(dir.path());
+    pulse_devices(dir.path(), &pulse);
+    run_child(
+        (module_path!(), "child_echo_never_barges_in"),
+        dir.path(),
+        Duration::from_secs(120),
+    );
+}
+
+#[test]
+fn child_echo_never_barges_in() {
+    let Some(_dir) = child_dir() else { return };
+    let mut cfg = audio_config("src", "sink");
+    cfg.echo_cancellation = true;
+    cfg.noise_suppression = true;
+    let engine = Engine::start_with(
+        &cfg,
+        EngineOptions {
+            mic_frames: 4000,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let rt = runtime();
+    count_frames(&rt, &mic, Duration::from_secs(2));
+    engine.set_capture(true);
+    // Answers as they come: a few seconds each, a pause between, a fresh canceller state
+    // at the start of each (when an echo is hardest to tell from a voice).
+    let mut played = Duration::ZERO;
+    let mut answer = 0u64;
+    while played < Duration::from_secs(60) {
+        let seconds = 4 + answer % 5;
+        engine.push(&speech_like(48_000 * seconds as usize, 11 + answer, true));
+        count_frames(&rt, &mic, Duration::from_secs(seconds + 1));
+        played += Duration::from_secs(seconds);
+        answer += 1;
+    }
+    let fired = engine.stats().local_barge_ins;
+    eprintln!(
+        "child: {} s of the assistant's speech in {answer} answers, echoed back at full volume: {fired} local barge-ins",
+        played.as_secs()
+    );
+    assert_eq!(fired, 0, "the assistant's own echo barged in");
+
+    // The same room, and now a person talks over the next answer (a second player into the
+    // same sink): that is heard, once.
+    let Some(dir) = child_dir() else { return };
+    testkit::signals::speech(&dir, "Stop, please stop talking now.");
+    engine.push(&speech_like(48_000 * 6, 99, true));
+    count_frames(&rt, &mic, Duration::from_millis(1500));
+    let person = std::process::Command::new("aplay")
+        .args(["-q", "-D", "sink"])
+        .arg(dir.join("speech.wav"))
+        .status()
+        .expect("aplay");
+    assert!(person.success());
+    count_frames(&rt, &mic, Duration::from_secs(1));
+    assert_eq!(
+        engine.stats().local_barge_ins,
+        1,
+        "the person was not heard"
+    );
+}

@@ -36,6 +36,7 @@ pub fn stats_dict(
         ("capture_dropped", audio.capture_dropped),
         ("playback_dropped", audio.playback_dropped),
         ("audio_device_losses", audio.device_losses),
+        ("local_barge_ins", audio.local_barge_ins),
         ("sessions", stats.sessions),
         ("reconnects", stats.reconnects),
         ("tokens_used", stats.tokens_used),
