@@ -19,6 +19,9 @@ mod realtime_wire;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
+use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, ServerEvent};
 
 pub use live::Live;
@@ -140,17 +143,47 @@ pub fn websocket_base(base_url: &str, path: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// The dialect of the configured protocol.
+/// The dialect of the configured protocol, offering the configured tools and `provided`.
 pub fn for_config(
     config: std::sync::Arc<crate::config::Config>,
     transport: crate::config::TransportKind,
+    provided: std::sync::Arc<ProvidedTools>,
 ) -> std::sync::Arc<dyn Dialect> {
     match config.api.protocol {
         crate::config::Protocol::Realtime => {
-            std::sync::Arc::new(RealtimeGa::new(config, transport))
+            std::sync::Arc::new(RealtimeGa::new(config, transport).with_provided(provided))
         }
-        crate::config::Protocol::Live => std::sync::Arc::new(Live::new(config, transport)),
+        crate::config::Protocol::Live => {
+            std::sync::Arc::new(Live::new(config, transport).with_provided(provided))
+        }
     }
+}
+
+/// The `tools` of a session: the configured ones, then those programs offer (as they are when
+/// the session object is built). Empty when the capability `tools` is off.
+pub fn function_tools(config: &crate::config::Config, provided: &ProvidedTools) -> Vec<Value> {
+    let s = &config.session;
+    if !s.has(crate::config::Capability::Tools) {
+        return Vec::new();
+    }
+    let function = |name: &str, description: &str, parameters: &Value| {
+        serde_json::json!({
+            "type": "function",
+            "name": name,
+            "description": description,
+            "parameters": parameters,
+        })
+    };
+    s.tools
+        .iter()
+        .map(|t| function(&t.name, &t.description, &t.parameters))
+        .chain(
+            provided
+                .offered()
+                .iter()
+                .map(|t| function(&t.name, &t.description, &t.parameters)),
+        )
+        .collect()
 }
 
 /// Writes a short, single-line excerpt of a message for logs (it may hold a transcript, so only
