@@ -145,8 +145,7 @@ impl ProvidedTools {
                             "{MAX_TOOLS} tools are offered already, the most the daemon takes"
                         ));
                     }
-                    if inner.tools.iter().filter(|t| t.owner == owner).count() >= MAX_PER_PROVIDER
-                    {
+                    if inner.tools.iter().filter(|t| t.owner == owner).count() >= MAX_PER_PROVIDER {
                         return Err(format!(
                             "this connection offers {MAX_PER_PROVIDER} tools already, the most one program may"
                         ));
@@ -260,7 +259,11 @@ impl ProvidedTools {
         match result {
             Ok(text) => bounded(text),
             Err(CallError::Gone(why)) => {
-                tracing::warn!(tool = name, owner, "the program offering the tool is gone: {why}");
+                tracing::warn!(
+                    tool = name,
+                    owner,
+                    "the program offering the tool is gone: {why}"
+                );
                 self.drop_owner(&owner);
                 format!("error: tool `{name}` is gone: the program offering it left")
             }

@@ -20,7 +20,10 @@ fn names_are_unique_and_the_same_program_replaces_its_own() {
     p.set_configured(&[configured("echo")]);
     assert_eq!(p.register(":1.5", "light", "a lamp", SCHEMA), Ok(()));
     let taken = p.register(":1.6", "light", "mine", SCHEMA).unwrap_err();
-    assert_eq!(taken, "`light` is already offered by another program (:1.5)");
+    assert_eq!(
+        taken,
+        "`light` is already offered by another program (:1.5)"
+    );
     let config = p.register(":1.6", "echo", "", SCHEMA).unwrap_err();
     assert_eq!(config, "`echo` is a tool of the configuration");
     // Registering again replaces: a new description, still one tool.
@@ -41,7 +44,9 @@ fn names_are_unique_and_the_same_program_replaces_its_own() {
 fn bad_registrations_are_refused_in_one_line() {
     let p = ProvidedTools::default();
     let refused = |name: &str, description: &str, parameters: &str| {
-        let e = p.register(":1.1", name, description, parameters).unwrap_err();
+        let e = p
+            .register(":1.1", name, description, parameters)
+            .unwrap_err();
         assert!(!e.contains('\n'), "{e}");
         e
     };
@@ -83,7 +88,10 @@ fn counts_are_bounded_per_program_and_in_all() {
     for owner in 2..=4 {
         for i in 0..MAX_PER_PROVIDER {
             let name = format!("p{owner}_{i}");
-            assert_eq!(p.register(&format!(":1.{owner}"), &name, "", SCHEMA), Ok(()));
+            assert_eq!(
+                p.register(&format!(":1.{owner}"), &name, "", SCHEMA),
+                Ok(())
+            );
         }
     }
     assert_eq!(p.offered().len(), MAX_TOOLS);
@@ -104,7 +112,10 @@ fn a_program_that_leaves_takes_its_tools_and_changes_are_announced() {
     assert!(changes.has_changed().unwrap());
     changes.borrow_and_update();
     assert!(p.drop_owner(":1.1").is_empty());
-    assert!(!changes.has_changed().unwrap(), "nothing dropped, nothing said");
+    assert!(
+        !changes.has_changed().unwrap(),
+        "nothing dropped, nothing said"
+    );
     assert_eq!(
         p.unregister(":1.1", "c"),
         Err("`c` was registered by another program".into())
@@ -169,7 +180,10 @@ async fn calls_reach_the_owner_and_failures_become_text() {
     );
     assert_eq!(fake.calls.load(Ordering::Relaxed), 1);
 
-    let (p, _) = with_caller(Err(CallError::Failed("no such lamp".into())), Duration::ZERO);
+    let (p, _) = with_caller(
+        Err(CallError::Failed("no such lamp".into())),
+        Duration::ZERO,
+    );
     assert_eq!(
         p.call("lamp", "{}".into()).await,
         "error: tool `lamp` failed: no such lamp"

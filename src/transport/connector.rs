@@ -204,8 +204,10 @@ impl Connector for LiveConnector {
 impl RealtimeConnector {
     async fn dial(&self, kind: TransportKind) -> Result<super::Link, ConnectError> {
         let token = self.tokens.token().await?;
-        let dialect: Arc<dyn Dialect> =
-            Arc::new(RealtimeGa::new(Arc::clone(&self.ctx.config), kind).with_provided(Arc::clone(&self.ctx.provided)));
+        let dialect: Arc<dyn Dialect> = Arc::new(
+            RealtimeGa::new(Arc::clone(&self.ctx.config), kind)
+                .with_provided(Arc::clone(&self.ctx.provided)),
+        );
         match kind {
             TransportKind::Websocket => websocket::connect(&self.ctx, dialect, &token).await,
             TransportKind::Webrtc => webrtc::connect(&self.ctx, dialect, &token).await,

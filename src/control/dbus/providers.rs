@@ -32,9 +32,10 @@ impl Caller for BusCaller {
                 )
                 .await
                 .map_err(call_error)?;
-            reply.body().deserialize::<String>().map_err(|e| {
-                CallError::Failed(format!("its answer is not one string (s): {e}"))
-            })
+            reply
+                .body()
+                .deserialize::<String>()
+                .map_err(|e| CallError::Failed(format!("its answer is not one string (s): {e}")))
         })
     }
 }

@@ -15,7 +15,10 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::live_wire::*;
-use super::{checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
+use super::{
+    checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect,
+    WS_PCM_RATE,
+};
 use crate::config::{Capability, Config, Delegation, TransportKind};
 use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
@@ -85,7 +88,8 @@ impl Live {
     fn delegation(&self) -> Value {
         let tools = function_tools(&self.config, &self.provided);
         // `auto` hands off to a Responses model when the device has tools, offered ones too.
-        let auto_with_offered = self.config.live.delegation == Delegation::Auto && !tools.is_empty();
+        let auto_with_offered =
+            self.config.live.delegation == Delegation::Auto && !tools.is_empty();
         if !Live::delegates_to_responses(&self.config) && !auto_with_offered {
             return json!({"type": "client"});
         }

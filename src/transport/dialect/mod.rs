@@ -202,3 +202,93 @@ pub fn excerpt(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{Capability, Config, Protocol, TransportKind};
+
+    const SCHEMA: &str = r#"{"type":"object","properties":{"on":{"type":"boolean"}}}"#;
+
+    fn names(tools: &Value) -> Vec<&str> {
+        tools
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    fn sent(d: &dyn Dialect, event: &ClientEvent) -> Vec<Value> {
+        d.encode(event)
+            .iter()
+            .map(|t| serde_json::from_str(t).expect("JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn offered_tools_join_the_realtime_session_and_a_change_updates_only_the_tools() {
+        let provided = Arc::new(ProvidedTools::default());
+        let config = Arc::new(Config::default());
+        let d = for_config(config, TransportKind::Websocket, Arc::clone(&provided));
+        let first = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert!(first["session"].get("tools").is_none(), "{first}");
+
+        provided
+            .register(":1.4", "lamp", "The hall lamp", SCHEMA)
+            .unwrap();
+        let full = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert_eq!(names(&full["session"]["tools"]), ["lamp"]);
+        assert_eq!(
+            full["session"]["tools"][0]["parameters"]["properties"]["on"]["type"],
+            "boolean"
+        );
+        let update = &sent(d.as_ref(), &ClientEvent::ToolsUpdate)[0];
+        assert_eq!(update["type"], "session.update");
+        assert_eq!(update["session"]["type"], "realtime");
+        assert_eq!(names(&update["session"]["tools"]), ["lamp"]);
+        assert_eq!(update["session"]["tool_choice"], "auto");
+        assert!(
+            update["session"].get("audio").is_none(),
+            "only the tools: {update}"
+        );
+
+        provided.drop_owner(":1.4");
+        let update = &sent(d.as_ref(), &ClientEvent::ToolsUpdate)[0];
+        assert_eq!(update["session"]["tools"], json!([]), "withdrawn: {update}");
+    }
+
+    #[test]
+    fn no_tools_capability_no_offered_tools() {
+        let provided = Arc::new(ProvidedTools::default());
+        provided.register(":1.4", "lamp", "", SCHEMA).unwrap();
+        let mut c = Config::default();
+        c.session.capabilities = vec![Capability::Audio];
+        let d = for_config(Arc::new(c), TransportKind::Websocket, provided);
+        let full = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert!(full["session"].get("tools").is_none(), "{full}");
+        assert!(sent(d.as_ref(), &ClientEvent::ToolsUpdate).is_empty());
+    }
+
+    #[test]
+    fn gpt_live_hands_offered_tools_to_its_responses_model_at_the_start() {
+        let provided = Arc::new(ProvidedTools::default());
+        let mut c = Config::default();
+        c.api.protocol = Protocol::Live;
+        let c = Arc::new(c);
+        let live = Live::new(Arc::clone(&c), TransportKind::Websocket)
+            .with_provided(Arc::clone(&provided));
+        assert_eq!(live.session_object()["delegation"]["type"], "client");
+        provided.register(":1.4", "lamp", "", SCHEMA).unwrap();
+        let session = live.session_object();
+        assert_eq!(session["delegation"]["type"], "responses");
+        assert_eq!(
+            names(&session["delegation"]["responses"]["tools"]),
+            ["lamp"]
+        );
+        // Configured as it opens: nothing to send while it runs.
+        assert!(live.encode(&ClientEvent::ToolsUpdate).is_empty());
+    }
+}

@@ -8,7 +8,10 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::realtime_wire::*;
-use super::{checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
+use super::{
+    checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect,
+    WS_PCM_RATE,
+};
 use crate::config::{Capability, Config, TransportKind, TurnDetectionKind};
 use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, Role, ServerEvent, Usage};
