@@ -207,7 +207,9 @@ impl Interface for Documented {
         msg: &'call Message,
         name: MemberName<'call>,
     ) -> DispatchResult2<'call> {
-        if let Some(refusal) = wrong_arguments(name.as_str(), &msg.body().signature().to_string()) {
+        if let Some(refusal) =
+            wrong_arguments(name.as_str(), &msg.body().signature().to_string_no_parens())
+        {
             return DispatchResult2::Async(Box::pin(async move { Err(refusal) }));
         }
         self.0.call(server, connection, msg, name)
