@@ -264,7 +264,12 @@ fn a_program_on_the_bus_offers_a_tool_the_model_calls() {
     wait_for(
         Duration::from_secs(10),
         lazy(|| format!("a session offering the tool: {:?}", configured(&sim))),
-        || configured(&sim).iter().any(|l| l.contains(TOOL)).then_some(()),
+        || {
+            configured(&sim)
+                .iter()
+                .any(|l| l.contains(TOOL))
+                .then_some(())
+        },
     );
     let out = bus.call("SendText", &["s", "switch the hall light"]);
     assert!(

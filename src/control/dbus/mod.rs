@@ -335,6 +335,9 @@ mod tests {
         use super::introspection::wrong_arguments;
         assert!(wrong_arguments("Start", "").is_none());
         assert!(wrong_arguments("SendText", "s").is_none());
+        assert!(wrong_arguments("RegisterTool", "sss").is_none());
+        assert!(wrong_arguments("RegisterTool", "ss").is_some());
+        assert!(wrong_arguments("UnregisterTool", "").is_some());
         for (method, signature) in [
             ("Start", "s"),
             ("Stop", "u"),
