@@ -159,6 +159,7 @@ impl Voice {
     async fn register_tool(
         &self,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         name: String,
         description: String,
         parameters_json: String,
@@ -168,6 +169,12 @@ impl Voice {
             .provided
             .register(&owner, &name, &description, &parameters_json)
             .map_err(Error::InvalidArgument)?;
+        // A caller that left while this call waited was announced gone before its tool was
+        // listed: look once more, so that no tool outlives its program.
+        if !super::providers::still_connected(conn, &owner).await {
+            self.handle.provided.drop_owner(&owner);
+            return Err(Error::Failed("the caller left the bus".into()));
+        }
         info!(tool = %name, owner, "a program offers a tool");
         Ok(())
     }

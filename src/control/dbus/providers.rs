@@ -62,7 +62,11 @@ fn call_error(e: zbus::Error) -> CallError {
 
 /// Unique names that left the bus, as they leave.
 pub async fn departures(conn: &Connection) -> zbus::Result<impl Stream<Item = String>> {
-    let bus = zbus::fdo::DBusProxy::new(conn).await?;
+    // No property cache: only the signal is wanted.
+    let bus = zbus::fdo::DBusProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
     let changes = bus.receive_name_owner_changed().await?;
     Ok(changes.filter_map(|signal| async move {
         let args = signal.args().ok()?;
@@ -70,6 +74,23 @@ pub async fn departures(conn: &Connection) -> zbus::Result<impl Stream<Item = St
         // A unique name with no new owner: that connection is gone.
         (name.starts_with(':') && args.new_owner().is_none()).then_some(name)
     }))
+}
+
+/// Whether `name` is still on the bus; when the bus cannot say, it is taken to be.
+pub async fn still_connected(conn: &Connection, name: &str) -> bool {
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "NameHasOwner",
+            &(name,),
+        )
+        .await;
+    reply
+        .ok()
+        .and_then(|r| r.body().deserialize::<bool>().ok())
+        .unwrap_or(true)
 }
 
 /// A program left the bus: its tools go (the session hears of it through the list).
