@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::control::{dbus, gpio, systemd, Command};
 use crate::daemon::tools::Tools;
 use crate::daemon::{Daemon, Parts};
+use crate::provided::ProvidedTools;
 use crate::transport::{self, Connector};
 
 /// What the outside asks of a running daemon.
@@ -36,13 +37,18 @@ pub struct RunOptions {
 
 impl Parts {
     /// The parts of a device: the real connector (with a token fetched ahead of the first
-    /// Start), the configured tools, the sound engine and `$STATE_DIRECTORY`.
+    /// Start), the configured tools and those programs offer, the sound engine and
+    /// `$STATE_DIRECTORY`.
     pub fn real(config: &Config, engine: &Arc<audio::engine::Engine>) -> Parts {
-        let link_context = transport::LinkContext::new(
-            Arc::new(config.clone()),
-            engine.microphone(),
-            engine.clone(),
-        );
+        let provided = Arc::new(ProvidedTools::default());
+        let link_context = transport::LinkContext {
+            provided: Arc::clone(&provided),
+            ..transport::LinkContext::new(
+                Arc::new(config.clone()),
+                engine.microphone(),
+                engine.clone(),
+            )
+        };
         let connector: Arc<dyn Connector> = match transport::connector::for_config(link_context) {
             Ok(connector) => connector,
             Err(e) => Arc::new(transport::Unavailable(e.message)),
@@ -50,7 +56,8 @@ impl Parts {
         Parts {
             connector,
             audio: engine.clone(),
-            tools: Arc::new(Tools::new(&config.session)),
+            tools: Arc::new(Tools::new(&config.session).with_provided(Arc::clone(&provided))),
+            provided,
             state_dir: crate::daemon::memory::state_dir(),
         }
     }

@@ -11,5 +11,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod logging;
+pub mod provided;
 pub mod session;
 pub mod transport;

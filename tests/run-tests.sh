@@ -6,13 +6,13 @@ cd "$(dirname "$0")/.."
 
 # Libraries the crates link, and the real programs the tests drive (alsa-lib plugins, a D-Bus
 # daemon, systemd's analyzers, PulseAudio for paced audio, coturn for TURN, espeak-ng and sox
-# for speech, Python for the aiortc peer).
+# for speech, Python for the aiortc peer and, with python3-gi, the example tool provider).
 PACKAGES=(
     build-essential pkg-config libclang-dev
     libasound2-dev libopus-dev libwebrtc-audio-processing-dev
     alsa-utils libasound2-plugins pulseaudio pulseaudio-utils
     dbus dbus-bin libglib2.0-bin systemd util-linux passwd procps
-    sox espeak-ng coturn python3 python3-venv python3-pip file ca-certificates
+    sox espeak-ng coturn python3 python3-venv python3-pip python3-gi file ca-certificates
 )
 
 bash tests/install-packages.sh "${PACKAGES[@]}"

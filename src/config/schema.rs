@@ -237,6 +237,18 @@ pub struct Tool {
     pub timeout_ms: u64,
 }
 
+impl Tool {
+    /// The rule for a tool's name, configured or offered over D-Bus: what the service accepts
+    /// as a function name.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+}
+
 fn empty_object_schema() -> serde_json::Value {
     serde_json::json!({"type": "object", "properties": {}})
 }

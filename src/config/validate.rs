@@ -80,12 +80,7 @@ fn tools(v: &mut Validator, tools: &[Tool]) {
     let mut names = std::collections::HashSet::new();
     for (i, tool) in tools.iter().enumerate() {
         let key = format!("session.tools[{i}]");
-        let valid_name = !tool.name.is_empty()
-            && tool.name.len() <= 64
-            && tool
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid_name = Tool::valid_name(&tool.name);
         if !valid_name {
             v.fail(
                 &format!("{key}.name"),

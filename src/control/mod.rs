@@ -100,6 +100,8 @@ pub struct ControlHandle {
     pub commands: mpsc::Sender<Command>,
     pub snapshot: watch::Receiver<Snapshot>,
     pub transcripts: broadcast::Sender<Transcript>,
+    /// Tools other programs offer (D-Bus `RegisterTool`).
+    pub provided: std::sync::Arc<crate::provided::ProvidedTools>,
 }
 
 impl ControlHandle {

@@ -23,6 +23,7 @@ use crate::audio::AudioControl;
 use crate::config::Config;
 use crate::control::{Command, ControlHandle, Snapshot};
 
+use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, Input, LedPattern, Machine, Settings};
 use crate::transport::{ConnectError, Connector, Link, LinkEvent};
 use budget::{local_day, DailyBudget};
@@ -78,6 +79,9 @@ pub struct Parts {
     pub connector: Arc<dyn Connector>,
     pub audio: Arc<dyn AudioControl>,
     pub tools: Arc<dyn ToolRunner>,
+    /// Tools other programs offer over D-Bus; the same list the connector's dialects and the
+    /// tool runner read.
+    pub provided: Arc<ProvidedTools>,
     /// Where memory and the daily budget are kept (`$STATE_DIRECTORY`).
     pub state_dir: std::path::PathBuf,
 }
@@ -117,6 +121,7 @@ impl Daemon {
         parts.audio.set_volume(config.audio.volume);
         let memory = load_memory(&config, &parts.state_dir);
         let budget = DailyBudget::load(&parts.state_dir, config.session.daily_limit_s);
+        parts.provided.set_configured(&config.session.tools);
         Daemon {
             memory,
             budget,
@@ -124,6 +129,7 @@ impl Daemon {
                 commands: commands_tx,
                 snapshot: snapshot_rx,
                 transcripts,
+                provided: Arc::clone(&parts.provided),
             },
             config,
             machine,
@@ -169,6 +175,7 @@ impl Daemon {
         if let Some(connector) = self.parts.connector.reconfigured(&shared) {
             self.parts.connector = connector;
         }
+        self.parts.provided.set_configured(&config.session.tools);
         if config.session.tools != self.config.session.tools
             || config.session.max_tool_runs != self.config.session.max_tool_runs
         {
@@ -188,6 +195,7 @@ impl Daemon {
         // Audio counters change on the ALSA threads; look at them once a second.
         let mut audio_poll = tokio::time::interval(std::time::Duration::from_secs(1));
         audio_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut provided = self.parts.provided.subscribe();
         loop {
             let deadline = self.machine.next_deadline();
             let sleep = async {
@@ -217,6 +225,8 @@ impl Daemon {
                     Some(command) => self.command(command),
                 },
                 Some(event) = self.internal_rx.recv() => self.internal(event),
+                // A program offered or withdrew a tool: the session hears of it.
+                Ok(()) = provided.changed() => self.feed(Input::ToolsChanged),
                 () = sleep => self.feed(Input::Tick),
                 Some(permit) = room => {
                     if let Some(event) = self.backlog.pop_front() {

@@ -1,4 +1,5 @@
-//! Function tools the model may call: the built-in `echo`, and configured programs.
+//! Function tools the model may call: the built-in `echo`, configured programs, and tools other
+//! programs offer over D-Bus (`crate::provided`), called back on the bus.
 //!
 //! A program tool runs without a shell, gets the call's arguments as JSON on standard input and
 //! answers with what it prints. Whatever goes wrong (missing program, non-zero exit, timeout,
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Session, Tool};
+use crate::provided::ProvidedTools;
 
 /// Runs a tool call and returns the text to give back to the model. Never fails: errors become
 /// text for the model, so a broken tool cannot end a session.
@@ -45,6 +47,8 @@ pub struct Tools {
     runs: Arc<tokio::sync::Semaphore>,
     limit: u32,
     waiting: std::sync::atomic::AtomicUsize,
+    /// Tools programs offer on the bus; a configured tool of the same name wins.
+    provided: Arc<ProvidedTools>,
 }
 
 impl Tools {
@@ -59,7 +63,14 @@ impl Tools {
             runs: Arc::new(tokio::sync::Semaphore::new(limit as usize)),
             limit,
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            provided: Arc::default(),
         }
+    }
+
+    /// These tools, and the ones programs offer in `provided`.
+    pub fn with_provided(mut self, provided: Arc<ProvidedTools>) -> Self {
+        self.provided = provided;
+        self
     }
 
     /// A run of a program tool, once one is free; the refusal text when too many wait.
@@ -90,7 +101,15 @@ impl ToolRunner for Tools {
     ) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
         Box::pin(async move {
             let Some(tool) = self.tools.get(&name) else {
-                return format!("error: no tool named `{name}` on this device");
+                if !self.provided.has(&name) {
+                    return format!("error: no tool named `{name}` on this device");
+                }
+                // A call on the bus counts as a run: `session.max_tool_runs` holds for these too.
+                let _slot = match self.run_slot(&name).await {
+                    Ok(slot) => slot,
+                    Err(refusal) => return refusal,
+                };
+                return self.provided.call(&name, arguments).await;
             };
             match &tool.command {
                 None => builtin(&name, &arguments),
@@ -112,7 +131,9 @@ impl ToolRunner for Tools {
     }
 
     fn reconfigured(&self, session: &Session) -> Option<Arc<dyn ToolRunner>> {
-        Some(Arc::new(Tools::new(session)))
+        Some(Arc::new(
+            Tools::new(session).with_provided(Arc::clone(&self.provided)),
+        ))
     }
 }
 

@@ -119,6 +119,9 @@ pub enum ResponseOutcome {
 pub enum ClientEvent {
     /// Configure the session from the daemon's configuration (the dialect builds the body).
     SessionUpdate,
+    /// The tools changed (a program offered or withdrew one): tell the running session, where
+    /// the API allows reconfiguring it.
+    ToolsUpdate,
     /// A typed user message (D-Bus `SendText`).
     UserText(String),
     /// An earlier turn restored from memory.

@@ -194,6 +194,12 @@ impl Machine {
                 }
             }
             Input::BudgetLeft(left) => self.budget_left = left,
+            Input::ToolsChanged => {
+                // A session still connecting gets them with its first update.
+                if self.state.is_live() && !self.settings.rules.configured_on_open {
+                    self.out.push(Action::Send(ClientEvent::ToolsUpdate));
+                }
+            }
             Input::Heard {
                 heard_ms,
                 delivered_ms,

@@ -450,3 +450,26 @@ fn a_retry_waits_as_long_as_the_service_asked() {
     );
     assert!(r.m.next_deadline().expect("a retry") >= r.now + Duration::from_secs(2));
 }
+
+#[test]
+fn changed_tools_reach_a_live_session_that_can_be_reconfigured() {
+    let mut r = Rig::new(settings());
+    assert!(sends(&r.feed(Input::ToolsChanged)).is_empty(), "idle");
+    r.feed(Input::Start);
+    assert!(
+        sends(&r.feed(Input::ToolsChanged)).is_empty(),
+        "connecting: the first update has them"
+    );
+    let mut r = Rig::live(settings());
+    assert_eq!(
+        sends(&r.feed(Input::ToolsChanged)),
+        vec![ClientEvent::ToolsUpdate]
+    );
+    let mut live = settings();
+    live.rules.configured_on_open = true;
+    let mut r = Rig::live(live);
+    assert!(
+        sends(&r.feed(Input::ToolsChanged)).is_empty(),
+        "configured as it opened"
+    );
+}

@@ -117,6 +117,8 @@ pub enum Input {
         heard_ms: u32,
         delivered_ms: u32,
     },
+    /// The tools programs offer changed; a running session that can be reconfigured is told.
+    ToolsChanged,
     Tick,
 }
 

@@ -175,7 +175,11 @@ impl Connector for LiveConnector {
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
         Box::pin(async move {
             let credentials = self.credentials(kind)?;
-            let dialect = super::dialect::for_config(Arc::clone(&self.ctx.config), kind);
+            let dialect = super::dialect::for_config(
+                Arc::clone(&self.ctx.config),
+                kind,
+                Arc::clone(&self.ctx.provided),
+            );
             let result = match kind {
                 TransportKind::Websocket => match &credentials.bearer {
                     Some(key) => websocket::connect(&self.ctx, dialect, key).await,
@@ -200,8 +204,10 @@ impl Connector for LiveConnector {
 impl RealtimeConnector {
     async fn dial(&self, kind: TransportKind) -> Result<super::Link, ConnectError> {
         let token = self.tokens.token().await?;
-        let dialect: Arc<dyn Dialect> =
-            Arc::new(RealtimeGa::new(Arc::clone(&self.ctx.config), kind));
+        let dialect: Arc<dyn Dialect> = Arc::new(
+            RealtimeGa::new(Arc::clone(&self.ctx.config), kind)
+                .with_provided(Arc::clone(&self.ctx.provided)),
+        );
         match kind {
             TransportKind::Websocket => websocket::connect(&self.ctx, dialect, &token).await,
             TransportKind::Webrtc => webrtc::connect(&self.ctx, dialect, &token).await,

@@ -110,6 +110,8 @@ pub struct LinkContext {
     pub microphone: crate::audio::Microphone,
     pub speaker: std::sync::Arc<dyn crate::audio::Speaker>,
     pub stats: std::sync::Arc<LinkStats>,
+    /// Tools other programs offer: the dialects add them to the session's tools.
+    pub provided: std::sync::Arc<crate::provided::ProvidedTools>,
 }
 
 impl LinkContext {
@@ -123,6 +125,7 @@ impl LinkContext {
             microphone,
             speaker,
             stats: std::sync::Arc::default(),
+            provided: std::sync::Arc::default(),
         }
     }
 }

@@ -18,13 +18,15 @@ use tokio::sync::{broadcast, watch};
 /// tools `config` names and keeps its state in `state_dir`. Run it with `tokio::spawn(d.run())`
 /// after taking `d.handle()`.
 pub fn build(config: Config, connector: Arc<dyn Connector>, state_dir: &Path) -> Daemon {
-    let tools = Tools::new(&config.session);
+    let provided = Arc::default();
+    let tools = Tools::new(&config.session).with_provided(Arc::clone(&provided));
     Daemon::new(
         config,
         Parts {
             connector,
             audio: Arc::new(NullAudio),
             tools: Arc::new(tools),
+            provided,
             state_dir: state_dir.to_owned(),
         },
     )

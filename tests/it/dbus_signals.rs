@@ -61,6 +61,7 @@ async fn scenario(address: &str) {
         commands,
         snapshot,
         transcripts: transcripts.clone(),
+        provided: Default::default(),
     };
     // A scripted event loop: applies volume and mute, answers pings.
     let loop_snapshot = snapshot_tx.clone();

@@ -17,12 +17,12 @@ use testkit::{wait_for, Proc};
 
 use crate::DAEMON;
 
-const SERVICE_USER: &str = "realtime-voiced";
-const GROUP: &str = "realtime-voice";
-const MEMBER: &str = "rtv-test-member";
-const OTHER: &str = "rtv-test-other";
+pub(crate) const SERVICE_USER: &str = "realtime-voiced";
+pub(crate) const GROUP: &str = "realtime-voice";
+pub(crate) const MEMBER: &str = "rtv-test-member";
+pub(crate) const OTHER: &str = "rtv-test-other";
 
-fn ensure_users() {
+pub(crate) fn ensure_users() {
     let exists = |what: &str, name: &str| run(&["getent", what, name]).status.success();
     if !exists("group", GROUP) {
         assert!(run(&["groupadd", "--system", GROUP]).status.success());
@@ -50,7 +50,7 @@ fn ensure_users() {
 }
 
 /// `gdbus call` on our object as `user`; returns (success, output).
-fn call_as(user: &str, address: &str, method: &str, args: &[&str]) -> (bool, String) {
+pub(crate) fn call_as(user: &str, address: &str, method: &str, args: &[&str]) -> (bool, String) {
     let mut argv = vec![
         "setpriv",
         "--reuid",
@@ -76,7 +76,7 @@ fn call_as(user: &str, address: &str, method: &str, args: &[&str]) -> (bool, Str
     (o.status.success(), text(&o))
 }
 
-fn busctl_as(user: &str, address: &str, args: &[&str]) -> (bool, String) {
+pub(crate) fn busctl_as(user: &str, address: &str, args: &[&str]) -> (bool, String) {
     let addr = format!("--address={address}");
     let mut argv = vec![
         "setpriv",
@@ -225,7 +225,7 @@ fn system_bus_policy_interface_and_bus_restart() {
         let out = text(&o);
         assert_eq!(
             out.matches("@org.gtk.GDBus.DocString").count(),
-            14,
+            17,
             "{user} docs: {out}"
         );
     }

@@ -28,6 +28,7 @@ mod daemon_over_websocket;
 mod dbus_signals;
 mod dbus_strictness;
 mod dbus_system_bus;
+mod dbus_tool_providers;
 mod echo_cancellation;
 mod gpio_panel;
 mod hostile_service;

@@ -49,6 +49,7 @@ fn watchdog_follows_the_event_loop() {
         commands,
         snapshot,
         transcripts,
+        provided: Default::default(),
     };
     runtime.spawn(systemd::watchdog(handle, Duration::from_millis(100)));
 

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
+use tracing::info;
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{fdo, interface};
@@ -113,6 +115,14 @@ impl Voice {
     }
 }
 
+/// The calling connection's unique name: it owns what it registers.
+fn caller(header: &Header<'_>) -> Result<String, Error> {
+    header
+        .sender()
+        .map(|s| s.to_string())
+        .ok_or_else(|| Error::Failed("the call carries no sender".into()))
+}
+
 pub(super) fn fdo_error(r: Refusal) -> fdo::Error {
     match r {
         Refusal::InvalidArgument(m) => fdo::Error::InvalidArgs(m),
@@ -144,6 +154,44 @@ impl Voice {
 
     async fn clear_memory(&self) -> Result<(), Error> {
         Ok(self.handle.request(Command::ClearMemory).await?)
+    }
+
+    /// Offers a tool to the assistant on behalf of the calling connection (see `docs/dbus.md`).
+    async fn register_tool(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+        description: String,
+        parameters_json: String,
+    ) -> Result<(), Error> {
+        let owner = caller(&header)?;
+        self.handle
+            .provided
+            .register(&owner, &name, &description, &parameters_json)
+            .map_err(Error::InvalidArgument)?;
+        // A caller that left while this call waited was announced gone before its tool was
+        // listed: look once more, so that no tool outlives its program.
+        if !super::providers::still_connected(conn, &owner).await {
+            self.handle.provided.drop_owner(&owner);
+            return Err(Error::Failed("the caller left the bus".into()));
+        }
+        info!(tool = %name, owner, "a program offers a tool");
+        Ok(())
+    }
+
+    async fn unregister_tool(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+    ) -> Result<(), Error> {
+        let owner = caller(&header)?;
+        self.handle
+            .provided
+            .unregister(&owner, &name)
+            .map_err(Error::InvalidArgument)?;
+        info!(tool = %name, owner, "a program withdrew a tool");
+        Ok(())
     }
 
     #[zbus(out_args("status"))]
@@ -191,6 +239,11 @@ impl Voice {
         self.apply(Command::SetVolume(volume))
             .await
             .map_err(fdo_error)
+    }
+
+    #[zbus(property)]
+    fn tools(&self) -> Vec<(String, String, String)> {
+        self.handle.provided.listing()
     }
 
     #[zbus(property)]

@@ -22,6 +22,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ("Stop", "End the conversation. NotActive if none is running."),
     ("Toggle", "Start a conversation, or end the one running (the button's short press)."),
     ("SendText", "Say something to the assistant as text, at most 4096 bytes; it answers aloud. NotActive unless listening or speaking."),
+    ("RegisterTool", "Offer a tool to the assistant: name (1 to 64 letters, digits, _ or -), description (at most 1024 bytes), parameters_json (a JSON schema object with \"type\": \"object\", at most 16 KiB). Calls come back to io.thrive.RealtimeVoice1.ToolProvider.Call at /io/thrive/RealtimeVoice1/ToolProvider on the registering connection; the tool goes when it leaves the bus. At most 8 per connection, 32 in all."),
+    ("UnregisterTool", "Withdraw a tool this connection registered."),
+    ("Tools", "The tools the assistant may call: (name, description, source), source being config or the offering connection's unique bus name."),
     ("ClearMemory", "Forget the turns remembered on the device (session.memory = \"on\"); nothing to do when memory is off."),
     ("Status", "Everything at once: state, transport, session_id, since_usec, last_error, muted, volume and the Stats entries."),
     ("State", "idle, connecting, listening, speaking, reconnecting or error."),
@@ -101,6 +104,8 @@ const SIGNATURES: &[(&str, &str)] = &[
     ("Stop", ""),
     ("Toggle", ""),
     ("SendText", "s"),
+    ("RegisterTool", "sss"),
+    ("UnregisterTool", "s"),
     ("ClearMemory", ""),
     ("Status", ""),
 ];
@@ -155,7 +160,7 @@ impl Interface for Documented {
         emitter: &'call SignalEmitter<'_>,
     ) -> DispatchResult2<'call> {
         let command = match (property_name, value) {
-            ("State" | "Transport" | "LastError" | "Stats", _) => Err(
+            ("State" | "Transport" | "LastError" | "Stats" | "Tools", _) => Err(
                 fdo::Error::PropertyReadOnly(format!("{property_name} is read-only")),
             ),
             ("Muted", Value::Bool(muted)) => Ok(Command::SetMuted(*muted)),
@@ -202,7 +207,9 @@ impl Interface for Documented {
         msg: &'call Message,
         name: MemberName<'call>,
     ) -> DispatchResult2<'call> {
-        if let Some(refusal) = wrong_arguments(name.as_str(), &msg.body().signature().to_string()) {
+        if let Some(refusal) =
+            wrong_arguments(name.as_str(), &msg.body().signature().to_string_no_parens())
+        {
             return DispatchResult2::Async(Box::pin(async move { Err(refusal) }));
         }
         self.0.call(server, connection, msg, name)

@@ -7,6 +7,7 @@
 
 mod interface;
 mod introspection;
+mod providers;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::control::{ControlHandle, Refusal, Snapshot};
 
 pub use interface::{stats_dict, status_dict, Voice};
 pub use introspection::{annotate, Documented};
+pub use providers::{PROVIDER_INTERFACE, PROVIDER_PATH};
 
 /// The well-known bus name, also the interface name.
 pub const NAME: &str = "io.thrive.RealtimeVoice1";
@@ -136,6 +138,7 @@ pub async fn connect(bus: Bus, handle: &ControlHandle) -> anyhow::Result<Connect
             _ => anyhow::anyhow!("cannot own {NAME} on the D-Bus {which} bus: {e}"),
         })?;
     info!(bus = which, "D-Bus name {NAME} owned");
+    providers::attach(&handle.provided, &connection);
     Ok(connection)
 }
 
@@ -151,7 +154,10 @@ pub async fn serve(bus: Bus, handle: ControlHandle, first: Connection) {
             match publish(&conn, &handle).await {
                 Ended::DaemonGone => return,
                 Ended::BusLost(why) => {
-                    warn!("lost the D-Bus {} bus ({why}); reconnecting", bus_name(bus))
+                    warn!("lost the D-Bus {} bus ({why}); reconnecting", bus_name(bus));
+                    // The programs that offered tools were on that bus too.
+                    handle.provided.set_caller(None);
+                    handle.provided.clear();
                 }
             }
             delay = Duration::from_millis(200);
@@ -218,6 +224,12 @@ async fn publish(conn: &Connection, handle: &ControlHandle) -> Ended {
     let mut snapshot = handle.snapshot.clone();
     let mut last = snapshot.borrow_and_update().clone();
     let mut transcripts = handle.transcripts.subscribe();
+    let mut provided = handle.provided.subscribe();
+    let departures = match providers::departures(conn).await {
+        Ok(stream) => stream,
+        Err(e) => return Ended::BusLost(format!("cannot follow who leaves the bus: {e}")),
+    };
+    let mut departures = std::pin::pin!(departures);
     // Every message comes through here too; the stream ends when the connection does.
     let mut messages = MessageStream::from(conn);
     loop {
@@ -232,6 +244,16 @@ async fn publish(conn: &Connection, handle: &ControlHandle) -> Ended {
                 if changed.is_empty() {
                     continue;
                 }
+                if let Err(e) = fdo::Properties::properties_changed(
+                    &emitter, iface.clone(), changed, Cow::Borrowed(&[]),
+                ).await {
+                    return Ended::BusLost(e.to_string());
+                }
+            }
+            Some(name) = departures.next() => providers::departed(&handle.provided, &name),
+            Ok(()) = provided.changed() => {
+                let tools = Value::from(handle.provided.listing());
+                let changed = HashMap::from([("Tools", tools)]);
                 if let Err(e) = fdo::Properties::properties_changed(
                     &emitter, iface.clone(), changed, Cow::Borrowed(&[]),
                 ).await {
@@ -313,6 +335,9 @@ mod tests {
         use super::introspection::wrong_arguments;
         assert!(wrong_arguments("Start", "").is_none());
         assert!(wrong_arguments("SendText", "s").is_none());
+        assert!(wrong_arguments("RegisterTool", "sss").is_none());
+        assert!(wrong_arguments("RegisterTool", "ss").is_some());
+        assert!(wrong_arguments("UnregisterTool", "").is_some());
         for (method, signature) in [
             ("Start", "s"),
             ("Stop", "u"),

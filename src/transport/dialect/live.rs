@@ -15,8 +15,12 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::live_wire::*;
-use super::{checked_id, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
+use super::{
+    checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect,
+    WS_PCM_RATE,
+};
 use crate::config::{Capability, Config, Delegation, TransportKind};
+use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 
 /// A text append is at most 500 tokens; about four characters a token, with a margin.
@@ -26,6 +30,7 @@ pub struct Live {
     config: Arc<Config>,
     transport: TransportKind,
     ids: EventIds,
+    provided: Arc<ProvidedTools>,
 }
 
 impl Live {
@@ -34,7 +39,14 @@ impl Live {
             config,
             transport,
             ids: EventIds::default(),
+            provided: Arc::default(),
         }
+    }
+
+    /// Offers the tools programs register on the bus too, as they are when the session opens.
+    pub fn with_provided(mut self, provided: Arc<ProvidedTools>) -> Self {
+        self.provided = provided;
+        self
     }
 
     /// Whether this configuration hands work to a Responses model (which owns the tools).
@@ -74,7 +86,11 @@ impl Live {
     }
 
     fn delegation(&self) -> Value {
-        if !Live::delegates_to_responses(&self.config) {
+        let tools = function_tools(&self.config, &self.provided);
+        // `auto` hands off to a Responses model when the device has tools, offered ones too.
+        let auto_with_offered =
+            self.config.live.delegation == Delegation::Auto && !tools.is_empty();
+        if !Live::delegates_to_responses(&self.config) && !auto_with_offered {
             return json!({"type": "client"});
         }
         // The configured pass-through first; the device's own tools join its list.
@@ -88,21 +104,13 @@ impl Live {
         responses
             .entry("model")
             .or_insert_with(|| json!(crate::config::Live::DEFAULT_RESPONSES_MODEL));
-        let s = &self.config.session;
-        if s.has(Capability::Tools) && !s.tools.is_empty() {
-            let mut tools = match responses.remove("tools") {
+        if !tools.is_empty() {
+            let mut all = match responses.remove("tools") {
                 Some(Value::Array(list)) => list,
                 _ => Vec::new(),
             };
-            tools.extend(s.tools.iter().map(|t| {
-                json!({
-                    "type": "function",
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                })
-            }));
-            responses.insert("tools".into(), Value::Array(tools));
+            all.extend(tools);
+            responses.insert("tools".into(), Value::Array(all));
         }
         json!({"type": "responses", "responses": responses})
     }
@@ -166,9 +174,10 @@ impl Dialect for Live {
                 "This device has no way to carry out that task (no agent or tool for it). Tell the user so briefly.",
                 Some(delegation_id),
             ),
-            // Configured as it opened; GPT-Live stops itself when talked over and keeps no
-            // buffer to clear or truncate.
+            // Configured as it opened (tools a program offers later reach the next session);
+            // GPT-Live stops itself when talked over and keeps no buffer to clear or truncate.
             ClientEvent::SessionUpdate
+            | ClientEvent::ToolsUpdate
             | ClientEvent::ResponseCancel
             | ClientEvent::OutputAudioClear
             | ClientEvent::Truncate { .. } => {

@@ -19,6 +19,9 @@ mod realtime_wire;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
+use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, ServerEvent};
 
 pub use live::Live;
@@ -140,17 +143,47 @@ pub fn websocket_base(base_url: &str, path: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// The dialect of the configured protocol.
+/// The dialect of the configured protocol, offering the configured tools and `provided`.
 pub fn for_config(
     config: std::sync::Arc<crate::config::Config>,
     transport: crate::config::TransportKind,
+    provided: std::sync::Arc<ProvidedTools>,
 ) -> std::sync::Arc<dyn Dialect> {
     match config.api.protocol {
         crate::config::Protocol::Realtime => {
-            std::sync::Arc::new(RealtimeGa::new(config, transport))
+            std::sync::Arc::new(RealtimeGa::new(config, transport).with_provided(provided))
         }
-        crate::config::Protocol::Live => std::sync::Arc::new(Live::new(config, transport)),
+        crate::config::Protocol::Live => {
+            std::sync::Arc::new(Live::new(config, transport).with_provided(provided))
+        }
     }
+}
+
+/// The `tools` of a session: the configured ones, then those programs offer (as they are when
+/// the session object is built). Empty when the capability `tools` is off.
+pub fn function_tools(config: &crate::config::Config, provided: &ProvidedTools) -> Vec<Value> {
+    let s = &config.session;
+    if !s.has(crate::config::Capability::Tools) {
+        return Vec::new();
+    }
+    let function = |name: &str, description: &str, parameters: &Value| {
+        serde_json::json!({
+            "type": "function",
+            "name": name,
+            "description": description,
+            "parameters": parameters,
+        })
+    };
+    s.tools
+        .iter()
+        .map(|t| function(&t.name, &t.description, &t.parameters))
+        .chain(
+            provided
+                .offered()
+                .iter()
+                .map(|t| function(&t.name, &t.description, &t.parameters)),
+        )
+        .collect()
 }
 
 /// Writes a short, single-line excerpt of a message for logs (it may hold a transcript, so only
@@ -168,4 +201,94 @@ pub fn excerpt(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{Capability, Config, Protocol, TransportKind};
+
+    const SCHEMA: &str = r#"{"type":"object","properties":{"on":{"type":"boolean"}}}"#;
+
+    fn names(tools: &Value) -> Vec<&str> {
+        tools
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    fn sent(d: &dyn Dialect, event: &ClientEvent) -> Vec<Value> {
+        d.encode(event)
+            .iter()
+            .map(|t| serde_json::from_str(t).expect("JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn offered_tools_join_the_realtime_session_and_a_change_updates_only_the_tools() {
+        let provided = Arc::new(ProvidedTools::default());
+        let config = Arc::new(Config::default());
+        let d = for_config(config, TransportKind::Websocket, Arc::clone(&provided));
+        let first = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert!(first["session"].get("tools").is_none(), "{first}");
+
+        provided
+            .register(":1.4", "lamp", "The hall lamp", SCHEMA)
+            .unwrap();
+        let full = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert_eq!(names(&full["session"]["tools"]), ["lamp"]);
+        assert_eq!(
+            full["session"]["tools"][0]["parameters"]["properties"]["on"]["type"],
+            "boolean"
+        );
+        let update = &sent(d.as_ref(), &ClientEvent::ToolsUpdate)[0];
+        assert_eq!(update["type"], "session.update");
+        assert_eq!(update["session"]["type"], "realtime");
+        assert_eq!(names(&update["session"]["tools"]), ["lamp"]);
+        assert_eq!(update["session"]["tool_choice"], "auto");
+        assert!(
+            update["session"].get("audio").is_none(),
+            "only the tools: {update}"
+        );
+
+        provided.drop_owner(":1.4");
+        let update = &sent(d.as_ref(), &ClientEvent::ToolsUpdate)[0];
+        assert_eq!(update["session"]["tools"], json!([]), "withdrawn: {update}");
+    }
+
+    #[test]
+    fn no_tools_capability_no_offered_tools() {
+        let provided = Arc::new(ProvidedTools::default());
+        provided.register(":1.4", "lamp", "", SCHEMA).unwrap();
+        let mut c = Config::default();
+        c.session.capabilities = vec![Capability::Audio];
+        let d = for_config(Arc::new(c), TransportKind::Websocket, provided);
+        let full = &sent(d.as_ref(), &ClientEvent::SessionUpdate)[0];
+        assert!(full["session"].get("tools").is_none(), "{full}");
+        assert!(sent(d.as_ref(), &ClientEvent::ToolsUpdate).is_empty());
+    }
+
+    #[test]
+    fn gpt_live_hands_offered_tools_to_its_responses_model_at_the_start() {
+        let provided = Arc::new(ProvidedTools::default());
+        let mut c = Config::default();
+        c.api.protocol = Protocol::Live;
+        let c = Arc::new(c);
+        let live = Live::new(Arc::clone(&c), TransportKind::Websocket)
+            .with_provided(Arc::clone(&provided));
+        assert_eq!(live.session_object()["delegation"]["type"], "client");
+        provided.register(":1.4", "lamp", "", SCHEMA).unwrap();
+        let session = live.session_object();
+        assert_eq!(session["delegation"]["type"], "responses");
+        assert_eq!(
+            names(&session["delegation"]["responses"]["tools"]),
+            ["lamp"]
+        );
+        // Configured as it opens: nothing to send while it runs.
+        assert!(live.encode(&ClientEvent::ToolsUpdate).is_empty());
+    }
 }

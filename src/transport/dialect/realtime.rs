@@ -8,8 +8,12 @@ use tracing::debug;
 
 use super::event_ids::EventIds;
 use super::realtime_wire::*;
-use super::{checked_id, websocket_base, CallReply, CallRequest, Decoded, Dialect, WS_PCM_RATE};
+use super::{
+    checked_id, function_tools, websocket_base, CallReply, CallRequest, Decoded, Dialect,
+    WS_PCM_RATE,
+};
 use crate::config::{Capability, Config, TransportKind, TurnDetectionKind};
+use crate::provided::ProvidedTools;
 use crate::session::{ClientEvent, Role, ServerEvent, Usage};
 
 /// The Realtime API, GA shape (`session.type = "realtime"`, `response.output_audio.*`).
@@ -17,6 +21,7 @@ pub struct RealtimeGa {
     config: Arc<Config>,
     transport: TransportKind,
     ids: EventIds,
+    provided: Arc<ProvidedTools>,
 }
 
 impl RealtimeGa {
@@ -25,6 +30,22 @@ impl RealtimeGa {
             config,
             transport,
             ids: EventIds::default(),
+            provided: Arc::default(),
+        }
+    }
+
+    /// Offers the tools programs register on the bus too, read each time a session object is built.
+    pub fn with_provided(mut self, provided: Arc<ProvidedTools>) -> Self {
+        self.provided = provided;
+        self
+    }
+
+    /// The tools' part of a session object: `tools` and `tool_choice`; nothing when there are none.
+    fn add_tools(&self, session: &mut Value) {
+        let tools = function_tools(&self.config, &self.provided);
+        if !tools.is_empty() {
+            session["tools"] = Value::Array(tools);
+            session["tool_choice"] = json!("auto");
         }
     }
 
@@ -82,22 +103,7 @@ impl RealtimeGa {
             "output_modalities": modalities,
             "audio": {"input": input, "output": output},
         });
-        if s.has(Capability::Tools) && !s.tools.is_empty() {
-            let tools: Vec<Value> = s
-                .tools
-                .iter()
-                .map(|t| {
-                    json!({
-                        "type": "function",
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    })
-                })
-                .collect();
-            session["tools"] = Value::Array(tools);
-            session["tool_choice"] = json!("auto");
-        }
+        self.add_tools(&mut session);
         session
     }
 }
@@ -109,6 +115,18 @@ impl Dialect for RealtimeGa {
                 "type": "session.update",
                 "session": self.session_object(self.transport == TransportKind::Websocket),
             }),
+            // Only the tools: the rest of a running session (its voice above all) stays as is.
+            ClientEvent::ToolsUpdate => {
+                if !self.config.session.has(Capability::Tools) {
+                    return Vec::new();
+                }
+                let tools = function_tools(&self.config, &self.provided);
+                let mut session = json!({"type": "realtime", "tools": tools});
+                if !tools.is_empty() {
+                    session["tool_choice"] = json!("auto");
+                }
+                json!({"type": "session.update", "session": session})
+            }
             ClientEvent::UserText(text) => json!({
                 "type": "conversation.item.create",
                 "item": {
@@ -151,7 +169,7 @@ impl Dialect for RealtimeGa {
             ClientEvent::DelegationDeclined { .. } => return Vec::new(),
         };
         let kind = match event {
-            ClientEvent::SessionUpdate => "session.update",
+            ClientEvent::SessionUpdate | ClientEvent::ToolsUpdate => "session.update",
             ClientEvent::UserText(_)
             | ClientEvent::HistoryItem { .. }
             | ClientEvent::FunctionOutput { .. } => "conversation.item.create",
