@@ -95,6 +95,8 @@ pub async fn run(
     let daemon = Daemon::new(config, parts);
     let notifier = daemon.notifier();
     let speech = notifier.clone();
+    let audible = notifier.clone();
+    engine.on_audible(move || audible.speaker_started());
     engine.on_drained(move || notifier.playback_drained());
     engine.on_local_speech(move || speech.local_speech());
     let control = daemon.handle();

@@ -190,6 +190,12 @@ impl Engine {
         let _ = self.shared.on_local_speech.set(Box::new(hook));
     }
 
+    /// Called (from the playback thread) when the assistant's audio starts to play after
+    /// quiet. Set once.
+    pub fn on_audible(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_audible.set(Box::new(hook));
+    }
+
     /// Called (from the playback thread) when the assistant's audio has finished playing.
     /// Set once; later calls are ignored.
     pub fn on_drained(&self, hook: impl Fn() + Send + Sync + 'static) {

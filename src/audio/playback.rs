@@ -207,7 +207,11 @@ impl Playback {
             let out = &mut m.buf[..period];
             let fill = self.jitter.fill(out);
             if fill.audio > 0 {
-                self.shared.audible.store(true, Relaxed);
+                if !self.shared.audible.swap(true, Relaxed) {
+                    if let Some(hook) = self.shared.on_audible.get() {
+                        hook();
+                    }
+                }
                 m.audio_total += fill.audio as u64;
                 m.after_audio = (period - fill.audio) as u64;
             } else {

@@ -71,6 +71,9 @@ pub(crate) struct Shared {
     /// When the microphone stream now open began.
     pub capture_epoch: Mutex<Option<Instant>>,
     pub on_local_speech: OnceLock<Hook>,
+    /// The assistant's audio began to play (the first of it written to the device after
+    /// quiet): where "time to first audio" ends.
+    pub on_audible: OnceLock<Hook>,
     capture_problem: Mutex<Option<String>>,
     playback_problem: Mutex<Option<String>>,
     pub on_drained: OnceLock<Hook>,

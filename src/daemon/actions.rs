@@ -65,6 +65,7 @@ impl Daemon {
             }
             Internal::PlaybackDrained => self.feed(Input::PlaybackDrained),
             Internal::LocalSpeech => self.feed(Input::LocalSpeech),
+            Internal::SpeakerStarted => self.feed(Input::SpeakerStarted),
             stale => debug!("ignoring event from an old connection: {stale:?}"),
         }
     }
@@ -157,6 +158,21 @@ impl Daemon {
                 }
             }
             Action::Warn(message) => warn!("{message}"),
+            Action::TurnTimed(t) => {
+                // The words carry the values too: a plain journal line reads as well as the
+                // terminal's.
+                let connect = t
+                    .connect_ms
+                    .map_or(String::new(), |c| format!(", connect {c} ms"));
+                info!(
+                    first_audio_ms = t.first_audio_ms,
+                    tools_ms = t.tools_ms,
+                    connect_ms = t.connect_ms,
+                    "turn: first audio at the speaker {} ms after the user's turn ended (tools {} ms{connect})",
+                    t.first_audio_ms,
+                    t.tools_ms
+                );
+            }
             Action::RunTool {
                 call_id,
                 name,

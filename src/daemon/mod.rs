@@ -52,6 +52,7 @@ pub enum Internal {
     },
     PlaybackDrained,
     LocalSpeech,
+    SpeakerStarted,
 }
 
 impl std::fmt::Debug for Link {
@@ -67,6 +68,11 @@ pub struct Notifier(mpsc::Sender<Internal>);
 impl Notifier {
     pub fn playback_drained(&self) {
         let _ = self.0.try_send(Internal::PlaybackDrained);
+    }
+
+    /// The assistant's audio began to play at the speaker.
+    pub fn speaker_started(&self) {
+        let _ = self.0.try_send(Internal::SpeakerStarted);
     }
 
     /// The user was heard talking over the assistant (the speaker is already silent).

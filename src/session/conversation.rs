@@ -76,10 +76,9 @@ impl Machine {
             ServerEvent::AudioStarted { item_id } => {
                 self.last_activity = now;
                 self.user_turn_over();
+                // Timed when the audio reaches the speaker (`Input::SpeakerStarted`).
                 if let Some(ended) = self.turn_ended.take() {
-                    self.stats.time_to_first_audio_ms =
-                        Some(now.saturating_duration_since(ended).as_millis() as u64);
-                    self.out.push(Action::StatsChanged);
+                    self.awaiting_audio = Some(ended);
                 }
                 if item_id.is_some() && item_id != self.playing_item {
                     // A new item: the one before it played out whole.
@@ -139,6 +138,7 @@ impl Machine {
                 }
                 self.called.push(call_id.clone());
                 if self.settings.tools {
+                    self.tools_started.push((call_id.clone(), now));
                     self.out.push(Action::RunTool {
                         call_id,
                         name,

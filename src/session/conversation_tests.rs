@@ -14,7 +14,17 @@ fn audio_moves_between_listening_and_speaking_and_measures_first_audio() {
     });
     assert_eq!(states(&a), vec![State::Speaking]);
     assert!(has(&a, &Action::Led(LedPattern::Breathing)));
-    assert_eq!(r.m.stats().time_to_first_audio_ms, Some(700));
+    // Timed at the speaker, not at the event: the jitter buffer and the device come first.
+    assert_eq!(r.m.stats().time_to_first_audio_ms, None);
+    r.now += Duration::from_millis(90);
+    let a = r.feed(Input::SpeakerStarted);
+    assert_eq!(r.m.stats().time_to_first_audio_ms, Some(790));
+    assert_eq!(r.m.stats().median_first_audio_ms, Some(790));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::TurnTimed(t) if t.first_audio_ms == 790)),
+        "{a:?}"
+    );
     let a = r.server(ServerEvent::AudioStopped { interrupted: false });
     assert_eq!(states(&a), vec![State::Listening]);
 }
@@ -457,4 +467,39 @@ fn speech_heard_on_the_device_barges_in_before_the_service_says_so() {
     // Nothing of ours playing (an earcon, a race): the engine is only let go again.
     let a = r.feed(Input::LocalSpeech);
     assert_eq!(a, vec![Action::FlushPlayback]);
+}
+
+#[test]
+fn a_turn_is_timed_to_the_speaker_with_its_tools() {
+    let mut r = Rig::live(settings());
+    r.server(ServerEvent::SpeechStopped);
+    r.server(ServerEvent::FunctionCall {
+        call_id: "c1".into(),
+        name: "echo".into(),
+        arguments: "{}".into(),
+    });
+    r.now += Duration::from_millis(300);
+    r.feed(Input::ToolResult {
+        call_id: "c1".into(),
+        output: "ok".into(),
+    });
+    r.now += Duration::from_millis(200);
+    r.server(ServerEvent::AudioStarted { item_id: None });
+    r.now += Duration::from_millis(100);
+    let a = r.feed(Input::SpeakerStarted);
+    let timed: Vec<&TurnTimes> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::TurnTimed(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timed.len(), 1, "{a:?}");
+    assert_eq!(timed[0].first_audio_ms, 600);
+    assert_eq!(timed[0].tools_ms, 300);
+    // Audio that starts again within the same answer times nothing more.
+    assert!(!r
+        .feed(Input::SpeakerStarted)
+        .iter()
+        .any(|x| matches!(x, Action::TurnTimed(_))));
 }

@@ -62,6 +62,13 @@ pub struct Machine {
     pub(super) led_restore_at: Option<Instant>,
     /// Transcript pieces of the turn in progress, the user's and the assistant's (GPT-Live).
     pub(super) pieces: super::types::Pieces,
+    /// The turn waiting for its first audio at the speaker: when the user's turn ended.
+    pub(super) awaiting_audio: Option<Instant>,
+    /// Tool runs of the turn in progress: started (by call id), and the time spent.
+    pub(super) tools_started: Vec<(String, Instant)>,
+    pub(super) tools_ms: u64,
+    /// The last turns' times to first audio, for the median.
+    pub(super) recent_first_audio: std::collections::VecDeque<u64>,
 }
 
 impl Machine {
@@ -99,6 +106,10 @@ impl Machine {
             speaking_since: None,
             led_restore_at: None,
             pieces: Default::default(),
+            awaiting_audio: None,
+            tools_started: Vec::new(),
+            tools_ms: 0,
+            recent_first_audio: Default::default(),
         }
     }
 
@@ -169,6 +180,7 @@ impl Machine {
             Input::Closed { reason } => self.closed(now, reason),
             Input::Server(event) => self.server_event(now, event),
             Input::ToolResult { call_id, output } => {
+                self.tool_finished(now, &call_id);
                 if self.state.is_live() {
                     self.out.push(Action::Send(ClientEvent::FunctionOutput {
                         call_id,
@@ -185,6 +197,7 @@ impl Machine {
                     self.set_state(State::Listening);
                 }
             }
+            Input::SpeakerStarted => self.speaker_started(now),
             Input::LocalSpeech => {
                 if self.state == State::Speaking || self.response_active {
                     self.barge_in();

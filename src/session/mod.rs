@@ -5,6 +5,7 @@ mod conversation;
 pub mod events;
 pub mod machine;
 mod pieces;
+mod turns;
 pub mod types;
 
 #[cfg(test)]
@@ -19,4 +20,5 @@ pub use events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 pub use machine::Machine;
 pub use types::{
     Action, BargeIn, Earcon, Input, LedPattern, Rules, Settings, State, Stats, StopReason,
+    TurnTimes,
 };

@@ -57,6 +57,7 @@ fn transcript_pieces_become_turns_when_the_speaker_changes() {
             vec![(Role::User, "what time is it".to_owned())]
         );
         assert_eq!(states(&a), vec![State::Speaking]);
+        r.feed(Input::SpeakerStarted);
         assert_eq!(r.m.stats().time_to_first_audio_ms, Some(400));
         r.server(ServerEvent::TranscriptPiece {
             role: Role::Assistant,

@@ -109,6 +109,9 @@ pub enum Input {
     /// The user was heard on the device talking over the assistant; the engine has already
     /// silenced the speaker and holds what it had until a flush.
     LocalSpeech,
+    /// The assistant's audio began to play at the speaker (after the jitter buffer and into
+    /// the device): where the time to first audio ends.
+    SpeakerStarted,
     /// Today's conversation time left, not counting a stretch in progress (`None`: no daily
     /// limit). Fed before each start and after a reload; the machine counts the time itself.
     BudgetLeft(Option<Duration>),
@@ -171,6 +174,8 @@ pub enum Action {
     StatsChanged,
     /// A live stretch (listening or speaking) ended: book this much against today's budget.
     LiveTimeSpent(Duration),
+    /// Where one turn's seconds went, for a log line of its own.
+    TurnTimed(TurnTimes),
 }
 
 /// What the machine must know of the protocol underneath: not its words (the dialect's
@@ -264,7 +269,10 @@ pub struct Stats {
     pub sessions: u64,
     pub reconnects: u64,
     pub last_connect_ms: Option<u64>,
+    /// The last turn's time from the end of the user's speech to the first assistant audio
+    /// at the speaker, and the median of the last 20 turns.
     pub time_to_first_audio_ms: Option<u64>,
+    pub median_first_audio_ms: Option<u64>,
     pub tokens_used: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -275,6 +283,17 @@ pub struct Stats {
     pub transcription_failures: u64,
     /// Voice time the service counted (GPT-Live bills seconds, not tokens), in milliseconds.
     pub voice_ms: u64,
+}
+
+/// One turn: the user stopped talking (or typed), the answer began to play at the speaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnTimes {
+    /// End of the user's turn to the first assistant audio at the speaker.
+    pub first_audio_ms: u64,
+    /// Tool programs run for this turn, in total.
+    pub tools_ms: u64,
+    /// The connect of the session the turn is in.
+    pub connect_ms: Option<u64>,
 }
 
 /// How much of an interrupted answer the user heard.

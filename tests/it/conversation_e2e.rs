@@ -197,7 +197,7 @@ fn conversation(protocol: &str, transport: &str) {
             // A service a network away: its detection plus the round trip. The device hears
             // the interruption itself first.
             "--speech-start-delay-ms",
-            "400",
+            "700",
         ],
     );
     let port = sim.port;
@@ -312,6 +312,26 @@ fn conversation(protocol: &str, transport: &str) {
         loud_frames > 25,
         "only {loud_frames} audible 20 ms frames reached the speaker"
     );
+
+    // Where the seconds went: one line per turn, timed to the speaker (never 0: the jitter
+    // buffer and the device lie between the answer's arrival and its sound).
+    let turn = log()
+        .lines()
+        .find(|l| l.contains("turn: first audio at the speaker"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no turn line: {}", log()));
+    eprintln!(
+        "{protocol} over {transport}: {}",
+        turn.split("INFO ").nth(1).unwrap_or(&turn)
+    );
+    let first_audio = bus
+        .property("Stats")
+        .unwrap_or_default()
+        .split("\"time_to_first_audio_ms\" t ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(first_audio > 0, "time_to_first_audio_ms reads 0");
 
     // Silence: the idle timeout ends the session by itself.
     bus.wait_state("idle", Duration::from_secs(40));

@@ -52,6 +52,7 @@ pub fn stats_dict(
     let times = [
         ("last_connect_ms", stats.last_connect_ms),
         ("time_to_first_audio_ms", stats.time_to_first_audio_ms),
+        ("median_first_audio_ms", stats.median_first_audio_ms),
     ];
     let mut d: HashMap<String, OwnedValue> = counters
         .into_iter()
