@@ -245,15 +245,14 @@ boot() {
         -drive "file=$DISK,format=raw,if=virtio" >"$WORK/qemu-$n.out" 2>&1 &
     TIMEOUT_PID=$!
     # The driver's lines as they come, for a long run's log (the results are read from the disk).
-    tail -n +1 -F "$log" 2>/dev/null | grep --line-buffered -aE '^(PASS|FAIL|     )' |
-        sed -u "s/^/    [guest $ARCH boot $n] /" >&2 &
+    # tail ends with QEMU (--pid), and the rest of the pipeline with it.
+    tail -n +1 -F --pid="$TIMEOUT_PID" "$log" 2>/dev/null |
+        grep --line-buffered -aE '^(PASS|FAIL|     )' | sed -u "s/^/    [guest $ARCH boot $n] /" >&2 &
     local tail_pid=$!
     rc=0
     wait "$TIMEOUT_PID" || rc=$?
     TIMEOUT_PID=
     rm -f "$QEMU_PIDFILE"
-    sleep 1
-    kill "$tail_pid" 2>/dev/null || true
     wait "$tail_pid" 2>/dev/null || true
     local took=$((SECONDS - t0))
     if [ "$rc" -eq 0 ]; then

@@ -137,7 +137,7 @@ CONF
         bash -c "grep -q '^$BUS_NAME *interface' <<<\"\$1\" && grep -q '^\.Start *method' <<<\"\$1\"" _ "$out"
     out=$(call_as "$STRANGER" Start 2>&1)
     check bus-start-denied "$STRANGER (not in realtime-voice): $out" "$STRANGER was not refused: ${out:-no error}" \
-        bash -c "grep -q 'Access denied\|AccessDenied' <<<\"\$1\" && [ \"$(bus_state)\" = idle ]" _ "$out"
+        bash -c "grep -q 'Rejected send message\|Access denied\|AccessDenied' <<<\"\$1\" && [ \"$(bus_state)\" = idle ]" _ "$out"
     t0=$(now)
     out=$(call_as "$CONTROLLER" Start 2>&1)
     wait_for 30 state_is listening
