@@ -163,12 +163,13 @@ conversation() {
     arecord -q -D hw:Loopback,0,1 -f S16_LE -r 48000 -c 1 -t raw -d 60 "$D/answer.raw" \
         2>"$D/arecord.err" &
     rec=$!
-    sleep 1
+    # The session is configured just after `listening`: speak a moment later, as a person would.
+    sleep 2
     t0=$(now)
     aplay -q -D hw:Loopback,0,0 "$D/question.wav" 2>"$D/aplay.err" || note "aplay: $(cat "$D/aplay.err")"
     note "question played in $(elapsed "$t0") s"
     wait_for 40 journal_has "transcript: $QUESTION_TEXT"
-    check conversation-heard "the simulator transcribed: \"$(journalctl -b -u "$UNIT" -o cat | grep -m1 -F "transcript: $QUESTION_TEXT" | sed 's/^transcript: //')\"" \
+    check conversation-heard "the simulator transcribed: \"$(journalctl -b -u "$UNIT" -o cat | grep -m1 -F "transcript: $QUESTION_TEXT" | sed 's/^transcript: //; s/ role=user$//')\"" \
         "no user transcript in the journal after $(elapsed "$t0") s: $(journalctl -b -u "$UNIT" -o cat | tail -n 5 | tr '\n' '|')" \
         journal_has "transcript: $QUESTION_TEXT"
     # The answer is spoken (state speaking), then the daemon listens again.
