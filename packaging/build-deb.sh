@@ -3,6 +3,8 @@
 #
 #   packaging/build-deb.sh amd64|arm64|armhf
 #
+# ALSO_BUILD_SIM=1 also builds the simulator, realtime-sim, for that architecture (not packaged).
+#
 # Runs on a plain Debian 12 (bookworm) machine, no containers: it installs what it needs with
 # apt-get (through sudo when not root). Cross builds use Debian's own Rust toolchain
 # (rustc-web/cargo-web from bookworm-security, /usr/bin/rustc) because it ships the standard library
@@ -137,6 +139,12 @@ BUILD_START=$SECONDS
 BUILD_TIME=$((SECONDS - BUILD_START))
 BIN_DESC=$(file -b "$BIN" | cut -d , -f 1-2)
 step "built in ${BUILD_TIME}s: $BIN_DESC"
+if [ -n "${ALSO_BUILD_SIM:-}" ]; then
+    # The simulator for the same architecture, with the same toolchain (packaging/device-test.sh
+    # runs it inside the guest). It is not packaged.
+    step "building realtime-sim for $ARCH"
+    "$CARGO" build --release --locked "${TARGET_ARGS[@]}" "${BUILD_STD[@]}" -p realtime-sim --bin realtime-sim
+fi
 
 # The release profile already strips; the host's strip cannot read foreign binaries.
 mkdir -p "$OUT_DIR"

@@ -102,6 +102,11 @@ impl Capture {
             if self.shared.stop.load(Relaxed) {
                 return None;
             }
+            // A capture stream starts on its first read, but a hw: device is never ready for one
+            // before it runs: start it (again after an xrun's recovery) instead of waiting forever.
+            if pcm.pcm.state() == alsa::pcm::State::Prepared {
+                let _ = pcm.pcm.start();
+            }
             // Bounded wait: the thread notices `stop` even if the device goes quiet.
             match pcm.pcm.wait(Some(100)) {
                 Ok(true) => {}

@@ -53,11 +53,29 @@ impl PeerSetup {
         for url in unsupported_turn_urls(config) {
             warn!("TURN server `{url}` is skipped: only TURN over UDP (turn:…, transport=udp) is supported");
         }
+        let loopback_service = t.allow_loopback && host_is_loopback(&config.api.base_url);
         let ice_servers = t
             .ice_servers
             .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
+            .filter_map(|s| {
+                // A service on this machine is called from 127.0.0.1 only: a STUN or TURN server
+                // elsewhere could not answer that socket, and only looking its name up would send
+                // a DNS query off the machine (the default public STUN server on every call).
+                // Servers on loopback themselves (a local TURN server) are still used.
+                let urls: Vec<String> = if loopback_service {
+                    let (here, elsewhere): (Vec<String>, Vec<String>) =
+                        s.urls.iter().cloned().partition(|u| ice_url_is_loopback(u));
+                    for url in elsewhere {
+                        debug!("ICE server `{url}` skipped: the service is on loopback");
+                    }
+                    here
+                } else {
+                    s.urls.clone()
+                };
+                (!urls.is_empty()).then_some((s, urls))
+            })
+            .map(|(s, urls)| RTCIceServer {
+                urls,
                 username: s.username.clone().unwrap_or_default(),
                 // The one place the TURN credential leaves its wrapper: it goes to the TURN
                 // client and is never logged (RTCIceServer is not printed anywhere here).
@@ -68,7 +86,6 @@ impl PeerSetup {
                     .unwrap_or_default(),
             })
             .collect();
-        let loopback_service = t.allow_loopback && host_is_loopback(&config.api.base_url);
         let udp_addrs = if loopback_service {
             // A service on this machine is reached over loopback only: no other interface
             // needs to be offered (or touched).
@@ -101,6 +118,21 @@ fn unsupported_turn_urls(config: &Config) -> Vec<&str> {
                 || (lower.starts_with("turn:") && lower.contains("transport=tcp"))
         })
         .collect()
+}
+
+/// Whether a STUN or TURN URL (`stun:host:port`, `turn:[::1]:3478?transport=udp`) names a
+/// loopback address.
+fn ice_url_is_loopback(url: &str) -> bool {
+    let rest = url.split_once(':').map_or("", |(_, rest)| rest);
+    let rest = rest.split('?').next().unwrap_or("");
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.rsplit_once(':').map_or(rest, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn host_is_loopback(url: &str) -> bool {
@@ -354,6 +386,44 @@ mod tests {
         );
         config.transport.allow_loopback = false;
         assert_eq!(PeerSetup::from_config(&config).udp_addrs, vec!["0.0.0.0:0"]);
+    }
+
+    #[test]
+    fn a_loopback_service_asks_no_ice_server_elsewhere() {
+        let mut config = Config::default();
+        config.api.base_url = "http://127.0.0.1:8080/v1".into();
+        config.transport.allow_loopback = true;
+        // The default public STUN server is neither looked up nor asked.
+        assert!(PeerSetup::from_config(&config).ice_servers.is_empty());
+        config.transport.ice_servers = vec![crate::config::IceServer {
+            urls: vec![
+                "turn:127.0.0.1:3478?transport=udp".into(),
+                "turn:turn.example:3478?transport=udp".into(),
+                "stun:[::1]:3478".into(),
+                "stun:localhost".into(),
+            ],
+            username: Some("u".into()),
+            credential: Some(Secret::new("p")),
+        }];
+        let servers = PeerSetup::from_config(&config).ice_servers;
+        assert_eq!(servers.len(), 1);
+        assert_eq!(
+            servers[0].urls,
+            vec![
+                "turn:127.0.0.1:3478?transport=udp",
+                "stun:[::1]:3478",
+                "stun:localhost"
+            ]
+        );
+        assert_eq!(servers[0].credential, "p");
+        // A service elsewhere keeps every server, loopback allowed or not.
+        config.api.base_url = "https://api.openai.com/v1".into();
+        assert_eq!(PeerSetup::from_config(&config).ice_servers[0].urls.len(), 4);
+        config.transport.allow_loopback = false;
+        config.api.base_url = "http://127.0.0.1:8080/v1".into();
+        assert_eq!(PeerSetup::from_config(&config).ice_servers[0].urls.len(), 4);
+        config.transport.ice_servers = Config::default().transport.ice_servers;
+        assert_eq!(PeerSetup::from_config(&config).ice_servers.len(), 1);
     }
 
     #[test]
