@@ -15,6 +15,8 @@ mod conversation_tests;
 mod pieces_tests;
 #[cfg(test)]
 pub(crate) mod test_rig;
+#[cfg(test)]
+mod turns_tests;
 
 pub use events::{ClientEvent, ResponseOutcome, Role, ServerEvent, Usage};
 pub use machine::Machine;
