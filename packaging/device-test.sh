@@ -32,8 +32,10 @@ fi
 ARCH=$1
 case "$ARCH" in
     amd64)
+        # Two vCPUs (one host thread each): with one, the daemon, the simulator and aplay together
+        # starved the guest for seconds and the daemon rightly called the media path lost.
         KERNEL_PKG=linux-image-amd64
-        QEMU_SYSTEM=(qemu-system-x86_64 -accel tcg -smp 1)
+        QEMU_SYSTEM=(qemu-system-x86_64 -accel tcg -smp 2)
         QEMU_PKG=qemu-system-x86
         CONSOLE=ttyS0
         TRIPLE=x86_64-unknown-linux-gnu

@@ -166,25 +166,35 @@ conversation() {
     t0=$(now)
     # Asked again (as a person would) only when the call was lost meanwhile: under emulation on a
     # busy host the guest can stall long enough for the daemon to call the media path lost.
+    count() { journalctl -b -u "$UNIT" -o cat --no-pager | grep -cF -- "$1"; }
+    # The daemon's lines from the last time it heard the question on.
+    after_question() {
+        journalctl -b -u "$UNIT" -o cat --no-pager |
+            awk -v q="transcript: $QUESTION_TEXT" 'index($0, q) { buf = "" } { buf = buf $0 "\n" } END { printf "%s", buf }'
+    }
+    heard_again() { [ "$(count "transcript: $QUESTION_TEXT")" -gt "$heard_before" ]; }
+    answer_spoken() { after_question | grep -q 'state=speaking'; }
+    answer_done() { after_question | sed -n '/state=speaking/,$p' | grep -q 'state=listening\|state=reconnecting'; }
+    local lost heard_before
     for attempt in 1 2 3; do
+        lost=$(count "connection lost")
+        heard_before=$(count "transcript: $QUESTION_TEXT")
         wait_for 30 state_is listening
         # The session is configured just after `listening`: speak a moment later, as a person would.
         sleep 2
         aplay -q -D hw:Loopback,0,0 "$D/question.wav" 2>"$D/aplay.err" || note "aplay: $(cat "$D/aplay.err")"
         note "question played (attempt $attempt) at +$(elapsed "$t0") s"
-        if wait_for 30 journal_has "transcript: $QUESTION_TEXT"; then
+        if wait_for 30 heard_again; then
             heard=$attempt
-            break
+            # The answer is spoken (state speaking), then the daemon listens again.
+            wait_for 40 answer_spoken && wait_for 40 answer_done
         fi
-        journal_has "state changed state=reconnecting" || break
-        note "no transcript, and the call was reconnected meanwhile: $(journalctl -b -u "$UNIT" -o cat | grep -m1 'connection lost')"
+        [ "$(count "connection lost")" -gt "$lost" ] || break
+        note "the call was lost and reconnected meanwhile: $(journalctl -b -u "$UNIT" -o cat | grep 'connection lost' | tail -n 1)"
     done
     check conversation-heard "the simulator transcribed: \"$(journalctl -b -u "$UNIT" -o cat | grep -m1 -F "transcript: $QUESTION_TEXT" | sed 's/^transcript: //; s/ role=user$//')\" (question $heard)" \
         "no user transcript in the journal after $(elapsed "$t0") s: $(journalctl -b -u "$UNIT" -o cat | tail -n 5 | tr '\n' '|')" \
         journal_has "transcript: $QUESTION_TEXT"
-    # The answer is spoken (state speaking), then the daemon listens again.
-    wait_for 40 journal_has "state changed state=speaking"
-    wait_for 40 bash -c "journalctl -b -u $UNIT -o cat | sed -n '/state=speaking/,\$p' | grep -q 'state=listening'"
     sleep 1
     kill -INT "$rec" 2>/dev/null
     wait "$rec" 2>/dev/null
