@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
@@ -188,32 +187,11 @@ impl Dialect for Live {
     }
 
     fn decode<'a>(&self, text: &'a str) -> Decoded<'a> {
-        let envelope: super::realtime_wire::Envelope<'a> = match serde_json::from_str(text) {
-            Ok(e) => e,
-            Err(e) => return Decoded::Malformed(format!("not a JSON event: {e}")),
-        };
-        let kind = envelope.kind;
-        match self.decode_typed(&kind, text) {
-            Ok(Some(decoded)) => decoded,
-            Ok(None) => {
-                debug!(event = %kind, "ignoring server event");
-                Decoded::Ignored(kind)
-            }
-            Err(e) => Decoded::Malformed(format!("bad `{kind}` event: {e}")),
-        }
+        super::decode_by_type(text, |kind, text| self.decode_typed(kind, text))
     }
 
     fn encode_audio_append(&self, pcm: &[i16], scratch: &mut Vec<u8>, out: &mut String) {
-        scratch.clear();
-        for s in pcm {
-            scratch.extend_from_slice(&s.to_le_bytes());
-        }
-        out.clear();
-        out.push_str(r#"{"type":"session.input_audio.append","event_id":""#);
-        self.ids.write_append(out);
-        out.push_str(r#"","audio":""#);
-        base64::engine::general_purpose::STANDARD.encode_string(scratch.as_slice(), out);
-        out.push_str(r#""}"#);
+        super::write_audio_event("session.input_audio.append", &self.ids, pcm, scratch, out);
     }
 
     fn websocket_url(&self, base_url: &str) -> Result<url::Url, String> {

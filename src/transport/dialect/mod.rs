@@ -186,6 +186,51 @@ pub fn function_tools(config: &crate::config::Config, provided: &ProvidedTools) 
         .collect()
 }
 
+/// Reads a message's `type`, then hands it to `typed`; `Ok(None)` from it means a type the
+/// daemon does not act on. What both dialects' `decode` do around their own vocabulary.
+fn decode_by_type<'a>(
+    text: &'a str,
+    typed: impl FnOnce(&str, &'a str) -> Result<Option<Decoded<'a>>, serde_json::Error>,
+) -> Decoded<'a> {
+    let envelope: realtime_wire::Envelope<'a> = match serde_json::from_str(text) {
+        Ok(e) => e,
+        Err(e) => return Decoded::Malformed(format!("not a JSON event: {e}")),
+    };
+    let kind = envelope.kind;
+    match typed(&kind, text) {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => {
+            tracing::debug!(event = %kind, "ignoring server event");
+            Decoded::Ignored(kind)
+        }
+        Err(e) => Decoded::Malformed(format!("bad `{kind}` event: {e}")),
+    }
+}
+
+/// Writes `{"type": kind, "event_id": …, "audio": base64 PCM16}` into `out` without allocating
+/// once `scratch` and `out` have grown: the 40 ms audio event of either API.
+fn write_audio_event(
+    kind: &str,
+    ids: &event_ids::EventIds,
+    pcm: &[i16],
+    scratch: &mut Vec<u8>,
+    out: &mut String,
+) {
+    use base64::Engine as _;
+    scratch.clear();
+    for s in pcm {
+        scratch.extend_from_slice(&s.to_le_bytes());
+    }
+    out.clear();
+    out.push_str(r#"{"type":""#);
+    out.push_str(kind);
+    out.push_str(r#"","event_id":""#);
+    ids.write_append(out);
+    out.push_str(r#"","audio":""#);
+    base64::engine::general_purpose::STANDARD.encode_string(scratch.as_slice(), out);
+    out.push_str(r#""}"#);
+}
+
 /// Writes a short, single-line excerpt of a message for logs (it may hold a transcript, so only
 /// the start, and never the whole of a huge payload).
 pub fn excerpt(text: &str) -> String {
