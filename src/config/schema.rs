@@ -187,6 +187,16 @@ impl Default for Session {
 }
 
 impl Session {
+    /// What the model is told: the persona, then the instructions, either left out when empty.
+    pub fn full_instructions(&self) -> String {
+        [self.persona.trim(), self.instructions.trim()]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+
     pub fn has(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
     }

@@ -66,12 +66,7 @@ impl Live {
         let s = &self.config.session;
         let mut session = Map::new();
         session.insert("model".into(), json!(self.config.api.model()));
-        let instructions = [s.persona.trim(), s.instructions.trim()]
-            .iter()
-            .filter(|p| !p.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let instructions = s.full_instructions();
         if !instructions.is_empty() {
             session.insert("instructions".into(), json!(instructions));
         }

@@ -52,12 +52,7 @@ impl RealtimeGa {
     /// the WebSocket sets (WebRTC negotiates Opus in the SDP).
     pub fn session_object(&self, with_format: bool) -> Value {
         let s = &self.config.session;
-        let instructions = [s.persona.trim(), s.instructions.trim()]
-            .iter()
-            .filter(|p| !p.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let instructions = s.full_instructions();
         let modalities = if s.has(Capability::Audio) {
             ["audio"]
         } else {
