@@ -5,16 +5,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-#[derive(Deserialize)]
-pub(super) struct Started {
-    pub(super) session: SessionInfo,
-}
-
-#[derive(Deserialize)]
-pub(super) struct SessionInfo {
-    #[serde(default)]
-    pub(super) id: Option<String>,
-}
+// `session.started` has the Realtime API's `{session: {id}}` shape.
+pub(super) use super::realtime_wire::{SessionInfo, WithSession as Started};
 
 /// `session.output_audio.delta`: raw audio in the session's format, base64; no item id.
 #[derive(Deserialize)]
