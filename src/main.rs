@@ -35,6 +35,9 @@ struct Cli {
 enum Sub {
     /// Validate the configuration and print it, secrets redacted. Exit 0 if valid, 78 if not.
     CheckConfig,
+    /// Check the sound devices: list them, play a test tone, measure the speaker's echo in the
+    /// microphone and what the canceller removes. Exit 0 if all is fine, 1 if not.
+    CheckAudio,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     match cli.command {
         Some(Sub::CheckConfig) => check_config(&path, explicit),
+        Some(Sub::CheckAudio) => check_audio(&path, explicit),
         None => run(&path, explicit, cli.start),
     }
 }
@@ -84,6 +88,25 @@ fn check_config(path: &std::path::Path, explicit: bool) -> ExitCode {
     println!("# API key: {key}");
     print!("{}", config.to_redacted_toml());
     ExitCode::SUCCESS
+}
+
+fn check_audio(path: &std::path::Path, explicit: bool) -> ExitCode {
+    let config = match Config::load_or_default(path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("realtime-voiced: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout();
+    match realtime_voiced::check_audio::run(&config, &mut out) {
+        Ok(realtime_voiced::check_audio::Outcome::Fine) => ExitCode::SUCCESS,
+        Ok(realtime_voiced::check_audio::Outcome::Attention) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("realtime-voiced: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(path: &std::path::Path, explicit: bool, start: bool) -> ExitCode {

@@ -43,6 +43,8 @@ struct Blocks {
     block: [i16; BLOCK],
     filled: usize,
     far: [i16; BLOCK],
+    /// The block before the canceller, kept only while the echo check records.
+    raw: [i16; BLOCK],
     frame: Frame,
     in_frame: usize,
     /// Blocks read since the stream opened.
@@ -78,6 +80,7 @@ impl Capture {
                 block: [0; BLOCK],
                 filled: 0,
                 far: [0; BLOCK],
+                raw: [0; BLOCK],
                 frame: [0; FRAME_SAMPLES],
                 in_frame: 0,
                 index: 0,
@@ -175,10 +178,16 @@ impl Capture {
             }
             Err(_) => b.far.fill(0),
         }
+        // The echo check records the microphone before and after the canceller.
+        let recording = self.shared.recording.load(Relaxed);
+        if recording {
+            b.raw.copy_from_slice(&b.block);
+        }
         // Nobody listens outside a conversation: skip the canceller, which is most of the
         // capture thread's work, so that an idle daemon costs next to nothing. Its filter is
         // kept and picks up where it left off when capture comes back on.
-        if !self.shared.capture_on.load(Relaxed) {
+        let capture_on = self.shared.capture_on.load(Relaxed);
+        if !capture_on && !recording {
             b.in_frame = 0;
             return;
         }
@@ -204,6 +213,13 @@ impl Capture {
                 }
             }
         }
+        if recording {
+            self.record(b);
+        }
+        if !capture_on {
+            b.in_frame = 0;
+            return;
+        }
         b.frame[b.in_frame..b.in_frame + BLOCK].copy_from_slice(&b.block);
         b.in_frame += BLOCK;
         if b.in_frame < FRAME_SAMPLES {
@@ -219,6 +235,29 @@ impl Capture {
             }
             // The engine holds the receiver, so this only happens while shutting down.
             Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+impl Capture {
+    /// One block into the echo check's recording; sends it once full. The recording's room was
+    /// set aside when the check began, so this does not allocate.
+    fn record(&self, b: &Blocks) {
+        let Ok(mut slot) = self.shared.recorder.try_lock() else {
+            return;
+        };
+        let full = match slot.as_mut() {
+            Some(r) => {
+                r.recording.cancelled = self.echo.as_ref().is_some_and(|e| e.cancels_echo());
+                r.recording.push(&b.far, &b.raw, &b.block)
+            }
+            None => true,
+        };
+        if full {
+            self.shared.recording.store(false, Relaxed);
+            if let Some(r) = slot.take() {
+                let _ = r.done.send(r.recording);
+            }
         }
     }
 }
@@ -261,6 +300,7 @@ mod tests {
             block: [100; BLOCK],
             filled: 0,
             far: [0; BLOCK],
+            raw: [0; BLOCK],
             frame: [0; FRAME_SAMPLES],
             in_frame: 0,
             index: 0,

@@ -85,6 +85,11 @@ impl EchoCanceller {
         }))
     }
 
+    /// Whether it cancels the echo (it may be here for the noise suppression alone).
+    pub fn cancels_echo(&self) -> bool {
+        self.echo
+    }
+
     /// Cleans one 10 ms microphone block in place, given the 10 ms the speaker played alongside.
     pub fn process(
         &mut self,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 
 use rtrb::{Producer, RingBuffer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::barge_in::LocalVoice;
@@ -20,7 +20,8 @@ use super::earcons::Earcons;
 use super::echo::{EchoCanceller, EchoError};
 use super::jitter::{self, JitterSettings};
 use super::playback::Playback;
-use super::shared::{Shared, Side};
+use super::probe;
+use super::shared::{Recorder, Shared, Side};
 use super::{AudioControl, AudioStats, Frame, ItemHeard, Microphone, Speaker, SAMPLE_RATE};
 use crate::config;
 use crate::session::Earcon;
@@ -203,6 +204,27 @@ impl Engine {
     }
 }
 
+impl Engine {
+    fn speaker_ready(&self) -> Result<(), String> {
+        match self.shared.playback_problem() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    fn play_probe(&self, sound: Vec<i16>) -> Result<(), String> {
+        let mut slot = self
+            .shared
+            .probe_sound
+            .lock()
+            .map_err(|_| "the playback thread failed".to_owned())?;
+        *slot = Some(sound);
+        self.shared.probe_pending.store(true, Relaxed);
+        self.playback_thread.unpark();
+        Ok(())
+    }
+}
+
 impl Speaker for Engine {
     fn push(&self, pcm: &[i16]) {
         let dropped = match self.speaker.lock() {
@@ -269,6 +291,38 @@ impl AudioControl for Engine {
 
     fn set_muted(&self, muted: bool) {
         self.shared.muted.store(muted, Relaxed);
+    }
+
+    fn test_speaker(&self) -> Result<u32, String> {
+        self.speaker_ready()?;
+        self.play_probe(probe::test_tone())?;
+        Ok(probe::TONE_MS)
+    }
+
+    fn echo_probe(&self) -> Result<oneshot::Receiver<probe::Recording>, String> {
+        self.speaker_ready()?;
+        if let Some(problem) = self.shared.capture_problem() {
+            return Err(problem);
+        }
+        let (done, receiver) = oneshot::channel();
+        {
+            let mut slot = self
+                .shared
+                .recorder
+                .lock()
+                .map_err(|_| "the capture thread failed".to_owned())?;
+            if slot.is_some() {
+                return Err("an echo check is already running".into());
+            }
+            let samples = SAMPLE_RATE as usize / 1000 * probe::RECORD_MS as usize;
+            *slot = Some(Recorder {
+                recording: probe::Recording::with_capacity(samples),
+                done,
+            });
+        }
+        self.shared.recording.store(true, Relaxed);
+        self.play_probe(probe::chirp())?;
+        Ok(receiver)
     }
 
     fn stats(&self) -> AudioStats {

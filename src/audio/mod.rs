@@ -53,6 +53,16 @@ pub trait AudioControl: Send + Sync {
     fn stats(&self) -> AudioStats {
         AudioStats::default()
     }
+    /// Plays the self-check's test tone at the current volume (mixed over whatever plays);
+    /// returns its length in ms, or why it cannot.
+    fn test_speaker(&self) -> Result<u32, String> {
+        Err("there is no audio engine".into())
+    }
+    /// Plays the echo check's chirp and records the microphone meanwhile; the recording
+    /// arrives on the receiver once complete (about [`probe::RECORD_MS`] later).
+    fn echo_probe(&self) -> Result<tokio::sync::oneshot::Receiver<probe::Recording>, String> {
+        Err("there is no audio engine".into())
+    }
 }
 
 /// What the engine has seen since it started. Counters only grow; gauges are current values.
@@ -108,12 +118,14 @@ impl AudioControl for NullAudio {
 pub mod barge_in;
 pub mod capture;
 pub mod device;
+pub mod devices;
 pub mod earcons;
 pub mod echo;
 pub mod engine;
 pub mod jitter;
 pub mod opus;
 pub mod playback;
+pub mod probe;
 pub mod resample;
 pub(crate) mod shared;
 #[doc(hidden)]

@@ -38,6 +38,8 @@ struct Mix {
     buf: Box<[i16; MAX_PERIOD]>,
     flush_seen: u64,
     earcon: Option<(Earcon, usize)>,
+    /// A self-check sound being played, and how far.
+    probe: Option<(Vec<i16>, usize)>,
     /// Samples of silence written since the last sound; the device is stopped once its whole
     /// buffer is silence, so that no tail is cut off.
     quiet: usize,
@@ -100,6 +102,7 @@ impl Playback {
             buf: Box::new([0; MAX_PERIOD]),
             flush_seen: self.shared.flush_gen.load(Relaxed),
             earcon: None,
+            probe: None,
             quiet: usize::MAX,
             running: false,
             started: Instant::now(),
@@ -140,6 +143,17 @@ impl Playback {
         let requested = self.shared.earcon.swap(0, Relaxed);
         if let Some(e) = Shared::earcon_from(requested) {
             m.earcon = Some((e, 0));
+        }
+        if self.shared.probe_pending.swap(false, Relaxed) {
+            if let Some(sound) = self
+                .shared
+                .probe_sound
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+            {
+                m.probe = Some((sound, 0));
+            }
         }
         self.shared
             .queued_samples
@@ -190,7 +204,11 @@ impl Playback {
                 std::thread::park_timeout(Duration::from_millis(10));
                 continue;
             }
-            if self.jitter.is_idle() && m.earcon.is_none() && m.quiet >= pcm.buffer {
+            if self.jitter.is_idle()
+                && m.earcon.is_none()
+                && m.probe.is_none()
+                && m.quiet >= pcm.buffer
+            {
                 self.shared.audible.store(false, Relaxed);
                 if m.running {
                     // Everything queued is silence: stop the device rather than feed it zeros.
@@ -229,6 +247,17 @@ impl Playback {
                 }
                 m.earcon = (pos + n < chime.len()).then_some((e, pos + n));
                 sound = true;
+            }
+            if let Some((probe, pos)) = &mut m.probe {
+                let n = (probe.len() - *pos).min(out.len());
+                for (o, &c) in out.iter_mut().zip(&probe[*pos..*pos + n]) {
+                    *o = o.saturating_add(c);
+                }
+                *pos += n;
+                sound = true;
+                if *pos >= probe.len() {
+                    m.probe = None;
+                }
             }
             let gain = self.shared.gain();
             if gain < 1.0 {

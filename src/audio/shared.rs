@@ -1,5 +1,6 @@
 //! What the engine's handle and its two ALSA threads share: counters, switches and the
-//! device problems, all atomics or short locks. A leaf: it imports nothing else of the engine.
+//! device problems, all atomics or short locks. A leaf: it imports nothing else of the engine
+//! but the self-check's recording type.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,6 +27,12 @@ impl fmt::Display for Side {
 }
 
 pub(crate) type Hook = Box<dyn Fn() + Send + Sync>;
+
+/// An echo check's recording in progress.
+pub(crate) struct Recorder {
+    pub recording: super::probe::Recording,
+    pub done: tokio::sync::oneshot::Sender<super::probe::Recording>,
+}
 
 /// State shared between the engine's handle and its threads.
 #[derive(Default)]
@@ -74,6 +81,14 @@ pub(crate) struct Shared {
     /// The assistant's audio began to play (the first of it written to the device after
     /// quiet): where "time to first audio" ends.
     pub on_audible: OnceLock<Hook>,
+    /// A self-check sound for playback to take (the test tone, the chirp), mixed like an
+    /// earcon but played whatever `audio.earcons` says.
+    pub probe_sound: Mutex<Option<Vec<i16>>>,
+    pub probe_pending: AtomicBool,
+    /// The echo check's recording, filled by the capture thread block by block, and where to
+    /// send it once full.
+    pub recorder: Mutex<Option<Recorder>>,
+    pub recording: AtomicBool,
     capture_problem: Mutex<Option<String>>,
     playback_problem: Mutex<Option<String>>,
     pub on_drained: OnceLock<Hook>,
@@ -88,6 +103,14 @@ impl Shared {
         if let Ok(mut p) = slot.lock() {
             *p = problem;
         }
+    }
+
+    pub fn capture_problem(&self) -> Option<String> {
+        self.capture_problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    pub fn playback_problem(&self) -> Option<String> {
+        self.playback_problem.lock().ok().and_then(|p| p.clone())
     }
 
     pub fn problem(&self) -> Option<String> {

@@ -6,7 +6,10 @@
 
 pub mod dbus;
 pub mod gpio;
+pub mod selfcheck;
 pub mod systemd;
+
+pub use selfcheck::SelfCheck;
 
 use std::time::SystemTime;
 
@@ -48,6 +51,8 @@ pub enum Command {
     Reload(Box<crate::config::Config>),
     /// Answered at once by the event loop: proves it is alive (the systemd watchdog).
     Ping(Option<Reply>),
+    /// The audio self-check (`ListDevices`, `TestSpeaker`, `CheckEcho`).
+    SelfCheck(SelfCheck),
     Shutdown,
 }
 

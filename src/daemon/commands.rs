@@ -1,11 +1,11 @@
 //! What the daemon does with a [`Command`] from D-Bus, the button or a signal, and the checks
 //! that can refuse one (no credentials, today's time used up).
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::budget::local_day;
 use super::Daemon;
-use crate::control::{Command, Refusal, Reply};
+use crate::control::{Command, Refusal, Reply, SelfCheck};
 use crate::session::{Input, State};
 
 impl Daemon {
@@ -18,7 +18,7 @@ impl Daemon {
     pub(super) fn command(&mut self, command: Command) {
         match command {
             Command::Start(reply) => {
-                let result = self.check_budget();
+                let result = self.check_audio_free().and_then(|()| self.check_budget());
                 if result.is_ok() {
                     // Fed even when not configured: the device shows the error (LED, earcon,
                     // LastError) while the caller gets NotConfigured.
@@ -39,7 +39,7 @@ impl Daemon {
             Command::Toggle(reply) => {
                 let starting = !self.machine.state().is_active();
                 let result = if starting {
-                    self.check_budget()
+                    self.check_audio_free().and_then(|()| self.check_budget())
                 } else {
                     Ok(())
                 };
@@ -84,8 +84,55 @@ impl Daemon {
             }
             Command::Reload(config) => self.reload(*config),
             Command::Ping(reply) => Self::reply(reply, Ok(())),
+            Command::SelfCheck(check) => self.self_check(check),
             Command::Shutdown => {}
         }
+    }
+
+    fn self_check(&mut self, check: SelfCheck) {
+        match check {
+            SelfCheck::Devices(reply) => {
+                let audio = &self.config.audio;
+                let _ = reply.send((audio.capture_device.clone(), audio.playback_device.clone()));
+            }
+            SelfCheck::TestSpeaker(reply) => {
+                let _ = reply.send(self.parts.audio.test_speaker().map_err(Refusal::Failed));
+            }
+            SelfCheck::CheckEcho(reply) => {
+                let result = if self.machine.state().is_active() {
+                    Err(Refusal::Failed(
+                        "a conversation is running: the echo check needs the speaker and the microphone to itself (Stop first)".into(),
+                    ))
+                } else if self.audio_check_running() {
+                    Err(Refusal::Failed("an echo check is already running".into()))
+                } else {
+                    self.parts.audio.echo_probe().map_err(Refusal::Failed)
+                };
+                if result.is_ok() {
+                    // A conversation started now would send the chirp to the service.
+                    self.audio_check_until = Some(
+                        Instant::now()
+                            + Duration::from_millis(u64::from(crate::audio::probe::RECORD_MS))
+                            + Duration::from_millis(500),
+                    );
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn audio_check_running(&self) -> bool {
+        self.audio_check_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Refuses a start while the echo check has the speaker and the microphone.
+    pub(super) fn check_audio_free(&self) -> Result<(), Refusal> {
+        if self.audio_check_running() {
+            return Err(Refusal::Failed(
+                "an echo check is running; start again in a few seconds".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn check_configured(&self) -> Result<(), Refusal> {

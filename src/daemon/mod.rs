@@ -109,6 +109,8 @@ pub struct Daemon {
     led_tx: watch::Sender<LedPattern>,
     memory: Option<Memory>,
     budget: DailyBudget,
+    /// While an echo check plays and records, conversations wait.
+    audio_check_until: Option<Instant>,
 }
 
 impl Daemon {
@@ -131,6 +133,7 @@ impl Daemon {
         Daemon {
             memory,
             budget,
+            audio_check_until: None,
             handle: ControlHandle {
                 commands: commands_tx,
                 snapshot: snapshot_rx,

@@ -225,7 +225,7 @@ fn system_bus_policy_interface_and_bus_restart() {
         let out = text(&o);
         assert_eq!(
             out.matches("@org.gtk.GDBus.DocString").count(),
-            17,
+            20,
             "{user} docs: {out}"
         );
     }
@@ -237,6 +237,9 @@ fn system_bus_policy_interface_and_bus_restart() {
         ("Toggle", vec![]),
         ("SendText", vec!["hello"]),
         ("ClearMemory", vec![]),
+        ("ListDevices", vec![]),
+        ("TestSpeaker", vec![]),
+        ("CheckEcho", vec![]),
     ] {
         let (ok, out) = call_as(OTHER, &address, &format!("{IFACE}.{method}"), &args);
         assert!(
@@ -262,6 +265,11 @@ fn system_bus_policy_interface_and_bus_restart() {
     );
 
     // Members of the group may; errors carry our names and one clear message.
+    let (ok, out) = call_as(MEMBER, &address, &format!("{IFACE}.ListDevices"), &[]);
+    assert!(
+        ok && out.contains("'configured': <'both'>"),
+        "ListDevices: {out}"
+    );
     let (ok, out) = call_as(MEMBER, &address, &format!("{IFACE}.Stop"), &[]);
     assert!(
         !ok && out.contains("io.thrive.RealtimeVoice1.Error.NotActive"),

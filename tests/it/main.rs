@@ -19,6 +19,7 @@
 
 mod aiortc_interop;
 mod audio_alsa;
+mod audio_selfcheck;
 mod cli;
 mod config_errors;
 mod conversation_e2e;

@@ -10,8 +10,10 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{fdo, interface};
 
+use crate::audio::devices::DeviceEntry;
+use crate::audio::probe::EchoReport;
 use crate::audio::AudioStats;
-use crate::control::{Command, ControlHandle, Refusal, Snapshot};
+use crate::control::{selfcheck, Command, ControlHandle, Refusal, Snapshot};
 use crate::session::Stats;
 
 use super::*;
@@ -65,6 +67,39 @@ pub fn stats_dict(
             owned(Value::from(problem.as_str())),
         );
     }
+    d
+}
+
+/// One entry of `ListDevices`.
+pub fn device_dict(e: &DeviceEntry) -> HashMap<String, OwnedValue> {
+    let mut d = HashMap::new();
+    for (k, v) in [
+        ("name", e.name.as_str()),
+        ("description", e.description.as_str()),
+        ("direction", e.direction),
+        ("card", e.card.as_str()),
+        ("configured", e.configured),
+    ] {
+        d.insert(k.to_owned(), owned(Value::from(v)));
+    }
+    d.insert("in_use_by".into(), owned(Value::from(e.in_use_by.clone())));
+    d
+}
+
+/// What `CheckEcho` returns; a delay or a reduction not measured is left out.
+pub fn echo_dict(r: &EchoReport) -> HashMap<String, OwnedValue> {
+    let mut d: HashMap<String, OwnedValue> = [
+        ("played_dbfs", Some(r.played_dbfs)),
+        ("echo_dbfs", Some(r.echo_dbfs)),
+        ("delay_ms", r.delay_ms),
+        ("removed_db", r.removed_db),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), OwnedValue::from(v?))))
+    .collect();
+    d.insert("clipped".into(), OwnedValue::from(r.clipped));
+    d.insert("ok".into(), OwnedValue::from(r.ok));
+    d.insert("verdict".into(), owned(Value::from(r.verdict.as_str())));
     d
 }
 
@@ -193,6 +228,23 @@ impl Voice {
             .map_err(Error::InvalidArgument)?;
         info!(tool = %name, owner, "a program withdrew a tool");
         Ok(())
+    }
+
+    #[zbus(out_args("devices"))]
+    async fn list_devices(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
+        let list = selfcheck::list_devices(&self.handle).await?;
+        Ok(list.iter().map(device_dict).collect())
+    }
+
+    #[zbus(out_args("duration_ms"))]
+    async fn test_speaker(&self) -> Result<u32, Error> {
+        Ok(selfcheck::test_speaker(&self.handle).await?)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn check_echo(&self) -> Result<HashMap<String, OwnedValue>, Error> {
+        let report = selfcheck::check_echo(&self.handle).await?;
+        Ok(echo_dict(&report))
     }
 
     #[zbus(out_args("status"))]

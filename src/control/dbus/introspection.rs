@@ -26,6 +26,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ("UnregisterTool", "Withdraw a tool this connection registered."),
     ("Tools", "The tools the assistant may call: (name, description, source), source being config or the offering connection's unique bus name."),
     ("ClearMemory", "Forget the turns remembered on the device (session.memory = \"on\"); nothing to do when memory is off."),
+    ("ListDevices", "The sound devices ALSA offers, one dictionary each: name (what audio.capture_device or audio.playback_device takes), description, direction (capture, playback or both), card, configured (capture, playback, both or empty) and in_use_by (the processes holding the card's device, as \"pid 812 (arecord)\")."),
+    ("TestSpeaker", "Play a one-second 440 Hz tone through the configured speaker at the current volume; returns its length in ms."),
+    ("CheckEcho", "Play a two-second chirp and record it through the microphone: returns delay_ms (speaker to microphone), played_dbfs, echo_dbfs, removed_db (what the echo canceller removes), clipped, ok and verdict (what to do, or fine). Also logged. Refused while a conversation runs."),
     ("Status", "Everything at once: state, transport, session_id, since_usec, last_error, muted, volume and the Stats entries."),
     ("State", "idle, connecting, listening, speaking, reconnecting or error."),
     ("Transport", "webrtc or websocket: the one in use or being tried."),
@@ -108,6 +111,9 @@ const SIGNATURES: &[(&str, &str)] = &[
     ("UnregisterTool", "s"),
     ("ClearMemory", ""),
     ("Status", ""),
+    ("ListDevices", ""),
+    ("TestSpeaker", ""),
+    ("CheckEcho", ""),
 ];
 
 /// InvalidArgs for a call of `method` whose arguments are not the introspected ones.
