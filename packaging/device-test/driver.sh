@@ -3,8 +3,9 @@
 # packaging/device-test.sh, which copies it in with the package, the simulator and a spoken
 # question). It does what a user does on a Pi, and checks what follows:
 #   boot 1: load the Loopback card, `apt install ./realtime-voiced_*.deb`, write the key and the
-#           configuration, `systemctl enable --now`; the unit, the system bus and its policy, a
-#           spoken conversation through the sound card, the journal, reload, the watchdog; reboot.
+#           configuration, `check-audio`, `systemctl enable --now`; the unit, the system bus and its
+#           policy, the audio self-check over the bus, a spoken conversation through the sound
+#           card, the journal, reload, the watchdog; reboot.
 #   boot 2: the enabled service is back; stop, systemd-analyze security, purge; power off.
 # Results go to /root/device-test/results.log (read from the disk image afterwards) and to the
 # console, one `PASS name: detail` or `FAIL name: detail` each; other lines are indented notes.
@@ -112,6 +113,7 @@ transcripts = true
 CONF
     out=$(realtime-voiced check-config --config /etc/realtime-voiced/config.toml 2>&1) ||
         note "check-config: $out"
+    check_audio_cli
 
     # The simulator stands in for the service, on 127.0.0.1 in the guest (which has no network).
     chmod 755 "$D/realtime-sim"
@@ -138,6 +140,8 @@ CONF
     out=$(call_as "$STRANGER" Start 2>&1)
     check bus-start-denied "$STRANGER (not in realtime-voice): $out" "$STRANGER was not refused: ${out:-no error}" \
         bash -c "grep -q 'Rejected send message\|Access denied\|AccessDenied' <<<\"\$1\" && [ \"$(bus_state)\" = idle ]" _ "$out"
+    self_check_over_bus
+
     t0=$(now)
     out=$(call_as "$CONTROLLER" Start 2>&1)
     wait_for 30 state_is listening
@@ -154,6 +158,54 @@ CONF
     note "rebooting"
     sync
     systemctl reboot
+}
+
+# The room: what the speaker side of the card plays comes back into its microphone side, as a
+# speaker heard by a microphone beside it (alsaloop bridges the card's two other ends).
+room_on() {
+    alsaloop -C hw:Loopback,0,1 -P hw:Loopback,0,0 -f S16_LE -r 48000 -c 1 -t 40000 \
+        >"$D/alsaloop.log" 2>&1 &
+    ROOM=$!
+    sleep 1
+}
+room_off() {
+    kill "$ROOM" 2>/dev/null
+    wait "$ROOM" 2>/dev/null
+}
+
+# `realtime-voiced check-audio` as the install steps have it, before the service runs.
+check_audio_cli() {
+    local out rc t0
+    room_on
+    t0=$(now)
+    out=$(timeout 120 realtime-voiced check-audio 2>&1)
+    rc=$?
+    room_off
+    sed 's/^/     check-audio: /' <<<"$out" >>"$RESULTS"
+    check check-audio "exit $rc in $(elapsed "$t0") s; $(grep -m1 'hw:CARD=Loopback' <<<"$out" | sed 's/^ *//'); $(grep 'speaker to microphone\|canceller removes\|^Result' <<<"$out" | sed 's/^ *//' | tr '\n' ';')" \
+        "exit $rc: $(tail -n 3 <<<"$out" | tr '\n' '|')" \
+        bash -c "grep -q 'hw:CARD=Loopback' <<<\"\$1\" && grep -q 'speaker to microphone: [0-9]' <<<\"\$1\"" _ "$out"
+}
+
+# The self-check over the system bus with the service running and idle.
+self_check_over_bus() {
+    local out pid busy
+    pid=$(prop MainPID)
+    out=$(call_as "$CONTROLLER" ListDevices 2>&1)
+    check bus-list-devices "ListDevices (as $CONTROLLER): $(grep -o '"name" s "[^"]*"' <<<"$out" | wc -l) devices; hw:CARD=Loopback,DEV=1 held by \"$(grep -o 'pid [0-9]* ([^)]*)' <<<"$out" | sort -u | tr '\n' ' ')\"" \
+        "ListDevices: ${out:0:300}" \
+        bash -c "grep -q 'hw:CARD=Loopback,DEV=1' <<<\"\$1\" && grep -q 'pid $pid (realtime-voiced)' <<<\"\$1\"" _ "$out"
+    busy=$(timeout 60 realtime-voiced check-audio 2>&1 >/dev/null)
+    check check-audio-busy "check-audio while the service holds the card: \"$busy\"" "check-audio: ${busy:-no error}" \
+        bash -c "grep -q 'busy.*held by pid $pid (realtime-voiced)' <<<\"\$1\"" _ "$busy"
+    out=$(call_as "$CONTROLLER" TestSpeaker 2>&1)
+    check bus-test-speaker "TestSpeaker: $out" "TestSpeaker: $out" test "$out" = "u 1000"
+    room_on
+    out=$(call_as "$CONTROLLER" CheckEcho 2>&1)
+    room_off
+    check bus-check-echo "CheckEcho: $(tr -s ' ' <<<"$out" | cut -c1-400); journal: \"$(journalctl -b -u "$UNIT" -o cat | grep -m1 'echo check:')\"" \
+        "CheckEcho: ${out:0:300}" \
+        bash -c "grep -q '\"delay_ms\" d [0-9]' <<<\"\$1\" && journalctl -b -u $UNIT -o cat | grep -q 'echo check: speaker-to-microphone delay'" _ "$out"
 }
 
 # A spoken question into the microphone side of the card, the answer from the speaker side.

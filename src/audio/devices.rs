@@ -89,10 +89,19 @@ pub fn card_and_device(name: &str, cards: &[Card]) -> Option<(u32, u32)> {
     Some((card?, device))
 }
 
-fn process_name(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+/// The process a substream's owner belongs to, in words. The kernel records the thread that
+/// opened the device (a daemon's worker thread, say): name its process, as `ps` would.
+fn process(tid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    let pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(tid);
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
+        .unwrap_or_else(|_| "?".into());
+    format!("pid {pid} ({name})")
 }
 
 /// Who holds the substreams of card `card`, device `device` open, in the given directions.
@@ -107,8 +116,8 @@ fn owners(asound: &Path, card: u32, device: u32, sides: &[char]) -> Vec<String> 
         subs.sort();
         for sub in subs {
             let status = std::fs::read_to_string(sub.join("status")).unwrap_or_default();
-            if let Some(pid) = parse_owner(&status) {
-                let who = format!("pid {pid} ({})", process_name(pid));
+            if let Some(tid) = parse_owner(&status) {
+                let who = process(tid);
                 if !found.contains(&who) {
                     found.push(who);
                 }

@@ -6,16 +6,15 @@ const CARDS: &str = " 0 [Loopback       ]: Loopback - Loopback
                       C-Media Electronics Inc. USB PnP Sound Device at usb-3f980000.usb-1.3, full speed
 ";
 
-/// A `/proc/asound` with two cards; the loopback's playback device 0 is held by this process.
-fn asound() -> tempfile::TempDir {
+/// A `/proc/asound` with two cards; the loopback's playback device 0 is held by `owner`.
+fn asound(owner: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::write(root.join("cards"), CARDS).expect("cards");
-    let me = std::process::id();
     for (path, status) in [
         (
             "card0/pcm0p/sub0",
-            format!("state: RUNNING\nowner_pid   : {me}\ntrigger_time: 1.0\n"),
+            format!("state: RUNNING\nowner_pid   : {owner}\ntrigger_time: 1.0\n"),
         ),
         ("card0/pcm0p/sub1", "closed\n".to_owned()),
         ("card0/pcm0c/sub0", "closed\n".to_owned()),
@@ -54,7 +53,18 @@ fn cards_and_owners_are_read_as_the_kernel_writes_them() {
 
 #[test]
 fn the_list_marks_the_configured_devices_and_names_who_holds_a_busy_one() {
-    let dir = asound();
+    // The kernel names the thread that opened the device (here one of this test's threads):
+    // the list names its process.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let _ = tid_tx.send(unsafe { libc::gettid() } as u32);
+        let _ = done_rx.recv();
+    });
+    let tid = tid_rx.recv().expect("thread id");
+    assert_ne!(tid, std::process::id());
+    let dir = asound(tid);
     let hints = vec![
         Hint {
             name: "default".into(),
@@ -93,6 +103,8 @@ fn the_list_marks_the_configured_devices_and_names_who_holds_a_busy_one() {
     assert!(usb.in_use_by.is_empty());
     let loopback = &list[2];
     assert_eq!(loopback.direction, "both", "{loopback:?}");
+    drop(done_tx);
+    let _ = thread.join();
     let me = format!("pid {} (", std::process::id());
     assert!(
         loopback.in_use_by.len() == 1 && loopback.in_use_by[0].starts_with(&me),
