@@ -96,7 +96,9 @@ pub async fn run(
     let notifier = daemon.notifier();
     let speech = notifier.clone();
     let audible = notifier.clone();
+    let silenced = notifier.clone();
     engine.on_audible(move || audible.speaker_started());
+    engine.on_silenced(move |ms| silenced.speaker_silenced(ms));
     engine.on_drained(move || notifier.playback_drained());
     engine.on_local_speech(move || speech.local_speech());
     let control = daemon.handle();

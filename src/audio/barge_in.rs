@@ -16,7 +16,13 @@ pub struct LocalVoice {
     /// Blocks since the stream began at the run's first voiced block.
     run_start: u64,
     fired: bool,
+    /// The last blocks' mean squares, by block index: where the voice really began is found
+    /// by looking back from the first block the detector called a voice (words start soft).
+    history: [f64; HISTORY],
 }
+
+/// Blocks looked back over for the onset: 150 ms.
+const HISTORY: usize = 16;
 
 /// One firing: where in the microphone stream the voice began, in blocks of 10 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +39,7 @@ impl LocalVoice {
             run: 0,
             run_start: 0,
             fired: false,
+            history: [0.0; HISTORY],
         }
     }
 
@@ -48,7 +55,9 @@ impl LocalVoice {
         if self.fired {
             return None;
         }
-        if voiced && mean_square(block) >= self.min_mean_square {
+        let energy = mean_square(block);
+        self.history[index as usize % HISTORY] = energy;
+        if voiced && energy >= self.min_mean_square {
             if self.run == 0 {
                 self.run_start = index;
             }
@@ -60,10 +69,22 @@ impl LocalVoice {
         if self.run >= self.min_blocks {
             self.fired = true;
             return Some(Fired {
-                onset_block: self.run_start,
+                onset_block: self.onset(index),
             });
         }
         None
+    }
+
+    /// The run's first voiced block, moved back over the blocks before it that were already
+    /// within 10 dB of it: the soft start of the word.
+    fn onset(&self, now: u64) -> u64 {
+        let first = self.history[self.run_start as usize % HISTORY];
+        let oldest = now.saturating_sub(HISTORY as u64 - 1);
+        let mut onset = self.run_start;
+        while onset > oldest && self.history[(onset - 1) as usize % HISTORY] >= first / 10.0 {
+            onset -= 1;
+        }
+        onset
     }
 }
 
@@ -99,6 +120,24 @@ mod tests {
             assert_eq!(v.block(true, true, &LOUD, 70 + i), None);
         }
         assert!(v.block(true, true, &LOUD, 79).is_some());
+    }
+
+    #[test]
+    fn the_onset_is_where_the_word_began_not_where_the_detector_first_said_so() {
+        let mut v = LocalVoice::new(-40.0, 100);
+        const RISING: [i16; 480] = [1500; 480]; // 6 dB under LOUD: the soft start
+        for i in 0..20 {
+            assert_eq!(v.block(true, false, &SOFT, i), None);
+        }
+        // Three soft-start blocks the detector does not call a voice yet, then the voice.
+        for i in 20..23 {
+            assert_eq!(v.block(true, false, &RISING, i), None);
+        }
+        let mut fired = None;
+        for i in 23..40 {
+            fired = fired.or(v.block(true, true, &LOUD, i));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 20 }));
     }
 
     #[test]

@@ -191,6 +191,12 @@ impl Engine {
         let _ = self.shared.on_local_speech.set(Box::new(hook));
     }
 
+    /// Called (from the playback thread) after a local barge-in, once the speaker is silent:
+    /// how many ms after the user's voice began. Set once.
+    pub fn on_silenced(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.shared.on_silenced.set(Box::new(hook));
+    }
+
     /// Called (from the playback thread) when the assistant's audio starts to play after
     /// quiet. Set once.
     pub fn on_audible(&self, hook: impl Fn() + Send + Sync + 'static) {

@@ -86,12 +86,17 @@ impl Playback {
         }
         let onset = self.shared.hush_onset_ms.load(Relaxed);
         match self.shared.capture_ms(Instant::now()) {
-            Some(silent) => tracing::info!(
+            Some(silent) => {
+                if let Some(hook) = self.shared.on_silenced.get() {
+                    hook(silent.saturating_sub(onset));
+                }
+                tracing::info!(
                 onset_ms = onset,
                 silent_ms = silent,
                 "local barge-in: a voice at {onset} ms of the microphone stream; the speaker was silent at {silent} ms ({} ms later)",
                 silent.saturating_sub(onset)
-            ),
+            )
+            }
             None => tracing::info!("local barge-in: the speaker is silent"),
         }
     }

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// When the microphone stream now open began.
     pub capture_epoch: Mutex<Option<Instant>>,
     pub on_local_speech: OnceLock<Hook>,
+    /// After a local barge-in: the speaker fell silent, this many ms after the voice began.
+    pub on_silenced: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     /// The assistant's audio began to play (the first of it written to the device after
     /// quiet): where "time to first audio" ends.
     pub on_audible: OnceLock<Hook>,

@@ -66,6 +66,7 @@ impl Daemon {
             Internal::PlaybackDrained => self.feed(Input::PlaybackDrained),
             Internal::LocalSpeech => self.feed(Input::LocalSpeech),
             Internal::SpeakerStarted => self.feed(Input::SpeakerStarted),
+            Internal::SpeakerSilenced(ms) => self.feed(Input::SpeakerSilenced { ms }),
             stale => debug!("ignoring event from an old connection: {stale:?}"),
         }
     }
@@ -164,11 +165,15 @@ impl Daemon {
                 let connect = t
                     .connect_ms
                     .map_or(String::new(), |c| format!(", connect {c} ms"));
+                let silence = t.time_to_silence_ms.map_or(String::new(), |s| {
+                    format!(", talked over: speaker silent {s} ms after the voice began")
+                });
                 info!(
                     first_audio_ms = t.first_audio_ms,
                     tools_ms = t.tools_ms,
                     connect_ms = t.connect_ms,
-                    "turn: first audio at the speaker {} ms after the user's turn ended (tools {} ms{connect})",
+                    time_to_silence_ms = t.time_to_silence_ms,
+                    "turn: first audio at the speaker {} ms after the user's turn ended (tools {} ms{connect}{silence})",
                     t.first_audio_ms,
                     t.tools_ms
                 );

@@ -53,6 +53,7 @@ pub enum Internal {
     PlaybackDrained,
     LocalSpeech,
     SpeakerStarted,
+    SpeakerSilenced(u64),
 }
 
 impl std::fmt::Debug for Link {
@@ -78,6 +79,11 @@ impl Notifier {
     /// The user was heard talking over the assistant (the speaker is already silent).
     pub fn local_speech(&self) {
         let _ = self.0.try_send(Internal::LocalSpeech);
+    }
+
+    /// After a local barge-in, the speaker fell silent `ms` after the user's voice began.
+    pub fn speaker_silenced(&self, ms: u64) {
+        let _ = self.0.try_send(Internal::SpeakerSilenced(ms));
     }
 }
 

@@ -78,7 +78,7 @@ impl Machine {
                 self.user_turn_over();
                 // Timed when the audio reaches the speaker (`Input::SpeakerStarted`).
                 if let Some(ended) = self.turn_ended.take() {
-                    self.awaiting_audio = Some(ended);
+                    self.turns.awaiting_audio = Some(ended);
                 }
                 if item_id.is_some() && item_id != self.playing_item {
                     // A new item: the one before it played out whole.
@@ -138,7 +138,7 @@ impl Machine {
                 }
                 self.called.push(call_id.clone());
                 if self.settings.tools {
-                    self.tools_started.push((call_id.clone(), now));
+                    self.turns.tools_started.push((call_id.clone(), now));
                     self.out.push(Action::RunTool {
                         call_id,
                         name,

@@ -17,16 +17,17 @@ fn audio_moves_between_listening_and_speaking_and_measures_first_audio() {
     // Timed at the speaker, not at the event: the jitter buffer and the device come first.
     assert_eq!(r.m.stats().time_to_first_audio_ms, None);
     r.now += Duration::from_millis(90);
-    let a = r.feed(Input::SpeakerStarted);
+    r.feed(Input::SpeakerStarted);
     assert_eq!(r.m.stats().time_to_first_audio_ms, Some(790));
     assert_eq!(r.m.stats().median_first_audio_ms, Some(790));
+    // The turn is logged once its answer has ended.
+    let a = r.server(ServerEvent::AudioStopped { interrupted: false });
+    assert_eq!(states(&a), vec![State::Listening]);
     assert!(
         a.iter()
             .any(|x| matches!(x, Action::TurnTimed(t) if t.first_audio_ms == 790)),
         "{a:?}"
     );
-    let a = r.server(ServerEvent::AudioStopped { interrupted: false });
-    assert_eq!(states(&a), vec![State::Listening]);
 }
 
 #[test]

@@ -62,13 +62,8 @@ pub struct Machine {
     pub(super) led_restore_at: Option<Instant>,
     /// Transcript pieces of the turn in progress, the user's and the assistant's (GPT-Live).
     pub(super) pieces: super::types::Pieces,
-    /// The turn waiting for its first audio at the speaker: when the user's turn ended.
-    pub(super) awaiting_audio: Option<Instant>,
-    /// Tool runs of the turn in progress: started (by call id), and the time spent.
-    pub(super) tools_started: Vec<(String, Instant)>,
-    pub(super) tools_ms: u64,
-    /// The last turns' times to first audio, for the median.
-    pub(super) recent_first_audio: std::collections::VecDeque<u64>,
+    /// Where each turn's seconds go (`turns.rs`).
+    pub(super) turns: super::turns::TurnClock,
 }
 
 impl Machine {
@@ -106,10 +101,7 @@ impl Machine {
             speaking_since: None,
             led_restore_at: None,
             pieces: Default::default(),
-            awaiting_audio: None,
-            tools_started: Vec::new(),
-            tools_ms: 0,
-            recent_first_audio: Default::default(),
+            turns: Default::default(),
         }
     }
 
@@ -198,7 +190,9 @@ impl Machine {
                 }
             }
             Input::SpeakerStarted => self.speaker_started(now),
+            Input::SpeakerSilenced { ms } => self.silenced(ms),
             Input::LocalSpeech => {
+                self.silencing();
                 if self.state == State::Speaking || self.response_active {
                     self.barge_in();
                 } else {
@@ -225,6 +219,9 @@ impl Machine {
     pub(super) fn set_state(&mut self, state: State) {
         if self.state == State::Speaking && state != State::Speaking {
             self.assistant_turn_over();
+            self.answer_ended(!state.is_live());
+        } else if self.state != state && !state.is_live() {
+            self.answer_ended(true);
         }
         if self.state != state {
             match (self.state.is_live(), state.is_live()) {
@@ -336,8 +333,7 @@ impl Machine {
             return;
         }
         if let Some(started) = self.connect_started.take() {
-            self.stats.last_connect_ms =
-                Some(now.saturating_duration_since(started).as_millis() as u64);
+            self.connect_timed(now.saturating_duration_since(started).as_millis() as u64);
         }
         if !self.rolling_over {
             self.stats.sessions += 1;

@@ -60,19 +60,60 @@ fn a_turn_is_timed_to_the_speaker_with_its_tools() {
     r.server(ServerEvent::AudioStarted { item_id: None });
     r.now += Duration::from_millis(100);
     let a = r.feed(Input::SpeakerStarted);
-    let timed: Vec<&TurnTimes> = a
-        .iter()
+    assert!(timed(&a).is_empty(), "logged when the answer ends: {a:?}");
+    assert_eq!(r.m.stats().tools_ms, Some(300));
+    // Audio that starts again within the same answer times nothing more.
+    r.feed(Input::SpeakerStarted);
+    let a = r.server(ServerEvent::AudioStopped { interrupted: false });
+    let t = timed(&a);
+    assert_eq!(t.len(), 1, "{a:?}");
+    assert_eq!((t[0].first_audio_ms, t[0].tools_ms), (600, 300));
+    assert_eq!(t[0].time_to_silence_ms, None);
+}
+
+fn timed(a: &[Action]) -> Vec<TurnTimes> {
+    a.iter()
         .filter_map(|x| match x {
-            Action::TurnTimed(t) => Some(t),
+            Action::TurnTimed(t) => Some(*t),
             _ => None,
         })
-        .collect();
-    assert_eq!(timed.len(), 1, "{a:?}");
-    assert_eq!(timed[0].first_audio_ms, 600);
-    assert_eq!(timed[0].tools_ms, 300);
-    // Audio that starts again within the same answer times nothing more.
-    assert!(!r
-        .feed(Input::SpeakerStarted)
-        .iter()
-        .any(|x| matches!(x, Action::TurnTimed(_))));
+        .collect()
+}
+
+#[test]
+fn a_turn_talked_over_is_logged_with_the_time_the_speaker_took_to_fall_silent() {
+    let mut r = Rig::live(settings());
+    let answer = |r: &mut Rig, silence: u64| {
+        r.server(ServerEvent::SpeechStopped);
+        r.server(ServerEvent::ResponseCreated {
+            response_id: "r".into(),
+        });
+        r.server(ServerEvent::AudioStarted { item_id: None });
+        r.now += Duration::from_millis(400);
+        r.feed(Input::SpeakerStarted);
+        // The device hears the user: the answer ends at once, the turn waits for the figure.
+        let a = r.feed(Input::LocalSpeech);
+        assert!(timed(&a).is_empty(), "{a:?}");
+        let a = r.feed(Input::SpeakerSilenced { ms: silence });
+        let t = timed(&a);
+        assert_eq!(t.len(), 1, "{a:?}");
+        assert_eq!(t[0].time_to_silence_ms, Some(silence));
+        r.server(ServerEvent::ResponseDone {
+            usage: None,
+            outcome: ResponseOutcome::Cancelled,
+        });
+    };
+    answer(&mut r, 130);
+    answer(&mut r, 170);
+    answer(&mut r, 150);
+    let s = r.m.stats();
+    assert_eq!(s.time_to_silence_ms, Some(150));
+    assert_eq!(s.median_time_to_silence_ms, Some(150));
+    assert_eq!(s.median_first_audio_ms, Some(400));
+    // A session that ends while the answer plays logs its turn too.
+    r.server(ServerEvent::SpeechStopped);
+    r.server(ServerEvent::AudioStarted { item_id: None });
+    r.feed(Input::SpeakerStarted);
+    let a = r.feed(Input::Stop);
+    assert_eq!(timed(&a).len(), 1, "{a:?}");
 }

@@ -112,6 +112,10 @@ pub enum Input {
     /// The assistant's audio began to play at the speaker (after the jitter buffer and into
     /// the device): where the time to first audio ends.
     SpeakerStarted,
+    /// After a local barge-in: the speaker fell silent `ms` after the user's voice began.
+    SpeakerSilenced {
+        ms: u64,
+    },
     /// Today's conversation time left, not counting a stretch in progress (`None`: no daily
     /// limit). Fed before each start and after a reload; the machine counts the time itself.
     BudgetLeft(Option<Duration>),
@@ -273,6 +277,15 @@ pub struct Stats {
     /// at the speaker, and the median of the last 20 turns.
     pub time_to_first_audio_ms: Option<u64>,
     pub median_first_audio_ms: Option<u64>,
+    /// The median of the recent connects (`last_connect_ms` is the last).
+    pub median_connect_ms: Option<u64>,
+    /// Tool programs run for the last turn, and the median over recent turns.
+    pub tools_ms: Option<u64>,
+    pub median_tools_ms: Option<u64>,
+    /// The last local barge-in: from the user's voice beginning (in the microphone stream) to
+    /// the speaker silent; and the median over recent ones.
+    pub time_to_silence_ms: Option<u64>,
+    pub median_time_to_silence_ms: Option<u64>,
     pub tokens_used: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -294,6 +307,8 @@ pub struct TurnTimes {
     pub tools_ms: u64,
     /// The connect of the session the turn is in.
     pub connect_ms: Option<u64>,
+    /// The user talked over the answer: how long the speaker took to fall silent.
+    pub time_to_silence_ms: Option<u64>,
 }
 
 /// How much of an interrupted answer the user heard.

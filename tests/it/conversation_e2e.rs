@@ -272,16 +272,24 @@ fn conversation(protocol: &str, transport: &str) {
     // The device heard the interruption itself and silenced the speaker: how long after the
     // voice began (its place in the microphone stream is known: it is our file).
     let onset_ms = (2500 + question.len() / 48 + 1800) as u64;
-    let silenced = log()
+    let hush = log()
         .lines()
         .find(|l| l.contains("local barge-in: a voice at"))
-        .and_then(|l| l.split("silent_ms=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok());
-    let silent_ms = silenced.unwrap_or_else(|| panic!("no local barge-in: {}", log()));
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no local barge-in: {}", log()));
+    let field = |name: &str| {
+        hush.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {hush}"))
+    };
+    let silent_ms = field("silent_ms");
     let time_to_silence = silent_ms.saturating_sub(onset_ms);
+    // What the daemon itself reports: from where its detector placed the voice's onset.
+    let reported = silent_ms.saturating_sub(field("onset_ms"));
     eprintln!(
-        "{protocol} over {transport}: local barge-in, speaker silent {time_to_silence} ms after the voice began"
+        "{protocol} over {transport}: local barge-in, speaker silent {time_to_silence} ms after the voice began ({reported} ms as the daemon reports it)"
     );
     assert!(
         silent_ms > onset_ms,
@@ -324,14 +332,28 @@ fn conversation(protocol: &str, transport: &str) {
         "{protocol} over {transport}: {}",
         turn.split("INFO ").nth(1).unwrap_or(&turn)
     );
-    let first_audio = bus
-        .property("Stats")
-        .unwrap_or_default()
-        .split("\"time_to_first_audio_ms\" t ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let stats = bus.property("Stats").unwrap_or_default();
+    let stat = |key: &str| {
+        stats
+            .split(&format!("\"{key}\" t "))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    let first_audio = stat("time_to_first_audio_ms").unwrap_or(0);
     assert!(first_audio > 0, "time_to_first_audio_ms reads 0");
+    // The answer that was talked over: its turn line and Stats carry the time to silence,
+    // the figure the engine logged.
+    let talked_over = log()
+        .lines()
+        .find(|l| l.contains("turn: ") && l.contains("talked over: speaker silent"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no talked-over turn line: {}", log()));
+    assert!(
+        talked_over.contains(&format!("speaker silent {reported} ms")),
+        "{talked_over} vs {reported}"
+    );
+    assert_eq!(stat("time_to_silence_ms"), Some(reported), "{stats}");
+    assert!(stat("median_time_to_silence_ms").is_some(), "{stats}");
 
     // Silence: the idle timeout ends the session by itself.
     bus.wait_state("idle", Duration::from_secs(40));

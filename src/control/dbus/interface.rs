@@ -55,6 +55,11 @@ pub fn stats_dict(
         ("last_connect_ms", stats.last_connect_ms),
         ("time_to_first_audio_ms", stats.time_to_first_audio_ms),
         ("median_first_audio_ms", stats.median_first_audio_ms),
+        ("median_connect_ms", stats.median_connect_ms),
+        ("tools_ms", stats.tools_ms),
+        ("median_tools_ms", stats.median_tools_ms),
+        ("time_to_silence_ms", stats.time_to_silence_ms),
+        ("median_time_to_silence_ms", stats.median_time_to_silence_ms),
     ];
     let mut d: HashMap<String, OwnedValue> = counters
         .into_iter()
