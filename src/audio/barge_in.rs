@@ -1,24 +1,45 @@
 //! Local barge-in: the user talking over the assistant, heard on the echo-cancelled microphone
 //! before the service can say so (a network round trip plus its own detection later).
 //!
-//! Sans-IO: the capture thread feeds each 10 ms block's verdict (WebRTC's voice detector on
-//! the cleaned block, and its level) while the assistant's audio is queued; a voice at least
-//! `threshold` loud for `min` in a row fires once. A residual echo is what the canceller
-//! leaves of our own voice: quieter than a person at the device and not judged a voice most of
-//! the time, so the level and the duration together keep it from firing.
+//! Sans-IO: the capture thread feeds each 10 ms block while the assistant's audio is in the
+//! speaker: the cleaned microphone, what the speaker was given alongside (the far end), and
+//! WebRTC's voice detector's verdict. A block is the user's when it is loud enough and well
+//! above what the canceller leaves of our own voice (the residual echo). That residual is
+//! learned as we go: the ratio of the cleaned microphone to the far end's recent level, tracked
+//! low (it falls at once with the canceller converging and rises slowly), and assumed as loud
+//! as the far end until learned. Words that start unvoiced (`s`, `t`, `f`) count from their
+//! first sound if they stand far enough above it; voiced blocks need less. `min` of such blocks
+//! in a row fires once.
 
-/// The detector's settings and its run of voiced blocks.
+/// How far above the residual echo a voiced block must be (10 dB), and any block (20 dB).
+const VOICED_MARGIN: f64 = 10.0;
+const ANY_MARGIN: f64 = 100.0;
+/// The far end's level is held and decays by 2 dB per block: the echo arrives tens of ms after
+/// its reference and rings on in a room.
+const FAR_DECAY: f64 = 0.63;
+/// The residual ratio rises by 3 dB a second when the cleaned microphone is above it (so that
+/// it follows a changed room), and moves a tenth of the way down (in dB) when below.
+const RISE_PER_BLOCK: f64 = 1.0069;
+const FALL_SHARE: f64 = 0.1;
+/// A far end below -60 dBFS (as a mean square) teaches nothing about the residual.
+const FAR_FLOOR: f64 = 1073.7;
+
+/// The detector's settings and its run of the user's blocks.
 pub struct LocalVoice {
     /// Mean square a block must reach (from the threshold in dBFS).
     min_mean_square: f64,
     min_blocks: u32,
     run: u32,
-    /// Blocks since the stream began at the run's first voiced block.
+    /// Blocks since the stream began at the run's first block.
     run_start: u64,
     fired: bool,
     /// The last blocks' mean squares, by block index: where the voice really began is found
-    /// by looking back from the first block the detector called a voice (words start soft).
+    /// by looking back from the run's first block (words start soft).
     history: [f64; HISTORY],
+    /// The far end's recent level (mean square, held).
+    far_level: f64,
+    /// The residual echo as a share of `far_level` (1.0 until the canceller is seen working).
+    residual: f64,
 }
 
 /// Blocks looked back over for the onset: 150 ms.
@@ -28,6 +49,22 @@ const HISTORY: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fired {
     pub onset_block: u64,
+}
+
+/// One 10 ms block as the capture thread sees it.
+pub struct Block<'a> {
+    /// The assistant's audio is in the speaker (and not already hushed).
+    pub armed: bool,
+    /// WebRTC's voice detector called the cleaned block a voice.
+    pub voiced: bool,
+    /// The cleaned microphone.
+    pub near: &'a [i16],
+    /// What the speaker was given alongside.
+    pub far: &'a [i16],
+    /// The far end was realigned (skipped) before this block: what was learned may be off.
+    pub realigned: bool,
+    /// Its place in the stream.
+    pub index: u64,
 }
 
 impl LocalVoice {
@@ -40,14 +77,24 @@ impl LocalVoice {
             run_start: 0,
             fired: false,
             history: [0.0; HISTORY],
+            far_level: 0.0,
+            residual: 1.0,
         }
     }
 
-    /// One block: `armed` while the assistant's audio is queued, `voiced` by the detector,
-    /// `block` its samples, `index` its place in the stream. Fires at most once per armed
-    /// stretch.
-    pub fn block(&mut self, armed: bool, voiced: bool, block: &[i16], index: u64) -> Option<Fired> {
-        if !armed {
+    /// One block. Fires at most once per armed stretch. The residual is learned whenever
+    /// the far end plays, armed or not.
+    pub fn block(&mut self, b: &Block<'_>) -> Option<Fired> {
+        let energy = mean_square(b.near);
+        self.far_level = mean_square(b.far).max(self.far_level * FAR_DECAY);
+        if b.realigned {
+            self.residual = 1.0;
+        }
+        let expected = self.far_level * self.residual;
+        let user = energy >= self.min_mean_square
+            && energy >= expected * if b.voiced { VOICED_MARGIN } else { ANY_MARGIN };
+        self.learn(energy);
+        if !b.armed {
             self.run = 0;
             self.fired = false;
             return None;
@@ -55,28 +102,45 @@ impl LocalVoice {
         if self.fired {
             return None;
         }
-        let energy = mean_square(block);
-        self.history[index as usize % HISTORY] = energy;
-        if voiced && energy >= self.min_mean_square {
+        self.history[b.index as usize % HISTORY] = energy;
+        if user {
             if self.run == 0 {
-                self.run_start = index;
+                self.run_start = b.index;
             }
             self.run += 1;
         } else {
-            // A quiet block between syllables costs the run two voiced ones rather than all.
+            // A quiet block between sounds costs the run two blocks rather than all.
             self.run = self.run.saturating_sub(self.run.min(2));
         }
         if self.run >= self.min_blocks {
             self.fired = true;
             return Some(Fired {
-                onset_block: self.onset(index),
+                onset_block: self.onset(b.index),
             });
         }
         None
     }
 
-    /// The run's first voiced block, moved back over the blocks before it that were already
-    /// within 10 dB of it: the soft start of the word.
+    /// The residual echo, as a share of the far end, in dB (for the log and the tests).
+    pub fn residual_db(&self) -> f64 {
+        10.0 * self.residual.max(1e-12).log10()
+    }
+
+    fn learn(&mut self, energy: f64) {
+        if self.far_level < FAR_FLOOR {
+            return;
+        }
+        let ratio = (energy / self.far_level).max(1e-12);
+        self.residual = if ratio < self.residual {
+            // A tenth of the way down, in dB.
+            self.residual * (ratio / self.residual).powf(FALL_SHARE)
+        } else {
+            (self.residual * RISE_PER_BLOCK).min(1.0)
+        };
+    }
+
+    /// The run's first block, moved back over the blocks before it that were already within
+    /// 10 dB of it: the soft start of the word.
     fn onset(&self, now: u64) -> u64 {
         let first = self.history[self.run_start as usize % HISTORY];
         let oldest = now.saturating_sub(HISTORY as u64 - 1);
@@ -102,65 +166,142 @@ mod tests {
 
     const LOUD: [i16; 480] = [3000; 480];
     const SOFT: [i16; 480] = [100; 480];
+    const SILENT: [i16; 480] = [0; 480];
+
+    fn feed(
+        v: &mut LocalVoice,
+        armed: bool,
+        voiced: bool,
+        near: &[i16],
+        far: &[i16],
+        i: u64,
+    ) -> Option<Fired> {
+        v.block(&Block {
+            armed,
+            voiced,
+            near,
+            far,
+            realigned: false,
+            index: i,
+        })
+    }
+
+    /// `near` scaled: an echo `db` below the far end.
+    fn scaled(block: &[i16; 480], db: f64) -> [i16; 480] {
+        let g = 10f64.powf(db / 20.0);
+        block.map(|x| (f64::from(x) * g) as i16)
+    }
 
     #[test]
     fn a_voice_loud_and_long_enough_fires_once_while_armed() {
         let mut v = LocalVoice::new(-40.0, 100);
         for i in 0..9 {
-            assert_eq!(v.block(true, true, &LOUD, 50 + i), None);
+            assert_eq!(feed(&mut v, true, true, &LOUD, &SILENT, 50 + i), None);
         }
         assert_eq!(
-            v.block(true, true, &LOUD, 59),
+            feed(&mut v, true, true, &LOUD, &SILENT, 59),
             Some(Fired { onset_block: 50 })
         );
-        assert_eq!(v.block(true, true, &LOUD, 60), None, "once");
+        assert_eq!(feed(&mut v, true, true, &LOUD, &SILENT, 60), None, "once");
         // Disarmed (the speaker went quiet) and armed again: a new run may fire.
-        v.block(false, false, &SOFT, 61);
+        feed(&mut v, false, false, &SOFT, &SILENT, 61);
         for i in 0..9 {
-            assert_eq!(v.block(true, true, &LOUD, 70 + i), None);
+            assert_eq!(feed(&mut v, true, true, &LOUD, &SILENT, 70 + i), None);
         }
-        assert!(v.block(true, true, &LOUD, 79).is_some());
+        assert!(feed(&mut v, true, true, &LOUD, &SILENT, 79).is_some());
     }
 
     #[test]
-    fn the_onset_is_where_the_word_began_not_where_the_detector_first_said_so() {
+    fn the_echo_never_fires_and_a_voice_over_it_does_even_unvoiced() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        // Before the canceller is seen working, even a voiced full-level echo is ours.
+        for i in 0..50 {
+            assert_eq!(feed(&mut v, true, true, &LOUD, &LOUD, i), None);
+        }
+        // The canceller converges: 35 dB less, now and then only 25 dB less.
+        let residual = scaled(&LOUD, -35.0);
+        let burst = scaled(&LOUD, -25.0);
+        for i in 50..1000 {
+            let near = if i % 7 == 0 { &burst } else { &residual };
+            assert_eq!(
+                feed(&mut v, true, i % 3 == 0, near, &LOUD, i),
+                None,
+                "block {i}"
+            );
+        }
+        assert!(v.residual_db() < -30.0, "learned {:.1} dB", v.residual_db());
+        // The user, 12 dB under the far end (a fricative, not called a voice), over the echo.
+        let user = scaled(&LOUD, -12.0);
+        let mut fired = None;
+        for i in 1000..1006 {
+            fired = fired.or(feed(&mut v, true, false, &user, &LOUD, i));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 1000 }));
+    }
+
+    #[test]
+    fn a_realigned_far_end_forgets_what_was_learned() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let residual = scaled(&LOUD, -35.0);
+        for i in 0..300 {
+            feed(&mut v, false, false, &residual, &LOUD, i);
+        }
+        assert!(v.residual_db() < -30.0);
+        v.block(&Block {
+            armed: true,
+            voiced: true,
+            near: &LOUD,
+            far: &LOUD,
+            realigned: true,
+            index: 300,
+        });
+        assert!(v.residual_db() > -1.0, "{}", v.residual_db());
+    }
+
+    #[test]
+    fn the_onset_is_where_the_word_began_not_where_it_was_first_loud_enough() {
         let mut v = LocalVoice::new(-40.0, 100);
         const RISING: [i16; 480] = [1500; 480]; // 6 dB under LOUD: the soft start
         for i in 0..20 {
-            assert_eq!(v.block(true, false, &SOFT, i), None);
+            assert_eq!(feed(&mut v, true, false, &SILENT, &SILENT, i), None);
         }
-        // Three soft-start blocks the detector does not call a voice yet, then the voice.
+        // Three soft-start blocks under the threshold, then the voice.
+        let soft_start = scaled(&RISING, -30.0);
         for i in 20..23 {
-            assert_eq!(v.block(true, false, &RISING, i), None);
+            assert_eq!(feed(&mut v, true, false, &soft_start, &SILENT, i), None);
         }
         let mut fired = None;
         for i in 23..40 {
-            fired = fired.or(v.block(true, true, &LOUD, i));
+            fired = fired.or(feed(&mut v, true, true, &LOUD, &SILENT, i));
         }
-        assert_eq!(fired, Some(Fired { onset_block: 20 }));
+        assert_eq!(fired, Some(Fired { onset_block: 23 }));
     }
 
     #[test]
-    fn quiet_voices_short_sounds_and_unvoiced_noise_do_not_fire() {
+    fn quiet_sounds_and_short_bursts_do_not_fire() {
         let mut v = LocalVoice::new(-40.0, 100);
         for i in 0..100 {
-            // A residual echo judged a voice, but quiet.
-            assert_eq!(v.block(true, true, &SOFT, i), None);
-            // Loud but not a voice.
-            assert_eq!(v.block(true, false, &LOUD, i), None);
+            // Under the threshold, voiced or not.
+            assert_eq!(feed(&mut v, true, true, &SOFT, &SILENT, i), None);
         }
-        // Loud voice bursts of 50 ms with gaps: never 100 ms in a row.
+        // Loud bursts of 50 ms with gaps: never 100 ms in a row.
         for burst in 0..20u64 {
             for i in 0..5 {
-                assert_eq!(v.block(true, true, &LOUD, burst * 10 + i), None);
+                assert_eq!(
+                    feed(&mut v, true, true, &LOUD, &SILENT, burst * 10 + i),
+                    None
+                );
             }
             for i in 5..10 {
-                assert_eq!(v.block(true, false, &SOFT, burst * 10 + i), None);
+                assert_eq!(
+                    feed(&mut v, true, false, &SOFT, &SILENT, burst * 10 + i),
+                    None
+                );
             }
         }
         // Armed off: nothing at all.
         for i in 0..20 {
-            assert_eq!(v.block(false, true, &LOUD, i), None);
+            assert_eq!(feed(&mut v, false, true, &LOUD, &SILENT, i), None);
         }
     }
 }

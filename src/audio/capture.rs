@@ -13,7 +13,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, warn};
 
-use super::barge_in::LocalVoice;
+use super::barge_in::{Block, LocalVoice};
 use super::device::{self, Pcm, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
 use super::shared::{Shared, Side};
@@ -159,7 +159,8 @@ impl Capture {
         // Keep the far end aligned with the near end: what playback wrote a long time ago no
         // longer matters.
         let backlog = self.reference.slots();
-        if backlog > MAX_REFERENCE_BACKLOG {
+        let realigned = backlog > MAX_REFERENCE_BACKLOG;
+        if realigned {
             let skip = backlog - MAX_REFERENCE_BACKLOG;
             if let Ok(chunk) = self.reference.read_chunk(skip) {
                 chunk.commit_all();
@@ -198,16 +199,32 @@ impl Capture {
                 warn!("{e}");
             }
             if let Some(voice) = self.voice.as_mut() {
-                // Armed while the assistant's audio is in the speaker and not already hushed; the
-                // detector is asked only then (its statistics call is not free).
+                // Armed while the assistant's audio is in the speaker and not already hushed;
+                // the voice detector is asked only then (its statistics call is not free).
                 let armed = self.shared.audible.load(Relaxed) && !self.shared.hush.load(Relaxed);
-                let voiced = armed && echo.has_voice();
-                if let Some(fired) = voice.block(armed, voiced, &b.block, b.index) {
+                let block = Block {
+                    armed,
+                    voiced: armed && echo.has_voice(),
+                    near: &b.block,
+                    far: &b.far,
+                    realigned,
+                    index: b.index,
+                };
+                if let Some(fired) = voice.block(&block) {
                     self.shared
                         .hush_onset_ms
                         .store(fired.onset_block * 10, Relaxed);
                     self.shared.hush_unlogged.store(true, Relaxed);
                     self.shared.hush.store(true, Relaxed);
+                    // Where the time to silence goes: the block that fired ends at
+                    // `(index + 1) * 10` ms of the stream; we are at `now_ms`.
+                    debug!(
+                        residual_db = voice.residual_db(),
+                        onset_ms = fired.onset_block * 10,
+                        block_end_ms = (b.index + 1) * 10,
+                        now_ms = self.shared.capture_ms(Instant::now()),
+                        "local barge-in fired"
+                    );
                     self.shared.local_barge_ins.fetch_add(1, Relaxed);
                     self.shared.local_speech();
                 }
