@@ -10,7 +10,8 @@
 //!   columns is what each client adds. ALSA positions are turned into wall-clock times with the
 //!   engine's one-time "stream running" log lines (capture: first read; playback: first write
 //!   of each run, with its offset in the recording);
-//! - CPU time per second of audio (utime + stime from /proc over the 60 s) and peak RSS (VmHWM);
+//! - CPU time per second of audio (utime + stime from /proc over the 60 s), context switches
+//!   per second (voluntary + involuntary, all threads) and peak RSS (VmHWM);
 //! - before that, the idle daemon's CPU per second over 10 s (devices open, no conversation).
 
 use std::path::Path;
@@ -90,6 +91,28 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Voluntary and involuntary context switches of all of a process's threads, from /proc:
+/// each is a wake-up, and the thread hops per frame are what a small CPU pays for.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches")
+                        || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Onsets (sample index) of sound after at least 300 ms of quiet, in 10 ms windows.
 fn onsets(samples: &[i16]) -> Vec<usize> {
     let mut out = Vec::new();
@@ -113,6 +136,7 @@ struct Daemon {
     round_trips_ms: Vec<f64>,
     cpu_ms_per_audio_s: f64,
     peak_rss_mib: f64,
+    context_switches_per_s: f64,
     connect_ms: String,
 }
 
@@ -178,8 +202,10 @@ fn run_daemon(d: &Path) -> Daemon {
     });
     let start_to_listening_ms = pressed.elapsed().as_secs_f64() * 1000.0;
     let cpu0 = cpu_seconds(daemon.pid());
+    let switches0 = context_switches(daemon.pid());
     std::thread::sleep(Duration::from_secs(SESSION_S));
     let cpu = cpu_seconds(daemon.pid()) - cpu0;
+    let switches = context_switches(daemon.pid()).saturating_sub(switches0);
     let peak_rss_mib = peak_rss_mib(daemon.pid());
     let stats = bus.property("Stats").unwrap_or_default();
     let connect_ms = stats
@@ -227,6 +253,7 @@ fn run_daemon(d: &Path) -> Daemon {
         round_trips_ms,
         cpu_ms_per_audio_s: cpu * 1000.0 / SESSION_S as f64,
         peak_rss_mib,
+        context_switches_per_s: switches as f64 / SESSION_S as f64,
         connect_ms,
     }
 }
@@ -311,6 +338,12 @@ fn main() {
         "CPU ms per audio second",
         daemon.cpu_ms_per_audio_s,
         a("cpu_ms_per_audio_s")
+    );
+    println!(
+        "{:<48} {:>16.0} {:>16}",
+        "context switches per s (all threads)",
+        daemon.context_switches_per_s,
+        a("context_switches_per_s")
     );
     println!(
         "{:<48} {:>16.1} {:>16}",

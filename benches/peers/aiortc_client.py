@@ -11,6 +11,7 @@ import asyncio
 import fractions
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -64,6 +65,20 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+def context_switches():
+    """Voluntary and involuntary context switches of all of this process's threads."""
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 async def main(base, seconds):
     cpu0 = time.process_time()
     async with aiohttp.ClientSession() as http:
@@ -109,7 +124,9 @@ async def main(base, seconds):
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(opened.wait(), 10)
         connected_ms = (time.monotonic() - started) * 1000
+        switches0 = context_switches()
         await asyncio.sleep(seconds)
+        switches = context_switches() - switches0
         await pc.close()
     cpu = time.process_time() - cpu0
     latency = None
@@ -121,6 +138,7 @@ async def main(base, seconds):
         "burst_end_to_echo_onset_ms": None if latency is None else round(latency, 1),
         "cpu_ms_per_audio_s": round(cpu * 1000 / seconds, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "context_switches_per_s": round(switches / seconds, 1),
         "frames_received": echo["frames"],
     }))
 
