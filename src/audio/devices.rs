@@ -1,7 +1,11 @@
 //! What sound devices the system offers, for `ListDevices` and `check-audio`: ALSA's own list
 //! of PCMs (its name hints), the hardware PCMs of each card from `/proc/asound`, which of them
-//! the configuration names, and who holds a device that is busy (the kernel names the owner's
-//! pid in each substream's `status`).
+//! the configuration names, and who holds a device that is busy: the processes with the
+//! card's device node open (as `fuser` finds them), else the pid the kernel names in each open
+//! substream's `status` (the thread that opened it, which may have ended since).
+//!
+//! The service's sandbox hides `/proc/asound` and other processes: there the cards come from
+//! alsa-lib, and the only holder it can name is itself.
 
 use std::path::Path;
 
@@ -89,23 +93,68 @@ pub fn card_and_device(name: &str, cards: &[Card]) -> Option<(u32, u32)> {
     Some((card?, device))
 }
 
-/// The process a substream's owner belongs to, in words. The kernel records the thread that
+/// A process in words, as `pid 812 (arecord)`.
+fn process(pid: u32) -> String {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(name) => format!("pid {pid} ({})", name.trim()),
+        Err(_) => format!("pid {pid}"),
+    }
+}
+
+/// The process a substream's recorded owner belongs to. The kernel records the thread that
 /// opened the device (a daemon's worker thread, say): name its process, as `ps` would.
-fn process(tid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-    let pid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
+fn owner_process(tid: u32) -> String {
+    let pid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        })
         .unwrap_or(tid);
-    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim().to_owned())
-        .unwrap_or_else(|_| "?".into());
-    format!("pid {pid} ({name})")
+    process(pid)
+}
+
+/// The processes that have one of `nodes` (`/dev/snd/pcmC0D1c`) open, from their fds.
+fn node_holders(nodes: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| nodes.iter().any(|n| target.as_os_str() == n.as_str()))
+        });
+        if holds {
+            found.push(process(pid));
+        }
+    }
+    found
 }
 
 /// Who holds the substreams of card `card`, device `device` open, in the given directions.
 fn owners(asound: &Path, card: u32, device: u32, sides: &[char]) -> Vec<String> {
+    if asound == Path::new(PROC_ASOUND) {
+        let nodes: Vec<String> = sides
+            .iter()
+            .map(|side| format!("/dev/snd/pcmC{card}D{device}{side}"))
+            .collect();
+        let found = node_holders(&nodes);
+        if !found.is_empty() {
+            return found;
+        }
+    }
     let mut found = Vec::new();
     for side in sides {
         let pcm = asound.join(format!("card{card}/pcm{device}{side}"));
@@ -117,7 +166,7 @@ fn owners(asound: &Path, card: u32, device: u32, sides: &[char]) -> Vec<String> 
         for sub in subs {
             let status = std::fs::read_to_string(sub.join("status")).unwrap_or_default();
             if let Some(tid) = parse_owner(&status) {
-                let who = process(tid);
+                let who = owner_process(tid);
                 if !found.contains(&who) {
                     found.push(who);
                 }
@@ -126,6 +175,8 @@ fn owners(asound: &Path, card: u32, device: u32, sides: &[char]) -> Vec<String> 
     }
     found
 }
+
+const PROC_ASOUND: &str = "/proc/asound";
 
 /// The hardware PCMs `/proc/asound` shows: `(card, device, direction)`.
 fn hardware_pcms(asound: &Path, cards: &[Card]) -> Vec<(u32, u32, char)> {
@@ -182,7 +233,10 @@ pub fn list_in(
     capture_device: &str,
     playback_device: &str,
 ) -> Vec<DeviceEntry> {
-    let cards = parse_cards(&std::fs::read_to_string(asound.join("cards")).unwrap_or_default());
+    let mut cards = parse_cards(&std::fs::read_to_string(asound.join("cards")).unwrap_or_default());
+    if cards.is_empty() && asound == Path::new(PROC_ASOUND) {
+        cards = alsa_cards();
+    }
     let mut list: Vec<DeviceEntry> = hints
         .into_iter()
         .filter(|h| h.name != "null")
@@ -270,15 +324,59 @@ fn entry(
     }
 }
 
+/// The cards as alsa-lib sees them (through their control devices, where `/proc/asound`
+/// is hidden).
+fn alsa_cards() -> Vec<Card> {
+    alsa::card::Iter::new()
+        .flatten()
+        .filter_map(|card| {
+            let ctl = alsa::ctl::Ctl::from_card(&card, false).ok()?;
+            let info = ctl.card_info().ok()?;
+            Some(Card {
+                index: u32::try_from(card.get_index()).ok()?,
+                id: info.get_id().ok()?.to_owned(),
+                name: info.get_name().ok()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// The system's devices, with the configured ones marked. Blocking (alsa-lib reads its
 /// configuration and probes cards): call it off the async runtime.
 pub fn list(capture_device: &str, playback_device: &str) -> Vec<DeviceEntry> {
     list_in(
-        Path::new("/proc/asound"),
+        Path::new(PROC_ASOUND),
         alsa_hints(),
         capture_device,
         playback_device,
     )
+}
+
+/// As [`list`], from the daemon that has the configured devices open: where the sandbox
+/// hides who holds a device, the daemon still knows that it holds its own.
+pub fn list_held(capture_device: &str, playback_device: &str) -> Vec<DeviceEntry> {
+    let mut list = list(capture_device, playback_device);
+    let cards = alsa_cards();
+    let me = process(std::process::id());
+    let ours: Vec<(u32, u32, &str)> = [(capture_device, "capture"), (playback_device, "playback")]
+        .into_iter()
+        .filter_map(|(name, side)| {
+            let (card, dev) = card_and_device(name, &cards)?;
+            Some((card, dev, side))
+        })
+        .collect();
+    for e in &mut list {
+        let same_device = card_and_device(&e.name, &cards).is_some_and(|(card, dev)| {
+            ours.iter().any(|&(c, d, side)| {
+                c == card && d == dev && (e.direction == "both" || e.direction == side)
+            })
+        });
+        let held = same_device || !e.configured.is_empty();
+        if held && !e.in_use_by.contains(&me) {
+            e.in_use_by.push(me.clone());
+        }
+    }
+    list
 }
 
 /// For a device that cannot be opened because it is busy: who has it, in words.

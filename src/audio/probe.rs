@@ -17,10 +17,12 @@ pub const TONE_MS: u32 = 1_000;
 pub const SWEEP_MS: u32 = 500;
 pub const SWEEPS: u32 = 4;
 /// How long the microphone is recorded: the chirp and a tail for the delay and the room.
-pub const RECORD_MS: u32 = SWEEP_MS * SWEEPS + 700;
-/// Longest speaker-to-microphone delay looked for. The canceller covers about half a second;
-/// beyond that it cannot help anyway.
-pub const MAX_DELAY_MS: u32 = 600;
+pub const RECORD_MS: u32 = SWEEP_MS * SWEEPS + 1000;
+/// Longest speaker-to-microphone delay looked for: short of a sweep pair, whose up and down
+/// sweeps tell one echo from the next. The canceller covers about half a second.
+pub const MAX_DELAY_MS: u32 = 900;
+/// Longer than this, the canceller cannot follow.
+const CANCELLER_REACH_MS: f64 = 500.0;
 
 fn samples(ms: u32) -> usize {
     (SAMPLE_RATE / 1000 * ms) as usize
@@ -206,9 +208,16 @@ pub fn analyse(rec: &Recording) -> EchoReport {
                 false,
             )
         } else {
+            // What came closest, for whoever looks into it.
+            let closest = found.map_or(String::new(), |(lag, score)| {
+                format!(
+                    " (closest match {score:.2} at {:.0} ms)",
+                    lag as f64 * 1000.0 / rate
+                )
+            });
             (
                 format!(
-                    "the microphone did not hear the speaker within {MAX_DELAY_MS} ms: check that both are connected, the volume is up and the microphone is not muted"
+                    "the microphone did not hear the speaker within {MAX_DELAY_MS} ms{closest}: check that both are connected, the volume is up and the microphone is not muted"
                 ),
                 false,
             )
@@ -244,6 +253,13 @@ pub fn analyse(rec: &Recording) -> EchoReport {
     let (verdict, ok) = if clipped {
         (
             "the microphone clips while the speaker plays: lower the volume or the microphone's gain (alsamixer)".to_owned(),
+            false,
+        )
+    } else if delay_ms > CANCELLER_REACH_MS {
+        (
+            format!(
+                "the microphone hears the speaker {delay_ms:.0} ms late, more than the canceller can follow: use devices with shorter buffers (a `hw:` or `plughw:` device rather than a sound server)"
+            ),
             false,
         )
     } else if !rec.cancelled {

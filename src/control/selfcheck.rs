@@ -42,7 +42,7 @@ async fn ask<T>(
 
 pub async fn list_devices(handle: &ControlHandle) -> Result<Vec<DeviceEntry>, Refusal> {
     let (capture, playback) = ask(handle, SelfCheck::Devices).await?;
-    tokio::task::spawn_blocking(move || devices::list(&capture, &playback))
+    tokio::task::spawn_blocking(move || devices::list_held(&capture, &playback))
         .await
         .map_err(|e| Refusal::Failed(format!("cannot list the sound devices: {e}")))
 }

@@ -212,6 +212,14 @@ fn the_self_check_over_dbus() {
             .map(|d| d["configured"]["data"].clone())
     };
     assert_eq!(configured("mic"), Some("capture".into()), "{out}");
+    // The daemon holds its own devices, and says so.
+    let mic = devices.iter().find(|d| d["name"]["data"] == "mic");
+    assert!(
+        mic.is_some_and(|m| m["in_use_by"]["data"]
+            .to_string()
+            .contains("(realtime-voiced)")),
+        "{out}"
+    );
     assert_eq!(configured("speaker"), Some("playback".into()), "{out}");
 
     let o = bus.call("TestSpeaker", &[]);
