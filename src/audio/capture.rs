@@ -194,8 +194,8 @@ impl Capture {
         }
         if let Some(echo) = self.echo.as_mut() {
             self.shared.echo_blocks.fetch_add(1, Relaxed);
-            if let Err(e) = echo.process(&mut b.block, &b.far) {
-                // Pass the block through rather than go silent.
+            // Pass a block through rather than go silent when a step fails.
+            if let Err(e) = echo.cancel(&mut b.block, &b.far) {
                 warn!("{e}");
             }
             if let Some(voice) = self.voice.as_mut() {
@@ -228,6 +228,10 @@ impl Capture {
                     self.shared.local_barge_ins.fetch_add(1, Relaxed);
                     self.shared.local_speech();
                 }
+            }
+            // Noise suppression after barge-in has listened: it eats the soft start of words.
+            if let Err(e) = echo.denoise(&mut b.block) {
+                warn!("{e}");
             }
         }
         if recording {

@@ -27,23 +27,11 @@ pub enum EchoError {
     Process(i32),
 }
 
-pub struct EchoCanceller {
-    ap: NonNull<ffi::AudioProcessing>,
-    echo: bool,
-    near: [f32; BLOCK],
-    far: [f32; BLOCK],
-}
+/// One of WebRTC's processors, freed when dropped.
+struct Processor(NonNull<ffi::AudioProcessing>);
 
-// SAFETY: the processor is owned by one EchoCanceller and only used through `&mut self`, so
-// it is never touched from two threads at once; moving it between threads is allowed.
-unsafe impl Send for EchoCanceller {}
-
-impl EchoCanceller {
-    /// `None` when both are off: the microphone then passes through untouched.
-    pub fn new(echo: bool, noise: bool) -> Result<Option<Self>, EchoError> {
-        if !echo && !noise {
-            return Ok(None);
-        }
+impl Processor {
+    fn new(config: Config) -> Result<Self, EchoError> {
         let init = InitializationConfig {
             num_capture_channels: 1,
             num_render_channels: 1,
@@ -54,7 +42,80 @@ impl EchoCanceller {
         // SAFETY: `init` lives across the call; the result is checked for null.
         let raw = unsafe { ffi::audio_processing_create(&init, &mut code) };
         let ap = NonNull::new(raw).ok_or(EchoError::Create(code))?;
-        let config: ffi::Config = Config {
+        let config: ffi::Config = config.into();
+        // SAFETY: `ap` is a live processor; `config` lives across the call.
+        unsafe { ffi::set_config(ap.as_ptr(), &config) };
+        Ok(Processor(ap))
+    }
+
+    /// The capture side over `buf` (one channel of BLOCK floats) in place.
+    fn capture(&mut self, buf: &mut [f32; BLOCK]) -> Result<(), EchoError> {
+        let mut channel = buf.as_mut_ptr();
+        // SAFETY: one channel of BLOCK floats, as the processor was configured.
+        let code = unsafe { ffi::process_capture_frame(self.0.as_ptr(), &mut channel) };
+        if code != 0 {
+            return Err(EchoError::Process(code));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        // SAFETY: created by audio_processing_create and freed once, here.
+        unsafe { ffi::audio_processing_delete(self.0.as_ptr()) };
+    }
+}
+
+pub struct EchoCanceller {
+    ap: Processor,
+    /// Noise suppression on its own, after what local barge-in listens to: suppressing noise
+    /// also eats the soft, noise-like start of words (`s`, `f`), which barge-in must hear.
+    denoiser: Option<Processor>,
+    echo: bool,
+    near: [f32; BLOCK],
+    far: [f32; BLOCK],
+}
+
+// SAFETY: the processors are owned by one EchoCanceller and only used through `&mut self`, so
+// they are never touched from two threads at once; moving them between threads is allowed.
+unsafe impl Send for EchoCanceller {}
+
+const SCALE: f32 = 1.0 / 32768.0;
+
+fn to_float(out: &mut [f32; BLOCK], block: &[i16; BLOCK]) {
+    for (f, &s) in out.iter_mut().zip(block) {
+        *f = f32::from(s) * SCALE;
+    }
+}
+
+fn to_int(out: &mut [i16; BLOCK], block: &[f32; BLOCK]) {
+    for (s, &f) in out.iter_mut().zip(block) {
+        *s = (f * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+    }
+}
+
+impl EchoCanceller {
+    /// `None` when both are off: the microphone then passes through untouched.
+    pub fn new(echo: bool, noise: bool) -> Result<Option<Self>, EchoError> {
+        Self::build(echo, noise, false)
+    }
+
+    /// As [`new`](Self::new), with the noise suppression as a step of its own
+    /// ([`denoise`](Self::denoise)) after [`cancel`](Self::cancel), for local barge-in.
+    pub fn with_separate_denoiser(echo: bool, noise: bool) -> Result<Option<Self>, EchoError> {
+        Self::build(echo, noise, true)
+    }
+
+    fn build(echo: bool, noise: bool, separate: bool) -> Result<Option<Self>, EchoError> {
+        if !echo && !noise {
+            return Ok(None);
+        }
+        let separate = separate && echo && noise;
+        let suppression = || NoiseSuppression {
+            suppression_level: NoiseSuppressionLevel::Moderate,
+        };
+        let ap = Processor::new(Config {
             echo_cancellation: echo.then_some(EchoCancellation {
                 suppression_level: EchoCancellationSuppressionLevel::Moderate,
                 // Robust to the unknown and drifting delay of two ALSA buffers.
@@ -62,9 +123,7 @@ impl EchoCanceller {
                 enable_delay_agnostic: true,
                 stream_delay_ms: None,
             }),
-            noise_suppression: noise.then_some(NoiseSuppression {
-                suppression_level: NoiseSuppressionLevel::Moderate,
-            }),
+            noise_suppression: (noise && !separate).then(suppression),
             // Removes the DC offset and rumble cheap microphones add.
             enable_high_pass_filter: true,
             // WebRTC's own voice detector on the cleaned microphone, for local barge-in: a
@@ -73,12 +132,18 @@ impl EchoCanceller {
                 detection_likelihood: VoiceDetectionLikelihood::Low,
             }),
             ..Config::default()
-        }
-        .into();
-        // SAFETY: `ap` is a live processor; `config` lives across the call.
-        unsafe { ffi::set_config(ap.as_ptr(), &config) };
+        })?;
+        let denoiser = if separate {
+            Some(Processor::new(Config {
+                noise_suppression: Some(suppression()),
+                ..Config::default()
+            })?)
+        } else {
+            None
+        };
         Ok(Some(EchoCanceller {
             ap,
+            denoiser,
             echo,
             near: [0.0; BLOCK],
             far: [0.0; BLOCK],
@@ -96,29 +161,33 @@ impl EchoCanceller {
         near: &mut [i16; BLOCK],
         far: &[i16; BLOCK],
     ) -> Result<(), EchoError> {
-        const SCALE: f32 = 1.0 / 32768.0;
+        self.cancel(near, far)?;
+        self.denoise(near)
+    }
+
+    /// The canceller's step (and the noise suppression, unless separate).
+    pub fn cancel(&mut self, near: &mut [i16; BLOCK], far: &[i16; BLOCK]) -> Result<(), EchoError> {
         if self.echo {
-            for (f, &s) in self.far.iter_mut().zip(far) {
-                *f = f32::from(s) * SCALE;
-            }
+            to_float(&mut self.far, far);
             let mut channel = self.far.as_mut_ptr();
             // SAFETY: one channel of BLOCK floats, as the processor was configured.
-            let code = unsafe { ffi::process_render_frame(self.ap.as_ptr(), &mut channel) };
+            let code = unsafe { ffi::process_render_frame(self.ap.0.as_ptr(), &mut channel) };
             if code != 0 {
                 return Err(EchoError::Process(code));
             }
         }
-        for (f, &s) in self.near.iter_mut().zip(near.iter()) {
-            *f = f32::from(s) * SCALE;
-        }
-        let mut channel = self.near.as_mut_ptr();
-        // SAFETY: as above.
-        let code = unsafe { ffi::process_capture_frame(self.ap.as_ptr(), &mut channel) };
-        if code != 0 {
-            return Err(EchoError::Process(code));
-        }
-        for (s, &f) in near.iter_mut().zip(&self.near) {
-            *s = (f * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+        to_float(&mut self.near, near);
+        self.ap.capture(&mut self.near)?;
+        to_int(near, &self.near);
+        Ok(())
+    }
+
+    /// The separate noise suppression, when there is one.
+    pub fn denoise(&mut self, near: &mut [i16; BLOCK]) -> Result<(), EchoError> {
+        if let Some(denoiser) = self.denoiser.as_mut() {
+            to_float(&mut self.near, near);
+            denoiser.capture(&mut self.near)?;
+            to_int(near, &self.near);
         }
         Ok(())
     }
@@ -126,22 +195,15 @@ impl EchoCanceller {
     /// Whether the last cleaned block held a voice, by WebRTC's detector.
     pub fn has_voice(&self) -> bool {
         // SAFETY: `ap` is a live processor.
-        let stats = unsafe { ffi::get_stats(self.ap.as_ptr()) };
+        let stats = unsafe { ffi::get_stats(self.ap.0.as_ptr()) };
         stats.has_voice.has_value && stats.has_voice.value
     }
 
     /// The canceller's own estimate of its echo return loss enhancement, in dB.
     pub fn erle_db(&self) -> Option<f64> {
         // SAFETY: `ap` is a live processor.
-        let stats = unsafe { ffi::get_stats(self.ap.as_ptr()) };
+        let stats = unsafe { ffi::get_stats(self.ap.0.as_ptr()) };
         stats.echo_return_loss_enhancement.into()
-    }
-}
-
-impl Drop for EchoCanceller {
-    fn drop(&mut self) {
-        // SAFETY: created by audio_processing_create and freed once, here.
-        unsafe { ffi::audio_processing_delete(self.ap.as_ptr()) };
     }
 }
 

@@ -105,7 +105,12 @@ impl Engine {
         };
         let capture_pcm = open(&config.capture_device, Side::Capture)?;
         let playback_pcm = open(&config.playback_device, Side::Playback)?;
-        let echo = EchoCanceller::new(config.echo_cancellation, config.noise_suppression)?;
+        let barge_in = config.local_barge_in && config.echo_cancellation;
+        let echo = if barge_in {
+            EchoCanceller::with_separate_denoiser(true, config.noise_suppression)?
+        } else {
+            EchoCanceller::new(config.echo_cancellation, config.noise_suppression)?
+        };
         shared.capture_on.store(options.capture_on, Relaxed);
         shared
             .volume_bits
@@ -133,7 +138,7 @@ impl Engine {
         };
         // Local barge-in hears the user on the cleaned microphone: without the canceller our
         // own voice would be heard as the user's.
-        let voice = if config.local_barge_in && config.echo_cancellation {
+        let voice = if barge_in {
             Some(LocalVoice::new(
                 config.barge_in_threshold_dbfs,
                 config.barge_in_min_ms,

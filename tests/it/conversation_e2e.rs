@@ -351,18 +351,43 @@ fn conversation(protocol: &str, transport: &str) {
     };
     let first_audio = stat("time_to_first_audio_ms").unwrap_or(0);
     assert!(first_audio > 0, "time_to_first_audio_ms reads 0");
-    // The answer that was talked over: its turn line and Stats carry the time to silence,
-    // the figure the engine logged.
-    let talked_over = log()
+    // Answers that were talked over: their turn lines and Stats carry the times to silence
+    // the engine logged (the interruption is long: it may cut more than one answer).
+    let logged: Vec<u64> = log()
         .lines()
-        .find(|l| l.contains("turn: ") && l.contains("talked over: speaker silent"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no talked-over turn line: {}", log()));
+        .filter(|l| l.contains("local barge-in: a voice at"))
+        .filter_map(|l| {
+            let n = |name: &str| {
+                l.split(&format!("{name}="))
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            };
+            Some(n("silent_ms")?.saturating_sub(n("onset_ms")?))
+        })
+        .collect();
+    let in_turns: Vec<u64> = log()
+        .lines()
+        .filter(|l| l.contains("turn: "))
+        .filter_map(|l| {
+            l.split("talked over: speaker silent ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect();
     assert!(
-        talked_over.contains(&format!("speaker silent {reported} ms")),
-        "{talked_over} vs {reported}"
+        !in_turns.is_empty() && in_turns.iter().all(|t| logged.contains(t)),
+        "turn lines {in_turns:?}, logged {logged:?}"
     );
-    assert_eq!(stat("time_to_silence_ms"), Some(reported), "{stats}");
+    assert!(
+        stat("time_to_silence_ms").is_some_and(|t| logged.contains(&t)),
+        "{stats} vs {logged:?}"
+    );
     assert!(stat("median_time_to_silence_ms").is_some(), "{stats}");
 
     // Silence: the idle timeout ends the session by itself.
