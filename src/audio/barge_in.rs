@@ -61,8 +61,11 @@ pub struct Block<'a> {
     pub near: &'a [i16],
     /// What the speaker was given alongside.
     pub far: &'a [i16],
-    /// The far end was realigned (skipped) before this block: what was learned may be off.
+    /// The far end was realigned (skipped, or an xrun moved it) before this block: what was
+    /// learned may be off.
     pub realigned: bool,
+    /// Playback has not yet handed over the far end for this block: it cannot be judged.
+    pub far_missing: bool,
     /// Its place in the stream.
     pub index: u64,
 }
@@ -86,14 +89,20 @@ impl LocalVoice {
     /// the far end plays, armed or not.
     pub fn block(&mut self, b: &Block<'_>) -> Option<Fired> {
         let energy = mean_square(b.near);
-        self.far_level = mean_square(b.far).max(self.far_level * FAR_DECAY);
         if b.realigned {
             self.residual = 1.0;
         }
+        // A late far end: hold what is known rather than let it decay, and learn nothing.
+        if !b.far_missing {
+            self.far_level = mean_square(b.far).max(self.far_level * FAR_DECAY);
+        }
         let expected = self.far_level * self.residual;
-        let user = energy >= self.min_mean_square
+        let user = !b.far_missing
+            && energy >= self.min_mean_square
             && energy >= expected * if b.voiced { VOICED_MARGIN } else { ANY_MARGIN };
-        self.learn(energy);
+        if !b.far_missing {
+            self.learn(energy);
+        }
         if !b.armed {
             self.run = 0;
             self.fired = false;
@@ -182,6 +191,7 @@ mod tests {
             near,
             far,
             realigned: false,
+            far_missing: false,
             index: i,
         })
     }
@@ -253,9 +263,33 @@ mod tests {
             near: &LOUD,
             far: &LOUD,
             realigned: true,
+            far_missing: false,
             index: 300,
         });
         assert!(v.residual_db() > -1.0, "{}", v.residual_db());
+    }
+
+    #[test]
+    fn a_late_far_end_counts_for_nothing() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let residual = scaled(&LOUD, -35.0);
+        for i in 0..300 {
+            feed(&mut v, true, false, &residual, &LOUD, i);
+        }
+        // Playback is late: the echo arrives at full level with no far end beside it.
+        for i in 300..320 {
+            let fired = v.block(&Block {
+                armed: true,
+                voiced: true,
+                near: &LOUD,
+                far: &SILENT,
+                realigned: false,
+                far_missing: true,
+                index: i,
+            });
+            assert_eq!(fired, None);
+        }
+        assert!(v.residual_db() < -30.0, "nothing learned from it");
     }
 
     #[test]

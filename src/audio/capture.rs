@@ -49,6 +49,8 @@ struct Blocks {
     in_frame: usize,
     /// Blocks read since the stream opened.
     index: u64,
+    /// Both sides' xruns as of the last block.
+    xruns_seen: u64,
 }
 
 /// A capture thread's work on whichever device is open.
@@ -84,6 +86,7 @@ impl Capture {
                 frame: [0; FRAME_SAMPLES],
                 in_frame: 0,
                 index: 0,
+                xruns_seen: 0,
             },
         };
         device.supervise(pcm, &mut run);
@@ -159,7 +162,12 @@ impl Capture {
         // Keep the far end aligned with the near end: what playback wrote a long time ago no
         // longer matters.
         let backlog = self.reference.slots();
-        let realigned = backlog > MAX_REFERENCE_BACKLOG;
+        // An xrun on either side moves the echo against its reference: the canceller has to
+        // find it again, and local barge-in must not take the echo for a voice meanwhile.
+        let xruns =
+            self.shared.capture_xruns.load(Relaxed) + self.shared.playback_xruns.load(Relaxed);
+        let realigned = backlog > MAX_REFERENCE_BACKLOG || xruns != b.xruns_seen;
+        b.xruns_seen = xruns;
         if realigned {
             let skip = backlog - MAX_REFERENCE_BACKLOG;
             if let Ok(chunk) = self.reference.read_chunk(skip) {
@@ -169,16 +177,21 @@ impl Capture {
                 .reference_dropped
                 .fetch_add(skip as u64, Relaxed);
         }
-        // While the speaker is idle nothing is written: the far end is silence.
-        match self.reference.read_chunk(BLOCK) {
+        // While the speaker is idle nothing is written: the far end is silence. While it plays,
+        // a missing far end means playback is late with it: the echo may be here without it.
+        let far_missing = match self.reference.read_chunk(BLOCK) {
             Ok(chunk) => {
                 let (x, y) = chunk.as_slices();
                 b.far[..x.len()].copy_from_slice(x);
                 b.far[x.len()..].copy_from_slice(y);
                 chunk.commit_all();
+                false
             }
-            Err(_) => b.far.fill(0),
-        }
+            Err(_) => {
+                b.far.fill(0);
+                self.shared.audible.load(Relaxed)
+            }
+        };
         // The echo check records the microphone before and after the canceller.
         let recording = self.shared.recording.load(Relaxed);
         if recording {
@@ -208,6 +221,7 @@ impl Capture {
                     near: &b.block,
                     far: &b.far,
                     realigned,
+                    far_missing,
                     index: b.index,
                 };
                 if let Some(fired) = voice.block(&block) {
@@ -325,6 +339,7 @@ mod tests {
             frame: [0; FRAME_SAMPLES],
             in_frame: 0,
             index: 0,
+            xruns_seen: 0,
         }
     }
 

@@ -374,7 +374,7 @@ impl Default for Audio {
             earcons: true,
             local_barge_in: true,
             barge_in_threshold_dbfs: -40.0,
-            barge_in_min_ms: 60,
+            barge_in_min_ms: 80,
         }
     }
 }

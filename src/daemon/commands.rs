@@ -109,6 +109,7 @@ impl Daemon {
                     self.parts.audio.echo_probe().map_err(Refusal::Failed)
                 };
                 if result.is_ok() {
+                    tracing::info!("echo check: playing the chirp and recording it");
                     // A conversation started now would send the chirp to the service.
                     self.audio_check_until = Some(
                         Instant::now()

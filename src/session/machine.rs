@@ -63,7 +63,7 @@ pub struct Machine {
     /// Transcript pieces of the turn in progress, the user's and the assistant's (GPT-Live).
     pub(super) pieces: super::types::Pieces,
     /// Where each turn's seconds go (`turns.rs`).
-    pub(super) turns: super::turns::TurnClock,
+    pub(super) turns: super::turn_clock::TurnClock,
 }
 
 impl Machine {

@@ -5,6 +5,7 @@ mod conversation;
 pub mod events;
 pub mod machine;
 mod pieces;
+mod turn_clock;
 mod turns;
 pub mod types;
 

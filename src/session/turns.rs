@@ -6,49 +6,10 @@
 //! measured; one [`Action::TurnTimed`] per turn, once its answer has ended, carries them all
 //! for the log line.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::machine::Machine;
 use super::types::{Action, TurnTimes};
-
-/// Turns a median is taken over.
-const RECENT_TURNS: usize = 20;
-
-/// The recent values of one figure.
-#[derive(Debug, Default)]
-pub(super) struct Recent(VecDeque<u64>);
-
-impl Recent {
-    /// Adds a value; returns the median of the recent ones.
-    fn push(&mut self, value: u64) -> Option<u64> {
-        if self.0.len() == RECENT_TURNS {
-            self.0.pop_front();
-        }
-        self.0.push_back(value);
-        let mut sorted: Vec<u64> = self.0.iter().copied().collect();
-        sorted.sort_unstable();
-        sorted.get(sorted.len() / 2).copied()
-    }
-}
-
-/// The turn clock's state, kept by the machine.
-#[derive(Debug, Default)]
-pub(super) struct TurnClock {
-    /// The turn waiting for its first audio at the speaker: when the user's turn ended.
-    pub awaiting_audio: Option<Instant>,
-    /// Tool runs of the turn in progress: started (by call id), and the time spent.
-    pub tools_started: Vec<(String, Instant)>,
-    tools_ms: u64,
-    first_audio: Recent,
-    silence: Recent,
-    tools: Recent,
-    connect: Recent,
-    /// The turn whose answer is playing, logged once the answer ends.
-    open: Option<TurnTimes>,
-    /// The device silenced the answer; its time to silence is on its way from the engine.
-    silence_pending: bool,
-}
 
 impl Machine {
     pub(super) fn tool_finished(&mut self, now: Instant, call_id: &str) {

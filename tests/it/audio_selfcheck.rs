@@ -251,11 +251,15 @@ fn the_self_check_over_dbus() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("busctl");
-    wait_for(Duration::from_secs(5), "the echo check to begin", || {
-        let o = bus.call("Start", &[]);
-        let out = text(&o);
-        (!o.status.success() && out.contains("an echo check is running")).then_some(())
+    wait_for(Duration::from_secs(10), "the echo check to begin", || {
+        log().contains("echo check: playing the chirp").then_some(())
     });
+    let o = bus.call("Start", &[]);
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("an echo check is running"),
+        "Start during the check: {out}"
+    );
     let o = check.wait_with_output().expect("CheckEcho");
     let out = text(&o);
     assert!(o.status.success(), "CheckEcho: {out}\n{}", log());
