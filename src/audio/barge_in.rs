@@ -30,6 +30,8 @@ pub struct LocalVoice {
     min_mean_square: f64,
     min_blocks: u32,
     run: u32,
+    /// Blocks not the user's since the run's last one.
+    gap: u32,
     /// Blocks since the stream began at the run's first block.
     run_start: u64,
     fired: bool,
@@ -41,6 +43,9 @@ pub struct LocalVoice {
     /// The residual echo as a share of `far_level` (1.0 until the canceller is seen working).
     residual: f64,
 }
+
+/// Quiet blocks a run survives.
+const MAX_GAP_BLOCKS: u32 = 2;
 
 /// Blocks looked back over for the onset: 150 ms.
 const HISTORY: usize = 16;
@@ -64,7 +69,7 @@ pub struct Block<'a> {
     /// The far end was realigned (skipped, or an xrun moved it) before this block: what was
     /// learned may be off.
     pub realigned: bool,
-    /// Playback has not yet handed over the far end for this block: it cannot be judged.
+    /// Playback has not yet handed over the far end for this block.
     pub far_missing: bool,
     /// Its place in the stream.
     pub index: u64,
@@ -77,6 +82,7 @@ impl LocalVoice {
             min_mean_square: amplitude * amplitude,
             min_blocks: (min_ms / 10).max(1),
             run: 0,
+            gap: 0,
             run_start: 0,
             fired: false,
             history: [0.0; HISTORY],
@@ -92,13 +98,13 @@ impl LocalVoice {
         if b.realigned {
             self.residual = 1.0;
         }
-        // A late far end: hold what is known rather than let it decay, and learn nothing.
+        // No far end yet for this block (playback hands it over a period at a time, and may be
+        // late): judge it against the level held so far, undecayed, and learn nothing from it.
         if !b.far_missing {
             self.far_level = mean_square(b.far).max(self.far_level * FAR_DECAY);
         }
         let expected = self.far_level * self.residual;
-        let user = !b.far_missing
-            && energy >= self.min_mean_square
+        let user = energy >= self.min_mean_square
             && energy >= expected * if b.voiced { VOICED_MARGIN } else { ANY_MARGIN };
         if !b.far_missing {
             self.learn(energy);
@@ -117,9 +123,14 @@ impl LocalVoice {
                 self.run_start = b.index;
             }
             self.run += 1;
+            self.gap = 0;
         } else {
-            // A quiet block between sounds costs the run two blocks rather than all.
-            self.run = self.run.saturating_sub(self.run.min(2));
+            // Up to 20 ms of quiet inside a word (the closure before a `t`, a `p`) holds the
+            // run; longer ends it.
+            self.gap += 1;
+            if self.gap > MAX_GAP_BLOCKS {
+                self.run = 0;
+            }
         }
         if self.run >= self.min_blocks {
             self.fired = true;
@@ -270,18 +281,19 @@ mod tests {
     }
 
     #[test]
-    fn a_late_far_end_counts_for_nothing() {
+    fn a_late_far_end_is_judged_against_the_level_held() {
         let mut v = LocalVoice::new(-40.0, 60);
         let residual = scaled(&LOUD, -35.0);
         for i in 0..300 {
             feed(&mut v, true, false, &residual, &LOUD, i);
         }
-        // Playback is late: the echo arrives at full level with no far end beside it.
+        // Playback is late: the echo arrives, 25 dB down, with no far end beside it.
+        let late_echo = scaled(&LOUD, -25.0);
         for i in 300..320 {
             let fired = v.block(&Block {
                 armed: true,
                 voiced: true,
-                near: &LOUD,
+                near: &late_echo,
                 far: &SILENT,
                 realigned: false,
                 far_missing: true,
@@ -318,7 +330,7 @@ mod tests {
             // Under the threshold, voiced or not.
             assert_eq!(feed(&mut v, true, true, &SOFT, &SILENT, i), None);
         }
-        // Loud bursts of 50 ms with gaps: never 100 ms in a row.
+        // Loud bursts of 50 ms with 50 ms gaps: never 100 ms of sound.
         for burst in 0..20u64 {
             for i in 0..5 {
                 assert_eq!(
@@ -333,6 +345,16 @@ mod tests {
                 );
             }
         }
+        // 50 ms, a 20 ms closure, 50 ms: one word, heard.
+        let word = [
+            true, true, true, true, true, false, false, true, true, true, true, true,
+        ];
+        let mut fired = None;
+        for (i, loud) in word.into_iter().enumerate() {
+            let near = if loud { &LOUD } else { &SOFT };
+            fired = fired.or(feed(&mut v, true, loud, near, &SILENT, 500 + i as u64));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 500 }));
         // Armed off: nothing at all.
         for i in 0..20 {
             assert_eq!(feed(&mut v, false, true, &LOUD, &SILENT, i), None);

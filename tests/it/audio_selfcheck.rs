@@ -252,7 +252,9 @@ fn the_self_check_over_dbus() {
         .spawn()
         .expect("busctl");
     wait_for(Duration::from_secs(10), "the echo check to begin", || {
-        log().contains("echo check: playing the chirp").then_some(())
+        log()
+            .contains("echo check: playing the chirp")
+            .then_some(())
     });
     let o = bus.call("Start", &[]);
     let out = text(&o);
