@@ -11,9 +11,10 @@
 //! first sound if they stand far enough above it; voiced blocks need less. `min` of such blocks
 //! in a row fires once.
 
-/// How far above the residual echo a voiced block must be (10 dB), and any block (20 dB).
-const VOICED_MARGIN: f64 = 10.0;
-const ANY_MARGIN: f64 = 100.0;
+/// How far above the residual echo a voiced block must be (15 dB), and any block (30 dB):
+/// under a loaded CPU the residual jumps now and then, and 10/20 dB let one through a minute.
+const VOICED_MARGIN: f64 = 31.6;
+const ANY_MARGIN: f64 = 1000.0;
 /// The far end's level is held and decays by 2 dB per block: the echo arrives tens of ms after
 /// its reference and rings on in a room.
 const FAR_DECAY: f64 = 0.63;
@@ -251,8 +252,8 @@ mod tests {
             );
         }
         assert!(v.residual_db() < -30.0, "learned {:.1} dB", v.residual_db());
-        // The user, 12 dB under the far end (a fricative, not called a voice), over the echo.
-        let user = scaled(&LOUD, -12.0);
+        // The user, 3 dB under the far end (a fricative, not called a voice), over the echo.
+        let user = scaled(&LOUD, -3.0);
         let mut fired = None;
         for i in 1000..1006 {
             fired = fired.or(feed(&mut v, true, false, &user, &LOUD, i));

@@ -275,6 +275,14 @@ impl Playback {
             } else {
                 m.quiet.saturating_add(out.len())
             };
+            // The far end goes to the canceller before the device has it: its echo can then
+            // never reach the microphone ahead of it, however late this thread is scheduled.
+            let dropped = jitter::push(&mut self.reference, &m.buf[..period]);
+            if dropped > 0 {
+                self.shared
+                    .reference_dropped
+                    .fetch_add(dropped as u64, Relaxed);
+            }
             if let Some(why) = self.write(pcm, &io, m, period) {
                 return Some(why);
             }
@@ -294,12 +302,6 @@ impl Playback {
             m.written += period as u64;
             m.lifetime_written += period as u64;
             pace(m.started, m.written);
-            let dropped = jitter::push(&mut self.reference, &m.buf[..period]);
-            if dropped > 0 {
-                self.shared
-                    .reference_dropped
-                    .fetch_add(dropped as u64, Relaxed);
-            }
         }
     }
 

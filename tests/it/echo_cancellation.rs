@@ -114,10 +114,14 @@ fn child_echo_never_barges_in() {
         played += Duration::from_secs(seconds);
         answer += 1;
     }
-    let fired = engine.stats().local_barge_ins;
+    let stats = engine.stats();
+    let fired = stats.local_barge_ins;
     eprintln!(
-        "child: {} s of the assistant's speech in {answer} answers, echoed back at full volume: {fired} local barge-ins",
-        played.as_secs()
+        "child: {} s of the assistant's speech in {answer} answers, echoed back at full volume: {fired} local barge-ins (capture xruns {}, playback xruns {}, far-end samples skipped {})",
+        played.as_secs(),
+        stats.capture_xruns,
+        stats.playback_xruns,
+        stats.reference_dropped
     );
     assert_eq!(fired, 0, "the assistant's own echo barged in");
 
