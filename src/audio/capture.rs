@@ -166,9 +166,10 @@ impl Capture {
         // find it again, and local barge-in must not take the echo for a voice meanwhile.
         let xruns =
             self.shared.capture_xruns.load(Relaxed) + self.shared.playback_xruns.load(Relaxed);
-        let realigned = backlog > MAX_REFERENCE_BACKLOG || xruns != b.xruns_seen;
+        let trim = backlog > MAX_REFERENCE_BACKLOG;
+        let realigned = trim || xruns != b.xruns_seen;
         b.xruns_seen = xruns;
-        if realigned {
+        if trim {
             let skip = backlog - MAX_REFERENCE_BACKLOG;
             if let Ok(chunk) = self.reference.read_chunk(skip) {
                 chunk.commit_all();
@@ -341,6 +342,23 @@ mod tests {
             index: 0,
             xruns_seen: 0,
         }
+    }
+
+    /// An xrun with little far end queued realigns without trimming (and without underflow).
+    #[test]
+    fn an_xrun_with_a_short_backlog_skips_nothing() {
+        let shared = Arc::new(Shared::default());
+        let (mut capture, mut far, _frames) = capture(&shared);
+        let mut b = blocks();
+        assert_eq!(crate::audio::jitter::push(&mut far, &[7; BLOCK]), 0);
+        shared.playback_xruns.store(1, Relaxed);
+        capture.block(&mut b);
+        assert_eq!(shared.reference_dropped.load(Relaxed), 0);
+        assert_eq!(b.xruns_seen, 1);
+        assert_eq!(
+            b.far, [7; BLOCK],
+            "the queued far end was used, not skipped"
+        );
     }
 
     /// Outside a conversation the canceller does not run, yet the far end keeps draining so
