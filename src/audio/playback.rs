@@ -245,20 +245,12 @@ impl Playback {
             }
             let mut sound = fill.audio > 0;
             if let Some((e, pos)) = m.earcon {
-                let chime = self.earcons.get(e);
-                let n = (chime.len() - pos).min(out.len());
-                for (o, &c) in out.iter_mut().zip(&chime[pos..pos + n]) {
-                    *o = o.saturating_add(c);
-                }
-                m.earcon = (pos + n < chime.len()).then_some((e, pos + n));
+                let pos = mix_in(out, self.earcons.get(e), pos);
+                m.earcon = (pos < self.earcons.get(e).len()).then_some((e, pos));
                 sound = true;
             }
             if let Some((probe, pos)) = &mut m.probe {
-                let n = (probe.len() - *pos).min(out.len());
-                for (o, &c) in out.iter_mut().zip(&probe[*pos..*pos + n]) {
-                    *o = o.saturating_add(c);
-                }
-                *pos += n;
+                *pos = mix_in(out, probe, *pos);
                 sound = true;
                 if *pos >= probe.len() {
                     m.probe = None;
@@ -345,6 +337,16 @@ impl Playback {
         }
         None
     }
+}
+
+/// Adds `sound` from `pos` into `out` (earcons and self-check sounds over the assistant);
+/// returns the position after what was mixed.
+fn mix_in(out: &mut [i16], sound: &[i16], pos: usize) -> usize {
+    let n = sound.len().saturating_sub(pos).min(out.len());
+    for (o, &c) in out.iter_mut().zip(&sound[pos..pos + n]) {
+        *o = o.saturating_add(c);
+    }
+    pos + n
 }
 
 /// A device with no clock of its own (ALSA's `null`, a `file` plugin) takes samples as fast as

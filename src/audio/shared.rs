@@ -116,8 +116,7 @@ impl Shared {
     }
 
     pub fn problem(&self) -> Option<String> {
-        let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|p| p.clone());
-        match (get(&self.capture_problem), get(&self.playback_problem)) {
+        match (self.capture_problem(), self.playback_problem()) {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
         }
