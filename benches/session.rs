@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use testkit::audio_rig::{Asoundrc, Pulse, Slave};
 use testkit::bus::Bus;
 use testkit::proc::have;
+use testkit::procstat::{context_switches, cpu_seconds, peak_rss_mib};
 use testkit::signals::{ms, read_raw, rms, silence, tone, write_raw};
 use testkit::sim::SimProcess;
 use testkit::{wait_for, Proc};
@@ -64,53 +65,6 @@ fn field(line: &str, name: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// Voluntary and involuntary context switches of all of a process's threads, from /proc:
-/// each is a wake-up, and the thread hops per frame are what a small CPU pays for.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .map(|t| {
-            std::fs::read_to_string(t.path().join("status"))
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| {
-                    l.starts_with("voluntary_ctxt_switches")
-                        || l.starts_with("nonvoluntary_ctxt_switches")
-                })
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
 }
 
 /// Onsets (sample index) of sound after at least 300 ms of quiet, in 10 ms windows.

@@ -27,10 +27,10 @@ fn summary(label: &str, mut ms: Vec<f64>) {
     );
 }
 
-async fn connects() {
-    let sim = sim::start(SimOptions::default()).await;
+/// `CALLS` calls to the service at `base_url`, each from the offer to the data channel open.
+async fn connects(label: &str, base_url: String) {
     let mut config = Config::default();
-    config.api.base_url = sim.base_url();
+    config.api.base_url = base_url;
     config.transport.allow_loopback = true;
     config.transport.ice_servers = Vec::new();
     let config = Arc::new(config);
@@ -55,10 +55,7 @@ async fn connects() {
         })
         .await;
     }
-    summary(
-        "connect to the simulator on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
-        times,
-    );
+    summary(label, times);
 }
 
 fn opus_per_frame() {
@@ -90,5 +87,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(connects());
+    rt.block_on(async {
+        let sim = sim::start(SimOptions::default()).await;
+        connects(
+            "connect to the simulator on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
+            sim.base_url(),
+        )
+        .await;
+    });
+    // The same against a WebRTC stack we did not write, when aiortc is installed.
+    if testkit::aiortc::venv_python().exists() {
+        match testkit::aiortc::start_service() {
+            Ok((_service, url)) => rt.block_on(connects(
+                "connect to the aiortc service on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
+                url,
+            )),
+            Err(e) => println!("aiortc service: {e}"),
+        }
+    } else {
+        println!("aiortc: no target/venv (run `cargo test --test it aiortc_interop` once)");
+    }
 }

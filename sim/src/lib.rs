@@ -27,6 +27,9 @@ pub enum Reply {
     Echo,
     /// A 660 Hz tone as long as the speech heard (at least 500 ms).
     Tone,
+    /// WebRTC only: every 20 ms of the caller's audio is sent straight back, with no voice
+    /// detection and no responses: a continuous two-way call, for the benches.
+    Mirror,
 }
 
 /// How the simulator behaves; the CLI flags of `realtime-sim` fill this in.

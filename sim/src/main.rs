@@ -12,6 +12,8 @@ use realtime_sim::{server, Reply, Sim, SimOptions};
 enum ReplyArg {
     Echo,
     Tone,
+    /// WebRTC: the caller's audio straight back, continuously (no responses).
+    Mirror,
 }
 
 #[derive(Parser)]
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         reply: match cli.reply {
             ReplyArg::Echo => Reply::Echo,
             ReplyArg::Tone => Reply::Tone,
+            ReplyArg::Mirror => Reply::Mirror,
         },
         transcript: cli.transcript,
         strict_tokens: cli.strict_tokens,

@@ -19,7 +19,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::brain::{Brain, Mode, SimOutput};
 use super::live::{Conversation, LiveFront};
-use super::Sim;
+use super::{Reply, Sim};
 use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
 use realtime_voiced::transport::webrtc::media::{
     negotiated_opus, opus_track, receive_opus, OpusSender,
@@ -59,6 +59,7 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String, api: Api) -> Result<Answer
         relay_only: false,
         udp_addrs: vec!["127.0.0.1:0".to_owned()],
         loopback: true,
+        fast_ticks: true,
     };
     let pc = build_peer(&setup, events).await?;
     // The HTTP request may be abandoned mid-way; the peer must not outlive it then.
@@ -220,7 +221,15 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
                 Some(DataChannelEvent::OnClose) | None => break "the caller closed the data channel".to_owned(),
                 _ => {}
             },
-            Some(frame) = pcm_rx.recv() => brain.on_audio(&frame, Instant::now()),
+            Some(frame) = pcm_rx.recv() => {
+                if sim.options.reply == Reply::Mirror {
+                    if let Err(e) = opus.send(&frame, Instant::now()).await {
+                        debug!(call = %call.id, "{e}");
+                    }
+                } else {
+                    brain.on_audio(&frame, Instant::now());
+                }
+            }
             Some(track) = call.watch.tracks.recv() => {
                 let tx = pcm_tx.clone();
                 let mut frame = [0i16; FRAME_SAMPLES];

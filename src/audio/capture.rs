@@ -126,33 +126,42 @@ impl Capture {
                     Trouble::Lost(why) => return Some(why),
                 },
             }
-            match io.readi(&mut b.block[b.filled..]) {
-                Ok(n) => {
-                    if first && n > 0 {
-                        first = false;
-                        // Stream time starts with its first samples, which a sound server
-                        // may deliver a while after the open.
-                        if let Ok(mut epoch) = self.shared.capture_epoch.lock() {
-                            *epoch = Some(Instant::now());
+            // A wake-up comes every `avail_min` (two periods): read all it brought, a block at
+            // a time, and no more than the device buffer holds (a clock-less device always has
+            // more).
+            for _ in 0..pcm.buffer.div_ceil(BLOCK) + 1 {
+                match io.readi(&mut b.block[b.filled..]) {
+                    Ok(n) => {
+                        if first && n > 0 {
+                            first = false;
+                            // Stream time starts with its first samples, which a sound server
+                            // may deliver a while after the open.
+                            if let Ok(mut epoch) = self.shared.capture_epoch.lock() {
+                                *epoch = Some(Instant::now());
+                            }
+                            debug!(device = %self.device, samples = n, "capture stream running");
                         }
-                        debug!(device = %self.device, samples = n, "capture stream running");
-                    }
-                    b.filled += n;
-                    if b.filled == BLOCK {
+                        b.filled += n;
+                        if b.filled < BLOCK {
+                            break;
+                        }
                         b.filled = 0;
                         self.block(b);
                         b.index += 1;
                         blocks += 1;
                         pace(opened, blocks);
                     }
-                }
-                Err(e) => match device::trouble(&pcm.pcm, e) {
-                    Trouble::Again => {}
-                    Trouble::Xrun => {
-                        self.shared.capture_xruns.fetch_add(1, Relaxed);
+                    Err(e) => {
+                        match device::trouble(&pcm.pcm, e) {
+                            Trouble::Again => {}
+                            Trouble::Xrun => {
+                                self.shared.capture_xruns.fetch_add(1, Relaxed);
+                            }
+                            Trouble::Lost(why) => return Some(why),
+                        }
+                        break;
                     }
-                    Trouble::Lost(why) => return Some(why),
-                },
+                }
             }
         }
     }
@@ -299,15 +308,21 @@ impl Capture {
 }
 
 /// A device with no clock of its own (ALSA's `null`, a `file` plugin) delivers as fast as it is
-/// read; keep such a device from spinning a core. A real card is never this far ahead: its clock
-/// differs from ours by well under 1 %.
+/// read; keep it to real time, as a card would be, so that it neither spins a core nor floods
+/// the transport with frames it then drops. A card cannot deliver sound before it was recorded:
+/// only a clock-less device is ever this far ahead of ours.
 fn pace(opened: Instant, blocks: u64) {
     let audio = Duration::from_millis(blocks * 10);
     let elapsed = opened.elapsed();
-    if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(early) = audio.checked_sub(elapsed + CLOCKLESS_SLACK + elapsed / 100) {
+        // One block more than needed, so that the thread sleeps every other block, as a card's
+        // `avail_min` of two periods would wake it.
+        std::thread::sleep(early + Duration::from_millis(10));
     }
 }
+
+/// How far ahead of the wall clock a device may run before it is taken for one with no clock.
+const CLOCKLESS_SLACK: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {

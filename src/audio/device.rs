@@ -10,6 +10,8 @@ use super::SAMPLE_RATE;
 
 /// Periods in the device buffer: enough to ride out a scheduling hiccup, few enough for latency.
 pub const PERIODS: usize = 4;
+/// Periods between two wake-ups of a device's thread.
+const WAKE_PERIODS: alsa::pcm::Frames = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -107,7 +109,10 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
     };
     {
         let sw = pcm.sw_params_current().map_err(format_err)?;
-        sw.set_avail_min(period).map_err(format_err)?;
+        // Woken every two periods, not every one: half the wake-ups for the same buffer (the
+        // capture thread reads all that is there, playback writes until the buffer is full).
+        let wake = (period * WAKE_PERIODS).min(buffer / 2).max(period);
+        sw.set_avail_min(wake).map_err(format_err)?;
         // Playback starts as soon as a period is queued; capture on the first read.
         let start = if side == Side::Playback { period } else { 1 };
         sw.set_start_threshold(start).map_err(format_err)?;

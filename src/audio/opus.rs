@@ -18,6 +18,9 @@ fn err(context: &str, e: audiopus::Error) -> OpusError {
     OpusError(format!("{context}: {e}"))
 }
 
+/// The encoder's complexity (0–10).
+pub const COMPLEXITY: u8 = 5;
+
 pub struct OpusEncoder {
     inner: Encoder,
 }
@@ -36,6 +39,12 @@ impl OpusEncoder {
         inner
             .set_packet_loss_perc(5)
             .map_err(|e| err("packet loss", e))?;
+        // Speech is coded by SILK, whose analysis at libopus's default complexity (9) made Opus
+        // the largest single cost of a call (BENCHMARKS.md, "A two-way call"); 5 is what
+        // WebRTC uses on ARM phones.
+        inner
+            .set_complexity(COMPLEXITY)
+            .map_err(|e| err("complexity", e))?;
         Ok(OpusEncoder { inner })
     }
 

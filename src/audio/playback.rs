@@ -293,7 +293,7 @@ impl Playback {
             }
             m.written += period as u64;
             m.lifetime_written += period as u64;
-            pace(m.started, m.written);
+            pace(m.started, m.written, pcm.buffer);
         }
     }
 
@@ -350,12 +350,19 @@ fn mix_in(out: &mut [i16], sound: &[i16], pos: usize) -> usize {
 }
 
 /// A device with no clock of its own (ALSA's `null`, a `file` plugin) takes samples as fast as
-/// they come; keep such a device near real time so that buffering, drain and earcon timing
-/// behave as on a card. A real card is never this far ahead: its clock is within 1 % of ours.
-fn pace(started: Instant, written: u64) {
+/// they come; keep it to real time, as a card would be, so that buffering, drain and earcon
+/// timing behave as on a card and the thread writes one period per period. A card is never
+/// further ahead than its buffer (plus clock drift well under 1 %).
+fn pace(started: Instant, written: u64, buffer: usize) {
     let audio = Duration::from_micros(written * 1_000_000 / u64::from(SAMPLE_RATE));
+    let buffered = Duration::from_micros(buffer as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
     let elapsed = started.elapsed();
-    if audio > elapsed + Duration::from_secs(2) + elapsed / 100 {
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(early) = audio.checked_sub(elapsed + buffered + CLOCKLESS_SLACK + elapsed / 100) {
+        // A period more than needed: the thread sleeps every other period, as a card's
+        // `avail_min` of two periods would wake it.
+        std::thread::sleep(early + Duration::from_millis(10));
     }
 }
+
+/// How far beyond its buffer a device may take samples before it is taken for one with no clock.
+const CLOCKLESS_SLACK: Duration = Duration::from_millis(50);

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod link;
 pub mod own_process;
 pub mod proc;
+pub mod procstat;
 pub mod signals;
 pub mod sim;
 pub mod speaker;

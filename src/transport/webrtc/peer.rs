@@ -45,6 +45,11 @@ pub struct PeerSetup {
     pub udp_addrs: Vec<String>,
     /// Loopback calls: keep loopback candidates (the simulator, tests).
     pub loopback: bool,
+    /// A stand-in service on loopback: the ICE agent ticks every 20 ms once connected (and
+    /// checks consent as often), not every 200. webrtc-rs 0.21 sends what it queues while
+    /// handling its own events (the DTLS client's SCTP INIT) only at its next wake-up, which a
+    /// real service does not make anyone wait for.
+    pub fast_ticks: bool,
 }
 
 impl PeerSetup {
@@ -100,6 +105,7 @@ impl PeerSetup {
             relay_only: t.ice_transport_policy == IcePolicy::Relay,
             udp_addrs,
             loopback: t.allow_loopback,
+            fast_ticks: false,
         }
     }
 }
@@ -259,6 +265,15 @@ pub async fn build_peer(
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(
             SctpMaxMessageSize::MAX_MESSAGE_SIZE,
         ));
+    if setup.fast_ticks {
+        settings = settings
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED),
+                Some(ICE_FAILED),
+                Some(Duration::from_millis(20)),
+            )
+            .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(ICE_CHECKS * 5));
+    }
     if setup.loopback {
         settings = settings
             .with_include_loopback_candidate(true)
@@ -315,6 +330,11 @@ pub async fn wait_connected(
 ) -> Result<Vec<String>, String> {
     let mut open = false;
     let mut early = Vec::new();
+    // webrtc-rs 0.21 queues the data channel's OPEN when SCTP comes up but sends it only at its
+    // driver's next wake-up: on a quiet connection the ICE agent's tick, up to 200 ms later.
+    // Any call that wakes the driver sends it; this one sets what is already set.
+    let mut kick = tokio::time::interval(DRIVER_KICK);
+    kick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let current = *state.borrow_and_update();
         match current {
@@ -347,9 +367,15 @@ pub async fn wait_connected(
             changed = state.changed() => if changed.is_err() {
                 return Err("the peer connection stopped".into());
             },
+            _ = kick.tick(), if !open => {
+                let _ = channel.set_buffered_amount_low_threshold(0).await;
+            }
         }
     }
 }
+
+/// How often [`wait_connected`] wakes webrtc-rs's driver until the data channel is open.
+const DRIVER_KICK: Duration = Duration::from_millis(5);
 
 /// Closes a peer connection that nobody else will: dropping one leaves its driver running.
 pub struct CloseOnDrop(pub Option<Arc<dyn PeerConnection>>);
