@@ -10,6 +10,11 @@
 //!   clock-less devices itself);
 //! - the aiortc client.
 //!
+//! The simulator checks ICE consent at webrtc-rs's pace (`--slow-ice`), not every 20 ms, so
+//! that its STUN requests do not wake the callers 50 times a second, which a service would not
+//! do; calls then come up about 200 ms later than with the default simulator, so Start ->
+//! listening is measured by `cargo bench --bench webrtc_connect` and the session bench.
+//!
 //! Echo cancellation and noise suppression on, local barge-in off (the mirrored tone would
 //! otherwise be the user talking over the reply). Each process is measured over the same
 //! window, after a warm-up that is reported on its own: CPU (% of one core, from `/proc`),
@@ -179,7 +184,7 @@ fn run_daemon(
         .reads_file("rtv_mic", mic_slave, &mic_raw)
         .writes_file("rtv_speaker", speaker_slave, &speaker_raw)
         .write(d);
-    let sim = SimProcess::start(d, 0, &["--reply", "mirror"]);
+    let sim = SimProcess::start(d, 0, &["--reply", "mirror", "--slow-ice"]);
     let config = d.join("daemon.toml");
     std::fs::write(
         &config,
@@ -272,7 +277,7 @@ fn run_aiortc(d: &Path, talk: &Path, o: &Options) -> Option<Figures> {
         );
         return None;
     }
-    let sim = SimProcess::start(d, 0, &["--reply", "mirror"]);
+    let sim = SimProcess::start(d, 0, &["--reply", "mirror", "--slow-ice"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/aiortc_client.py");
     let out = Command::new("timeout")
         .arg((o.seconds + WARM_UP_S + 60).to_string())

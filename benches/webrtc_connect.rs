@@ -28,7 +28,7 @@ fn summary(label: &str, mut ms: Vec<f64>) {
 }
 
 /// `CALLS` calls to the service at `base_url`, each from the offer to the data channel open.
-async fn connects(label: &str, base_url: String) {
+async fn connects(label: &str, base_url: String, token: &str) {
     let mut config = Config::default();
     config.api.base_url = base_url;
     config.transport.allow_loopback = true;
@@ -44,7 +44,7 @@ async fn connects(label: &str, base_url: String) {
         );
         let dialect = Arc::new(RealtimeGa::new(config.clone(), TransportKind::Webrtc));
         let started = Instant::now();
-        let link = webrtc::connect(&ctx, dialect, &Secret::new("bench"))
+        let link = webrtc::connect(&ctx, dialect, &Secret::new(token))
             .await
             .expect("connect");
         times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -79,9 +79,50 @@ fn opus_per_frame() {
     );
 }
 
+/// Encode cost by complexity on speech (what the daemon sends) and on a steady tone: the two
+/// are coded differently, and a tone's figure says little about a call.
+fn opus_complexity() {
+    use audiopus::coder::Encoder;
+    use audiopus::{Application, Bitrate, Channels, SampleRate};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let talk = testkit::signals::speech(
+        dir.path(),
+        "The kitchen light is on, the oven is warm, and the kettle has just boiled.",
+    );
+    let tone = testkit::signals::tone(440.0, 8000.0, talk.len());
+    for (what, signal) in [("speech", &talk), ("440 Hz tone", &tone)] {
+        for complexity in [9u8, realtime_voiced::audio::opus::COMPLEXITY] {
+            let Ok(mut enc) = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip)
+            else {
+                return;
+            };
+            let _ = enc.set_bitrate(Bitrate::BitsPerSecond(32_000));
+            let _ = enc.set_inband_fec(true);
+            let _ = enc.set_packet_loss_perc(5);
+            let _ = enc.set_complexity(complexity);
+            let mut packet = [0u8; MAX_PACKET];
+            let (mut frames, mut bytes) = (0usize, 0usize);
+            let started = Instant::now();
+            for _ in 0..5 {
+                for frame in signal.chunks_exact(FRAME_SAMPLES) {
+                    bytes += enc.encode(frame, &mut packet).unwrap_or(0);
+                    frames += 1;
+                }
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / frames as f64;
+            println!(
+                "opus encode, {what}, complexity {complexity}: {per:.1} µs/frame ({:.2}% of real time), {:.0} bytes/packet",
+                per / 200.0,
+                bytes as f64 / frames as f64
+            );
+        }
+    }
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     opus_per_frame();
+    opus_complexity();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,6 +133,7 @@ fn main() {
         connects(
             "connect to the simulator on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
             sim.base_url(),
+            "bench",
         )
         .await;
     });
@@ -101,6 +143,8 @@ fn main() {
             Ok((_service, url)) => rt.block_on(connects(
                 "connect to the aiortc service on 127.0.0.1 (offer+POST+ICE+DTLS+SCTP+channel open)",
                 url,
+                // The one token the stand-in accepts (tests/peers/aiortc_service.py).
+                "test-ephemeral-token",
             )),
             Err(e) => println!("aiortc service: {e}"),
         }

@@ -72,6 +72,11 @@ pub struct SimOptions {
     /// Notice speech this long after it starts, as a service a network away does (its
     /// detection plus the round trip); 0 notices it at once.
     pub speech_start_delay_ms: u64,
+    /// ICE ticks (and consent checks) at webrtc-rs's pace, every 200 ms once connected, rather
+    /// than every 20 ms. Calls then come up about 200 ms later (webrtc-rs sends the SCTP INIT
+    /// at its next tick), but the caller is not woken by 50 consent checks a second, which a
+    /// service does not send: for measuring the caller's wake-ups.
+    pub slow_ice: bool,
 }
 
 impl Default for SimOptions {
@@ -93,6 +98,7 @@ impl Default for SimOptions {
             race_responses: 0,
             session_expired_after_ms: None,
             speech_start_delay_ms: 0,
+            slow_ice: false,
         }
     }
 }

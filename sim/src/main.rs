@@ -76,6 +76,10 @@ struct Cli {
     /// Notice speech this many milliseconds after it starts, as a service a network away does.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     speech_start_delay_ms: u64,
+    /// WebRTC: ICE ticks and consent checks every 200 ms (webrtc-rs's default) instead of every
+    /// 20 ms; calls come up about 200 ms later.
+    #[arg(long)]
+    slow_ice: bool,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         race_responses: cli.race_responses,
         session_expired_after_ms: cli.session_expired_after_ms,
         speech_start_delay_ms: cli.speech_start_delay_ms,
+        slow_ice: cli.slow_ice,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

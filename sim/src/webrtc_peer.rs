@@ -59,7 +59,7 @@ pub async fn answer(sim: Arc<Sim>, offer_sdp: String, api: Api) -> Result<Answer
         relay_only: false,
         udp_addrs: vec!["127.0.0.1:0".to_owned()],
         loopback: true,
-        fast_ticks: true,
+        fast_ticks: !sim.options.slow_ice,
     };
     let pc = build_peer(&setup, events).await?;
     // The HTTP request may be abandoned mid-way; the peer must not outlive it then.
