@@ -310,6 +310,22 @@ fn run_aiortc(d: &Path, talk: &Path, o: &Options) -> Option<Figures> {
     })
 }
 
+/// One round's line; `ready` names what `start_to_listening_ms` measured for that client.
+fn print_run(run: usize, setup: &str, ready: &str, f: &Figures) {
+    println!(
+        "run {} {:<18} CPU {:5.2} % (warm-up {:5.2} %), {:4.0} switches/s, RSS {:5.1} MiB, \
+         {ready} in {:3.0} ms, audio {:3.0} %",
+        run + 1,
+        setup,
+        f.cpu_pct,
+        f.warm_up_cpu_pct,
+        f.switches_per_s,
+        f.peak_rss_mib,
+        f.start_to_listening_ms,
+        f.audio_pct
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -346,18 +362,7 @@ fn main() {
                 p.join(format!("call-{}.data", devices.label().replace('/', "-")))
             });
             let f = run_daemon(dir.path(), &talk, devices, &o, perf.as_deref());
-            println!(
-                "run {} {:<18} CPU {:5.2} % (warm-up {:5.2} %), {:4.0} switches/s, RSS {:5.1} MiB, \
-                 listening in {:3.0} ms, audio {:3.0} %",
-                run + 1,
-                setups[i],
-                f.cpu_pct,
-                f.warm_up_cpu_pct,
-                f.switches_per_s,
-                f.peak_rss_mib,
-                f.start_to_listening_ms,
-                f.audio_pct
-            );
+            print_run(run, setups[i], "listening", &f);
             if run + 1 == o.runs {
                 for (name, k, cpu, sw) in &f.by_thread {
                     println!("      {name:<18} x{k:<2} {cpu:5.2} % {sw:6.0} switches/s");
@@ -377,18 +382,7 @@ fn main() {
             continue;
         }
         if let Some(f) = run_aiortc(dir.path(), &talk_raw, &o) {
-            println!(
-                "run {} {:<18} CPU {:5.2} % (warm-up {:5.2} %), {:4.0} switches/s, RSS {:5.1} MiB, \
-                 connected in {:3.0} ms, audio {:3.0} %",
-                run + 1,
-                setups[2],
-                f.cpu_pct,
-                f.warm_up_cpu_pct,
-                f.switches_per_s,
-                f.peak_rss_mib,
-                f.start_to_listening_ms,
-                f.audio_pct
-            );
+            print_run(run, setups[2], "connected", &f);
             results[2].push(f);
         }
     }
