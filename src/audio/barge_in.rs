@@ -15,15 +15,22 @@
 /// under a loaded CPU the residual jumps now and then, and 10/20 dB let one through a minute.
 const VOICED_MARGIN: f64 = 31.6;
 const ANY_MARGIN: f64 = 1000.0;
-/// The far end's level is held and decays by 2 dB per block: the echo arrives tens of ms after
-/// its reference and rings on in a room.
+/// The far end's level is its loudest over the last blocks, then decays by 2 dB per block: the
+/// echo arrives up to `FAR_HOLD` blocks after its reference (both devices' buffers and any sound
+/// server between them) and rings on in a room.
 const FAR_DECAY: f64 = 0.63;
+const FAR_HOLD: usize = 10;
 /// The residual ratio rises by 3 dB a second when the cleaned microphone is above it (so that
 /// it follows a changed room), and moves a tenth of the way down (in dB) when below.
 const RISE_PER_BLOCK: f64 = 1.0069;
 const FALL_SHARE: f64 = 0.1;
 /// A far end below -60 dBFS (as a mean square) teaches nothing about the residual.
 const FAR_FLOOR: f64 = 1073.7;
+/// Nor does a cleaned block below -80 dBFS: the canceller's suppressor gated it rather than
+/// cancelled it, and the next block may leak. (A real microphone's own noise is far above
+/// this; only a digital loop is this quiet, and learning from its silence taught a residual
+/// of -100 dB that any leak then outshouted.)
+const GATED: f64 = 10.7;
 
 /// The detector's settings and its run of the user's blocks.
 pub struct LocalVoice {
@@ -41,6 +48,9 @@ pub struct LocalVoice {
     history: [f64; HISTORY],
     /// The far end's recent level (mean square, held).
     far_level: f64,
+    /// The far end's last blocks' mean squares.
+    far_recent: [f64; FAR_HOLD],
+    far_blocks: usize,
     /// The residual echo as a share of `far_level` (1.0 until the canceller is seen working).
     residual: f64,
 }
@@ -88,6 +98,8 @@ impl LocalVoice {
             fired: false,
             history: [0.0; HISTORY],
             far_level: 0.0,
+            far_recent: [0.0; FAR_HOLD],
+            far_blocks: 0,
             residual: 1.0,
         }
     }
@@ -102,7 +114,10 @@ impl LocalVoice {
         // No far end yet for this block (playback hands it over a period at a time, and may be
         // late): judge it against the level held so far, undecayed, and learn nothing from it.
         if !b.far_missing {
-            self.far_level = mean_square(b.far).max(self.far_level * FAR_DECAY);
+            self.far_recent[self.far_blocks % FAR_HOLD] = mean_square(b.far);
+            self.far_blocks = self.far_blocks.wrapping_add(1);
+            let loudest = self.far_recent.iter().copied().fold(0.0, f64::max);
+            self.far_level = loudest.max(self.far_level * FAR_DECAY);
         }
         let expected = self.far_level * self.residual;
         let user = energy >= self.min_mean_square
@@ -148,7 +163,7 @@ impl LocalVoice {
     }
 
     fn learn(&mut self, energy: f64) {
-        if self.far_level < FAR_FLOOR {
+        if self.far_level < FAR_FLOOR || energy < GATED {
             return;
         }
         let ratio = (energy / self.far_level).max(1e-12);
@@ -259,6 +274,45 @@ mod tests {
             fired = fired.or(feed(&mut v, true, false, &user, &LOUD, i));
         }
         assert_eq!(fired, Some(Fired { onset_block: 1000 }));
+    }
+
+    /// A canceller that gates most of the echo to digital silence and lets the rest through
+    /// 25 dB down: the silence teaches nothing, the leaks set the residual, and they never
+    /// fire; a voice at the far end's level over it does.
+    #[test]
+    fn gated_silence_teaches_nothing() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let leak = scaled(&LOUD, -25.0);
+        for i in 0..1000 {
+            let near = if i % 9 == 0 { &leak } else { &SILENT };
+            assert_eq!(feed(&mut v, true, true, near, &LOUD, i), None, "block {i}");
+        }
+        let db = v.residual_db();
+        assert!((-27.0..-23.0).contains(&db), "learned {db:.1} dB");
+        let mut fired = None;
+        for i in 1000..1006 {
+            fired = fired.or(feed(&mut v, true, true, &LOUD, &LOUD, i));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 1000 }));
+    }
+
+    /// Syllables of the far end, their echo 80 ms late and barely cancelled (10 dB down) after
+    /// a residual of 20 dB was learned: the echo's tail, after its syllable has ended, is
+    /// still judged against that syllable.
+    #[test]
+    fn a_late_echo_is_judged_against_its_syllable() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let leak = scaled(&LOUD, -20.0);
+        for i in 0..300 {
+            feed(&mut v, false, false, &leak, &LOUD, i);
+        }
+        let echo = scaled(&LOUD, -10.0);
+        for i in 300..1000u64 {
+            // 120 ms syllables every 300 ms; the echo 8 blocks behind.
+            let far = if i % 30 < 12 { &LOUD } else { &SILENT };
+            let near = if (i - 8) % 30 < 12 { &echo } else { &SILENT };
+            assert_eq!(feed(&mut v, true, true, near, far, i), None, "block {i}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::SAMPLE_RATE;
 
 /// Periods in the device buffer: enough to ride out a scheduling hiccup, few enough for latency.
 pub const PERIODS: usize = 4;
-/// Periods between two wake-ups of a device's thread.
+/// Periods between two wake-ups of the playback thread.
 const WAKE_PERIODS: alsa::pcm::Frames = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,9 +109,16 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
     };
     {
         let sw = pcm.sw_params_current().map_err(format_err)?;
-        // Woken every two periods, not every one: half the wake-ups for the same buffer (the
-        // capture thread reads all that is there, playback writes until the buffer is full).
-        let wake = (period * WAKE_PERIODS).min(buffer / 2).max(period);
+        // Playback is woken every two periods, not every one: half the wake-ups for the same
+        // buffer (it writes until the buffer is full). Capture is woken every period: read two
+        // at a time, the far end it is cancelled against arrives in bursts that the canceller
+        // follows less well, and a minute of echo then barged in once or twice.
+        let wake_periods = if side == Side::Playback {
+            WAKE_PERIODS
+        } else {
+            1
+        };
+        let wake = (period * wake_periods).min(buffer / 2).max(period);
         sw.set_avail_min(wake).map_err(format_err)?;
         // Playback starts as soon as a period is queued; capture on the first read.
         let start = if side == Side::Playback { period } else { 1 };
