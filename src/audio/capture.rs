@@ -126,9 +126,9 @@ impl Capture {
                     Trouble::Lost(why) => return Some(why),
                 },
             }
-            // A wake-up comes every `avail_min` (two periods): read all it brought, a block at
-            // a time, and no more than the device buffer holds (a clock-less device always has
-            // more).
+            // A wake-up may bring more than a period (a sound server delivers in bursts): read
+            // all it brought, a block at a time, and no more than the device buffer holds (a
+            // clock-less device always has more).
             for _ in 0..pcm.buffer.div_ceil(BLOCK) + 1 {
                 match io.readi(&mut b.block[b.filled..]) {
                     Ok(n) => {
@@ -315,8 +315,7 @@ fn pace(opened: Instant, blocks: u64) {
     let audio = Duration::from_millis(blocks * 10);
     let elapsed = opened.elapsed();
     if let Some(early) = audio.checked_sub(elapsed + CLOCKLESS_SLACK + elapsed / 100) {
-        // One block more than needed, so that the thread sleeps every other block, as a card's
-        // `avail_min` of two periods would wake it.
+        // One block more than needed: the thread then sleeps every other block, not every one.
         std::thread::sleep(early + Duration::from_millis(10));
     }
 }

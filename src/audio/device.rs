@@ -111,8 +111,9 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
         let sw = pcm.sw_params_current().map_err(format_err)?;
         // Playback is woken every two periods, not every one: half the wake-ups for the same
         // buffer (it writes until the buffer is full). Capture is woken every period: read two
-        // at a time, the far end it is cancelled against arrives in bursts that the canceller
-        // follows less well, and a minute of echo then barged in once or twice.
+        // at a time, the far end it is cancelled against arrives in bursts, the canceller now
+        // and then found the echo late and took only 10-12 dB off it, and a minute of echo
+        // barged in once in about one run in four (BENCHMARKS.md, "Local barge-in").
         let wake_periods = if side == Side::Playback {
             WAKE_PERIODS
         } else {
