@@ -173,7 +173,7 @@ impl LocalVoice {
     /// The residual echo the next block is judged against, as a share of the far end, in dB
     /// (for the log and the tests).
     pub fn residual_db(&self) -> f64 {
-        10.0 * self.share().max(MIN_SHARE).log10()
+        10.0 * self.share().log10()
     }
 
     fn share(&self) -> f64 {
@@ -349,6 +349,146 @@ mod tests {
                 None,
                 "syllable {syllable}, block {k}"
             );
+        }
+    }
+
+    #[test]
+    fn a_realigned_far_end_forgets_what_was_learned() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let residual = scaled(&LOUD, -35.0);
+        for i in 0..300 {
+            feed(&mut v, false, false, &residual, &LOUD, i);
+        }
+        assert!(v.residual_db() < -30.0);
+        v.block(&Block {
+            armed: true,
+            voiced: true,
+            near: &LOUD,
+            far: &LOUD,
+            realigned: true,
+            far_missing: false,
+            index: 300,
+        });
+        assert!(v.residual_db() > -1.0, "{}", v.residual_db());
+    }
+
+    #[test]
+    fn a_late_far_end_is_judged_against_the_level_held() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let residual = scaled(&LOUD, -35.0);
+        for i in 0..300 {
+            feed(&mut v, true, false, &residual, &LOUD, i);
+        }
+        // Playback is late: the echo arrives, 25 dB down, with no far end beside it.
+        let late_echo = scaled(&LOUD, -25.0);
+        for i in 300..320 {
+            let fired = v.block(&Block {
+                armed: true,
+                voiced: true,
+                near: &late_echo,
+                far: &SILENT,
+                realigned: false,
+                far_missing: true,
+                index: i,
+            });
+            assert_eq!(fired, None);
+        }
+        assert!(v.residual_db() < -30.0, "nothing learned from it");
+    }
+
+    #[test]
+    fn the_onset_is_where_the_word_began_not_where_it_was_first_loud_enough() {
+        let mut v = LocalVoice::new(-40.0, 100);
+        const RISING: [i16; 480] = [1500; 480]; // 6 dB under LOUD: the soft start
+        for i in 0..20 {
+            assert_eq!(feed(&mut v, true, false, &SILENT, &SILENT, i), None);
+        }
+        // Three soft-start blocks under the threshold, then the voice.
+        let soft_start = scaled(&RISING, -30.0);
+        for i in 20..23 {
+            assert_eq!(feed(&mut v, true, false, &soft_start, &SILENT, i), None);
+        }
+        let mut fired = None;
+        for i in 23..40 {
+            fired = fired.or(feed(&mut v, true, true, &LOUD, &SILENT, i));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 23 }));
+    }
+
+    #[test]
+    fn quiet_sounds_and_short_bursts_do_not_fire() {
+        let mut v = LocalVoice::new(-40.0, 100);
+        for i in 0..100 {
+            // Under the threshold, voiced or not.
+            assert_eq!(feed(&mut v, true, true, &SOFT, &SILENT, i), None);
+        }
+        // Loud bursts of 50 ms with 50 ms gaps: never 100 ms of sound.
+        for burst in 0..20u64 {
+            for i in 0..5 {
+                assert_eq!(
+                    feed(&mut v, true, true, &LOUD, &SILENT, burst * 10 + i),
+                    None
+                );
+            }
+            for i in 5..10 {
+                assert_eq!(
+                    feed(&mut v, true, false, &SOFT, &SILENT, burst * 10 + i),
+                    None
+                );
+            }
+        }
+        // 50 ms, a 20 ms closure, 50 ms: one word, heard.
+        let word = [
+            true, true, true, true, true, false, false, true, true, true, true, true,
+        ];
+        let mut fired = None;
+        for (i, loud) in word.into_iter().enumerate() {
+            let near = if loud { &LOUD } else { &SOFT };
+            fired = fired.or(feed(&mut v, true, loud, near, &SILENT, 500 + i as u64));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 500 }));
+        // Armed off: nothing at all.
+        for i in 0..20 {
+            assert_eq!(feed(&mut v, false, true, &LOUD, &SILENT, i), None);
+        }
+    }
+
+    /// A canceller that gates most of the echo to digital silence and lets the rest through
+    /// 25 dB down: the leaks, not the silence, set the residual judged against, and they
+    /// never fire; a voice at the far end's level over it does.
+    #[test]
+    fn the_leaks_not_the_gated_silence_set_the_residual() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let leak = scaled(&LOUD, -25.0);
+        for i in 0..1000 {
+            let near = if i % 9 == 0 { &leak } else { &SILENT };
+            assert_eq!(feed(&mut v, true, true, near, &LOUD, i), None, "block {i}");
+        }
+        let db = v.residual_db();
+        assert!((-27.0..-23.0).contains(&db), "learned {db:.1} dB");
+        let mut fired = None;
+        for i in 1000..1006 {
+            fired = fired.or(feed(&mut v, true, true, &LOUD, &LOUD, i));
+        }
+        assert_eq!(fired, Some(Fired { onset_block: 1000 }));
+    }
+
+    /// Syllables of the far end, their echo 80 ms late and barely cancelled (10 dB down) after
+    /// a residual of 20 dB was learned: the echo's tail, after its syllable has ended, never
+    /// fires (the leak is remembered, and the far end's level is held).
+    #[test]
+    fn a_late_echo_is_judged_against_its_syllable() {
+        let mut v = LocalVoice::new(-40.0, 60);
+        let leak = scaled(&LOUD, -20.0);
+        for i in 0..300 {
+            feed(&mut v, false, false, &leak, &LOUD, i);
+        }
+        let echo = scaled(&LOUD, -10.0);
+        for i in 300..1000u64 {
+            // 120 ms syllables every 300 ms; the echo 8 blocks behind.
+            let far = if i % 30 < 12 { &LOUD } else { &SILENT };
+            let near = if (i - 8) % 30 < 12 { &echo } else { &SILENT };
+            assert_eq!(feed(&mut v, true, true, near, far, i), None, "block {i}");
         }
     }
 }
