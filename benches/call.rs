@@ -18,12 +18,14 @@
 //! Echo cancellation and noise suppression on, local barge-in off (the mirrored tone would
 //! otherwise be the user talking over the reply). Each process is measured over the same
 //! window, after a warm-up that is reported on its own: CPU (% of one core, from `/proc`),
-//! context switches per second (all threads), peak RSS, and for the daemon the same by thread.
+//! context switches per second (all threads), peak RSS, and for the daemon the same by thread
+//! and the delay it adds each way (`Stats`: `mic_to_wire_ms`, `wire_to_speaker_ms`).
 //!
 //! `cargo bench --bench call` (root; PulseAudio, dbus-daemon; aiortc in target/venv, which
 //! `cargo test --test it aiortc_interop` installs). Options after `--`: `--runs N` (3),
 //! `--seconds S` (30), `--only pulse,file-null,aiortc` (a subset), `--perf DIR` (records each device setup's first run with
-//! `perf record -e cpu-clock` into DIR and prints the split by library and by thread).
+//! `perf record -e cpu-clock` into DIR and prints the split by library and by thread),
+//! `--audio 'period_ms = 5; jitter_buffer_ms = 20'` (more `[audio]` settings for the daemon).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,6 +67,14 @@ struct Figures {
     peak_rss_mib: f64,
     /// Share of the window's 20 ms blocks at the speaker (or received) with sound in them.
     audio_pct: f64,
+    /// The daemon's own `Stats` at the end of the window: the delay it adds each way
+    /// (median, 95th percentile; NaN for aiortc).
+    mic_to_wire_ms: (f64, f64),
+    wire_to_speaker_ms: (f64, f64),
+    /// Times the jitter buffer ran dry mid-answer, and pauses it cut short to bring the delay
+    /// back down (ms; the daemon's `Stats`).
+    underruns: f64,
+    shed_ms: f64,
     /// Per thread name: threads, % of a core, switches per second.
     by_thread: Vec<(String, usize, f64, f64)>,
 }
@@ -77,6 +87,8 @@ struct Options {
     pulse: bool,
     file_null: bool,
     aiortc: bool,
+    /// More `[audio]` settings for the daemon, e.g. `period_ms = 5; jitter_buffer_ms = 20`.
+    audio: String,
 }
 
 fn options() -> Options {
@@ -87,6 +99,7 @@ fn options() -> Options {
         pulse: true,
         file_null: true,
         aiortc: true,
+        audio: String::new(),
     };
     let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -96,6 +109,7 @@ fn options() -> Options {
             "--seconds" => o.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(30),
             "--perf" => o.perf = args.next().map(PathBuf::from),
             "--only" => only.extend(args.next()),
+            "--audio" => o.audio = args.next().unwrap_or_default().replace(';', "\n"),
             _ => {} // cargo's own `--bench`
         }
     }
@@ -192,8 +206,9 @@ fn run_daemon(
             "[api]\nbase_url = \"{}\"\n[session]\nidle_timeout_s = 0\n[transport]\nallow_loopback = true\n\
              ice_servers = []\n[audio]\ncapture_device = \"rtv_mic\"\nplayback_device = \"rtv_speaker\"\n\
              earcons = false\necho_cancellation = true\nnoise_suppression = true\nlocal_barge_in = false\n\
-             [dbus]\nbus = \"session\"\n",
-            sim.base_url()
+             {}\n[dbus]\nbus = \"session\"\n",
+            sim.base_url(),
+            o.audio
         ),
     )
     .expect("config");
@@ -242,6 +257,18 @@ fn run_daemon(
         threads(pid),
     );
     let peak_rss_mib = peak_rss_mib(pid);
+    let stats = bus.property("Stats").unwrap_or_default();
+    let stat = |key: &str| {
+        stats
+            .split(&format!("\"{key}\" t "))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let mic_to_wire_ms = (stat("mic_to_wire_ms"), stat("mic_to_wire_p95_ms"));
+    let wire_to_speaker_ms = (stat("wire_to_speaker_ms"), stat("wire_to_speaker_p95_ms"));
+    let underruns = stat("playback_underruns");
+    let shed_ms = stat("playback_shed_ms");
     if let Some(mut r) = recorder {
         let _ = r.wait_exit(Duration::from_secs(30));
     }
@@ -262,6 +289,10 @@ fn run_daemon(
         switches_per_s: sw as f64 / wall,
         peak_rss_mib,
         audio_pct: loud as f64 * 100.0 / blocks as f64,
+        mic_to_wire_ms,
+        wire_to_speaker_ms,
+        underruns,
+        shed_ms,
         by_thread: by_name(&threads0, &threads1)
             .into_iter()
             .map(|(n, k, c, s)| (n, k, c * 100.0 / wall, s as f64 / wall))
@@ -306,6 +337,10 @@ fn run_aiortc(d: &Path, talk: &Path, o: &Options) -> Option<Figures> {
         switches_per_s: f("context_switches_per_s"),
         peak_rss_mib: f("peak_rss_mib"),
         audio_pct: f("audio_pct"),
+        mic_to_wire_ms: (f64::NAN, f64::NAN),
+        wire_to_speaker_ms: (f64::NAN, f64::NAN),
+        underruns: f64::NAN,
+        shed_ms: f64::NAN,
         by_thread: Vec::new(),
     })
 }
@@ -324,6 +359,18 @@ fn print_run(run: usize, setup: &str, ready: &str, f: &Figures) {
         f.start_to_listening_ms,
         f.audio_pct
     );
+    if f.mic_to_wire_ms.0.is_finite() {
+        println!(
+            "      delay added: mic -> wire {:.0} ms (p95 {:.0}), wire -> speaker {:.0} ms (p95 {:.0}); \
+             jitter buffer ran dry {:.0} times, {:.0} ms of pauses cut",
+            f.mic_to_wire_ms.0,
+            f.mic_to_wire_ms.1,
+            f.wire_to_speaker_ms.0,
+            f.wire_to_speaker_ms.1,
+            f.underruns,
+            f.shed_ms
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -392,20 +439,30 @@ fn main() {
         o.seconds, o.runs
     );
     println!(
-        "{:<20} {:>9} {:>10} {:>11} {:>9} {:>12} {:>7}",
-        "", "CPU %", "warm-up %", "switches/s", "RSS MiB", "listening ms", "audio %"
+        "{:<20} {:>9} {:>10} {:>11} {:>9} {:>12} {:>7} {:>12} {:>14}",
+        "",
+        "CPU %",
+        "warm-up %",
+        "switches/s",
+        "RSS MiB",
+        "listening ms",
+        "audio %",
+        "mic->wire ms",
+        "wire->spkr ms"
     );
     for (i, name) in setups.iter().enumerate() {
         let m = |g: fn(&Figures) -> f64| median(results[i].iter().map(g).collect());
         println!(
-            "{:<20} {:>9.2} {:>10.2} {:>11.0} {:>9.1} {:>12.0} {:>7.0}",
+            "{:<20} {:>9.2} {:>10.2} {:>11.0} {:>9.1} {:>12.0} {:>7.0} {:>12.0} {:>14.0}",
             name,
             m(|f| f.cpu_pct),
             m(|f| f.warm_up_cpu_pct),
             m(|f| f.switches_per_s),
             m(|f| f.peak_rss_mib),
             m(|f| f.start_to_listening_ms),
-            m(|f| f.audio_pct)
+            m(|f| f.audio_pct),
+            m(|f| f.mic_to_wire_ms.0),
+            m(|f| f.wire_to_speaker_ms.0)
         );
     }
     let cpu = |i: usize| median(results[i].iter().map(|f| f.cpu_pct).collect());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use realtime_voiced::audio::opus::{OpusEncoder, MAX_PACKET};
-use realtime_voiced::audio::{Frame, NullAudio, FRAME_SAMPLES};
+use realtime_voiced::audio::{MicFrame, NullAudio, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, Secret, TransportKind};
 use realtime_voiced::transport::dialect::RealtimeGa;
 use realtime_voiced::transport::{webrtc, LinkContext};
@@ -36,7 +36,7 @@ async fn connects(label: &str, base_url: String, token: &str) {
     let config = Arc::new(config);
     let mut times = Vec::new();
     for _ in 0..CALLS {
-        let (_mic, rx) = tokio::sync::mpsc::channel::<Frame>(8);
+        let (_mic, rx) = tokio::sync::mpsc::channel::<MicFrame>(8);
         let ctx = LinkContext::new(
             config.clone(),
             Arc::new(tokio::sync::Mutex::new(rx)),

@@ -43,6 +43,7 @@ impl Parts {
         let provided = Arc::new(ProvidedTools::default());
         let link_context = transport::LinkContext {
             provided: Arc::clone(&provided),
+            latency: engine.latency(),
             ..transport::LinkContext::new(
                 Arc::new(config.clone()),
                 engine.microphone(),

@@ -18,7 +18,7 @@ use super::device::{self, Pcm, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
 use super::shared::{Shared, Side};
 use super::supervisor::{Device, DeviceUser};
-use super::{Frame, FRAME_SAMPLES};
+use super::{Frame, MicFrame, FRAME_SAMPLES, SAMPLE_RATE};
 
 /// Far-end audio queued beyond this is skipped. Playback writes ahead of what the speaker
 /// sounds (its device buffer), so the freshest reference always precedes its echo; a stale one
@@ -32,7 +32,7 @@ pub(crate) struct Capture {
     pub echo: Option<EchoCanceller>,
     /// What playback wrote, sample for sample.
     pub reference: Consumer<i16>,
-    pub frames: Sender<Frame>,
+    pub frames: Sender<MicFrame>,
     pub shared: Arc<Shared>,
     /// Local barge-in, when on (it needs the canceller's voice detector).
     pub voice: Option<LocalVoice>,
@@ -47,6 +47,8 @@ struct Blocks {
     raw: [i16; BLOCK],
     frame: Frame,
     in_frame: usize,
+    /// When the frame's first sample reached the microphone.
+    frame_heard_at: Instant,
     /// Blocks read since the stream opened.
     index: u64,
     /// Both sides' xruns as of the last block.
@@ -85,6 +87,7 @@ impl Capture {
                 raw: [0; BLOCK],
                 frame: [0; FRAME_SAMPLES],
                 in_frame: 0,
+                frame_heard_at: Instant::now(),
                 index: 0,
                 xruns_seen: 0,
             },
@@ -146,6 +149,9 @@ impl Capture {
                             break;
                         }
                         b.filled = 0;
+                        if b.in_frame == 0 {
+                            b.frame_heard_at = heard_at(&pcm.pcm);
+                        }
                         self.block(b);
                         b.index += 1;
                         blocks += 1;
@@ -271,7 +277,11 @@ impl Capture {
             return;
         }
         b.in_frame = 0;
-        match self.frames.try_send(b.frame) {
+        let frame = MicFrame {
+            pcm: b.frame,
+            heard_at: b.frame_heard_at,
+        };
+        match self.frames.try_send(frame) {
             Ok(()) => {
                 self.shared.capture_frames.fetch_add(1, Relaxed);
             }
@@ -307,6 +317,17 @@ impl Capture {
     }
 }
 
+/// When the first sample of the block just read reached the microphone: the block, and what
+/// the device has recorded since (its delay), ago. Asked once a frame.
+fn heard_at(pcm: &alsa::PCM) -> Instant {
+    let behind = pcm.delay().map_or(0, |d| d.max(0) as u64) + BLOCK as u64;
+    let now = Instant::now();
+    now.checked_sub(Duration::from_micros(
+        behind * 1_000_000 / u64::from(SAMPLE_RATE),
+    ))
+    .unwrap_or(now)
+}
+
 /// A device with no clock of its own (ALSA's `null`, a `file` plugin) delivers as fast as it is
 /// read; keep it to real time, as a card would be, so that it neither spins a core nor floods
 /// the transport with frames it then drops. A card cannot deliver sound before it was recorded:
@@ -329,7 +350,7 @@ mod tests {
     use rtrb::RingBuffer;
     use tokio::sync::mpsc;
 
-    fn capture(shared: &Arc<Shared>) -> (Capture, rtrb::Producer<i16>, mpsc::Receiver<Frame>) {
+    fn capture(shared: &Arc<Shared>) -> (Capture, rtrb::Producer<i16>, mpsc::Receiver<MicFrame>) {
         let (far_tx, far_rx) = RingBuffer::new(BLOCK * 8);
         let (frames_tx, frames_rx) = mpsc::channel(8);
         let capture = Capture {
@@ -353,6 +374,7 @@ mod tests {
             raw: [0; BLOCK],
             frame: [0; FRAME_SAMPLES],
             in_frame: 0,
+            frame_heard_at: Instant::now(),
             index: 0,
             xruns_seen: 0,
         }

@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
+use std::time::Instant;
 
 use rtrb::{Producer, RingBuffer};
 use tokio::sync::{mpsc, oneshot};
@@ -19,10 +20,11 @@ use super::device::{self, DeviceError};
 use super::earcons::Earcons;
 use super::echo::{EchoCanceller, EchoError};
 use super::jitter::{self, JitterSettings};
+use super::latency::LatencyMeter;
 use super::playback::Playback;
 use super::probe;
 use super::shared::{Recorder, Shared, Side};
-use super::{AudioControl, AudioStats, Frame, ItemHeard, Microphone, Speaker, SAMPLE_RATE};
+use super::{AudioControl, AudioStats, ItemHeard, MicFrame, Microphone, Speaker, SAMPLE_RATE};
 use crate::config;
 use crate::session::Earcon;
 
@@ -43,7 +45,6 @@ pub struct EngineOptions {
     pub mic_frames: usize,
     /// Assistant audio the playback buffer holds; the WebSocket delivers faster than real time.
     pub playback_buffer_s: u32,
-    pub jitter: JitterSettings,
     /// Capture on from the very first sample (tests, benchmarks); the daemon turns it on itself.
     pub capture_on: bool,
     /// A device that cannot be opened at start is logged, shown in `device_problem` and retried
@@ -57,7 +58,6 @@ impl Default for EngineOptions {
         EngineOptions {
             mic_frames: 50,
             playback_buffer_s: 30,
-            jitter: JitterSettings::default(),
             capture_on: false,
             wait_for_devices: false,
         }
@@ -115,17 +115,16 @@ impl Engine {
         shared
             .volume_bits
             .store((config.volume.clamp(0.0, 1.0) as f32).to_bits(), Relaxed);
-        shared
-            .jitter_target_ms
-            .store(options.jitter.start_ms, Relaxed);
+        let jitter = JitterSettings::with_prebuffer(config.jitter_buffer_ms);
+        shared.jitter_target_ms.store(jitter.start_ms, Relaxed);
 
         let (speaker, jitter) = jitter::channel(
             SAMPLE_RATE as usize * options.playback_buffer_s.max(1) as usize,
-            options.jitter,
+            jitter,
         );
         // Half a second of far end: the capture thread trims it to 300 ms anyway.
         let (reference_tx, reference_rx) = RingBuffer::new(SAMPLE_RATE as usize / 2);
-        let (frames_tx, frames_rx) = mpsc::channel::<Frame>(options.mic_frames.max(1));
+        let (frames_tx, frames_rx) = mpsc::channel::<MicFrame>(options.mic_frames.max(1));
 
         let playback = Playback {
             device: config.playback_device.clone(),
@@ -190,6 +189,11 @@ impl Engine {
         self.microphone.clone()
     }
 
+    /// Where the transports record when a microphone frame went on the wire.
+    pub fn latency(&self) -> Arc<LatencyMeter> {
+        self.shared.latency.clone()
+    }
+
     /// Called (from the capture thread) when the user is heard talking over the assistant;
     /// the speaker is already silent. Set once.
     pub fn on_local_speech(&self, hook: impl Fn() + Send + Sync + 'static) {
@@ -239,7 +243,18 @@ impl Engine {
 impl Speaker for Engine {
     fn push(&self, pcm: &[i16]) {
         let dropped = match self.speaker.lock() {
-            Ok(mut producer) => jitter::push(&mut producer, pcm),
+            Ok(mut producer) => {
+                // While the assistant plays, this audio waits behind what is queued: the
+                // wire-to-speaker delay. Before it plays, the wait is the jitter buffer's
+                // pre-buffer, which `jitter_target_ms` already says.
+                if self.shared.audible.load(Relaxed) {
+                    let ahead = producer.buffer().capacity() - producer.slots();
+                    self.shared
+                        .latency
+                        .audio_arrived(ahead as u64, SAMPLE_RATE, Instant::now());
+                }
+                jitter::push(&mut producer, pcm)
+            }
             Err(_) => pcm.len(),
         };
         self.shared
@@ -256,6 +271,10 @@ impl Speaker for Engine {
     fn item_boundary(&self) {
         let pushed = self.shared.pushed_samples.load(Relaxed);
         self.shared.item_start.store(pushed, Relaxed);
+    }
+
+    fn set_paced(&self, paced: bool) {
+        self.shared.paced.store(paced, Relaxed);
     }
 }
 
@@ -345,12 +364,15 @@ impl AudioControl for Engine {
             playback_xruns: s.playback_xruns.load(Relaxed),
             playback_underruns: s.playback_underruns.load(Relaxed),
             playback_dropped: s.playback_dropped.load(Relaxed),
+            playback_shed_ms: s.shed_samples.load(Relaxed) / u64::from(SAMPLE_RATE / 1000),
             reference_dropped: s.reference_dropped.load(Relaxed),
             jitter_target_ms: s.jitter_target_ms.load(Relaxed),
             queued_ms: u32::try_from(s.queued_samples.load(Relaxed) / 48).unwrap_or(u32::MAX),
             device_problem: s.problem(),
             device_losses: s.device_losses.load(Relaxed),
             local_barge_ins: s.local_barge_ins.load(Relaxed),
+            mic_to_wire: s.latency.mic_to_wire(),
+            wire_to_speaker: s.latency.wire_to_speaker(),
         }
     }
 }

@@ -8,6 +8,12 @@
 //! after a long calm stretch. A gap longer than `hold` is the end of the speech: it reports
 //! `drained` once and goes idle. Time is counted in samples pulled, so the logic is the same on
 //! a real card and in tests.
+//!
+//! Audio that arrives at the pace it plays (WebRTC) keeps whatever delay it has once playing: a
+//! late packet that ran the buffer dry, or a burst, would add to the delay for the rest of the
+//! answer. So when a paced source's queue stayed above the target for a whole second, the
+//! excess is dropped from the next quiet moments (a pause between words), never from speech.
+//! Audio delivered ahead of time (WebSocket) is left whole.
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
@@ -40,6 +46,19 @@ impl Default for JitterSettings {
             step_ms: 20,
             calm_ms: 5_000,
             hold_ms: 250,
+        }
+    }
+}
+
+impl JitterSettings {
+    /// The defaults, with an answer starting after `ms` of it (`audio.jitter_buffer_ms`); the
+    /// floor is never above that.
+    pub fn with_prebuffer(ms: u32) -> Self {
+        let d = JitterSettings::default();
+        JitterSettings {
+            start_ms: ms.min(d.max_ms),
+            min_ms: d.min_ms.min(ms),
+            ..d
         }
     }
 }
@@ -79,6 +98,11 @@ pub fn push(producer: &mut Producer<i16>, pcm: &[i16]) -> usize {
     pcm.len() - n
 }
 
+/// How long the queue must stay above the target before its excess is taken for delay.
+const SHED_WINDOW: usize = 1000 * SAMPLES_PER_MS;
+/// A block whose loudest sample is under this (about -40 dBFS) may be dropped to cut delay.
+const QUIET: i16 = 330;
+
 pub struct JitterBuffer {
     consumer: Consumer<i16>,
     settings: JitterSettings,
@@ -86,6 +110,14 @@ pub struct JitterBuffer {
     target: usize,
     calm: usize,
     underruns: u64,
+    /// The source arrives at the pace it plays (see the module's comment).
+    paced: bool,
+    /// The lowest the queue fell to since `window` began, and samples played since then.
+    low: usize,
+    window: usize,
+    /// Excess delay still to drop, in quiet blocks.
+    shed: usize,
+    shed_total: u64,
 }
 
 /// A ring of `capacity` samples: the producer for the transports, the buffer for playback.
@@ -98,6 +130,11 @@ pub fn channel(capacity: usize, settings: JitterSettings) -> (Producer<i16>, Jit
         target: settings.start_ms as usize * SAMPLES_PER_MS,
         calm: 0,
         underruns: 0,
+        paced: false,
+        low: usize::MAX,
+        window: 0,
+        shed: 0,
+        shed_total: 0,
     };
     (producer, buffer)
 }
@@ -146,8 +183,13 @@ impl JitterBuffer {
                 return Fill::default();
             }
             self.state = State::Playing;
+            self.restart_window();
+        }
+        if self.shed >= out.len() {
+            self.drop_if_quiet(out.len());
         }
         let n = self.read(out);
+        self.watch_delay(out.len());
         out[n..].fill(0);
         self.calm += n;
         if self.calm >= self.settings.calm_ms as usize * SAMPLES_PER_MS {
@@ -163,6 +205,65 @@ impl JitterBuffer {
             audio: n,
             drained: false,
         }
+    }
+
+    /// Tells whether the audio pushed from now on arrives at the pace it plays.
+    pub fn set_paced(&mut self, paced: bool) {
+        if paced != self.paced {
+            self.paced = paced;
+            self.restart_window();
+        }
+    }
+
+    fn restart_window(&mut self) {
+        self.low = usize::MAX;
+        self.window = 0;
+        self.shed = 0;
+    }
+
+    /// After each read while playing: a paced queue that never fell to the target for a whole
+    /// window holds that much more than the network needs.
+    fn watch_delay(&mut self, played: usize) {
+        if !self.paced || self.shed > 0 {
+            return;
+        }
+        self.low = self.low.min(self.consumer.slots());
+        self.window += played;
+        if self.window >= SHED_WINDOW {
+            let excess = self.low.saturating_sub(self.target);
+            self.restart_window();
+            if excess >= played {
+                self.shed = excess;
+            }
+        }
+    }
+
+    /// Drops the next `n` samples if they are quiet (and keeps at least a block queued).
+    fn drop_if_quiet(&mut self, n: usize) {
+        if self.consumer.slots() < 2 * n {
+            return;
+        }
+        let Ok(chunk) = self.consumer.read_chunk(n) else {
+            return;
+        };
+        let (a, b) = chunk.as_slices();
+        let quiet = a
+            .iter()
+            .chain(b)
+            .all(|s| s.unsigned_abs() < QUIET.unsigned_abs());
+        if quiet {
+            chunk.commit_all();
+            self.shed -= n;
+            self.shed_total += n as u64;
+            if self.shed < n {
+                self.restart_window();
+            }
+        }
+    }
+
+    /// Samples dropped from quiet moments to cut delay, since the start.
+    pub fn shed_samples(&self) -> u64 {
+        self.shed_total
     }
 
     fn read(&mut self, out: &mut [i16]) -> usize {
@@ -207,151 +308,5 @@ impl JitterBuffer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PERIOD: usize = 480;
-
-    fn settings() -> JitterSettings {
-        JitterSettings {
-            min_ms: 40,
-            start_ms: 60,
-            max_ms: 100,
-            step_ms: 20,
-            calm_ms: 1_000,
-            hold_ms: 100,
-        }
-    }
-
-    fn ramp(start: i16, n: usize) -> Vec<i16> {
-        (0..n).map(|i| start.wrapping_add(i as i16) | 1).collect()
-    }
-
-    #[test]
-    fn waits_for_the_target_then_plays_in_order() {
-        let (mut tx, mut jb) = channel(48_000, settings());
-        let mut out = [0i16; PERIOD];
-        assert_eq!(push(&mut tx, &ramp(0, 2000)), 0);
-        // 2000 samples < 60 ms (2880): silence while the pre-buffer fills.
-        assert_eq!(jb.fill(&mut out).audio, 0);
-        assert!(out.iter().all(|&s| s == 0));
-        push(&mut tx, &ramp(2000, 2000));
-        let f = jb.fill(&mut out);
-        assert_eq!(f.audio, PERIOD);
-        assert_eq!(&out[..], &ramp(0, 2000)[..PERIOD]);
-    }
-
-    #[test]
-    fn a_short_tail_still_plays_after_the_target_time() {
-        let (mut tx, mut jb) = channel(48_000, settings());
-        let mut out = [0i16; PERIOD];
-        push(&mut tx, &ramp(0, 500));
-        let mut silent = 0;
-        let mut played = Vec::new();
-        for _ in 0..20 {
-            let f = jb.fill(&mut out);
-            if f.audio == 0 && played.is_empty() {
-                silent += 1;
-            }
-            played.extend_from_slice(&out[..f.audio]);
-        }
-        assert_eq!(played, ramp(0, 500));
-        // 60 ms of waiting = 6 periods of 10 ms.
-        assert_eq!(silent, 6);
-    }
-
-    #[test]
-    fn underrun_fills_silence_counts_and_grows_the_target() {
-        let (mut tx, mut jb) = channel(48_000, settings());
-        let mut out = [7i16; PERIOD];
-        push(&mut tx, &ramp(0, 3000));
-        let mut audio = 0;
-        for _ in 0..7 {
-            audio += jb.fill(&mut out).audio;
-        }
-        assert_eq!(audio, 3000);
-        // The last period was partial: its tail is silence.
-        assert!(out[3000 - 6 * PERIOD..].iter().all(|&s| s == 0));
-        assert_eq!(jb.underruns(), 0);
-        assert_eq!(jb.target_ms(), 60);
-        // Audio comes back within the hold: that was jitter.
-        push(&mut tx, &ramp(0, 480));
-        let f = jb.fill(&mut out);
-        assert_eq!(f.audio, 0, "re-buffering after an underrun");
-        assert_eq!(jb.underruns(), 1);
-        assert_eq!(jb.target_ms(), 80);
-        // Repeated jitter grows it to the ceiling, never past.
-        for _ in 0..5 {
-            // Re-buffer, play the 10 ms, run dry for less than the hold.
-            for _ in 0..12 {
-                jb.fill(&mut out);
-            }
-            push(&mut tx, &ramp(0, 480));
-        }
-        jb.fill(&mut out);
-        assert_eq!(jb.underruns(), 6);
-        assert_eq!(jb.target_ms(), 100);
-    }
-
-    #[test]
-    fn calm_playback_shrinks_the_target_to_the_floor() {
-        let (mut tx, mut jb) = channel(48_000 * 10, settings());
-        let mut out = [0i16; PERIOD];
-        // One underrun: target 80 ms.
-        push(&mut tx, &ramp(0, 3000));
-        for _ in 0..8 {
-            jb.fill(&mut out);
-        }
-        push(&mut tx, &ramp(0, 48_000 * 4));
-        jb.fill(&mut out);
-        assert_eq!(jb.target_ms(), 80);
-        // 4 s of steady audio: a step down per calm second, down to the 40 ms floor.
-        for _ in 0..400 {
-            jb.fill(&mut out);
-        }
-        assert_eq!(jb.target_ms(), 40);
-        assert_eq!(jb.underruns(), 1);
-    }
-
-    #[test]
-    fn drained_is_reported_once_after_the_hold() {
-        let (mut tx, mut jb) = channel(48_000, settings());
-        let mut out = [0i16; PERIOD];
-        push(&mut tx, &ramp(0, 4800));
-        let mut drained = 0;
-        let mut first = None;
-        for i in 0..40 {
-            if jb.fill(&mut out).drained {
-                drained += 1;
-                first.get_or_insert(i);
-            }
-        }
-        assert_eq!(drained, 1);
-        // 10 periods of audio, then 100 ms of hold.
-        assert_eq!(first, Some(19));
-        assert!(jb.is_idle());
-        assert_eq!(jb.underruns(), 0, "the end of speech is not an underrun");
-    }
-
-    #[test]
-    fn flush_drops_everything_at_once() {
-        let (mut tx, mut jb) = channel(48_000, settings());
-        let mut out = [0i16; PERIOD];
-        push(&mut tx, &ramp(0, 10_000));
-        jb.fill(&mut out);
-        assert!(jb.queued() > 0);
-        jb.flush();
-        assert_eq!(jb.queued(), 0);
-        assert!(jb.is_idle());
-        let f = jb.fill(&mut out);
-        assert_eq!(f, Fill::default());
-        assert!(out.iter().all(|&s| s == 0));
-    }
-
-    #[test]
-    fn a_full_ring_drops_and_counts_instead_of_growing() {
-        let (mut tx, _jb) = channel(1000, settings());
-        assert_eq!(push(&mut tx, &ramp(0, 800)), 0);
-        assert_eq!(push(&mut tx, &ramp(0, 800)), 600);
-    }
-}
+#[path = "jitter_tests.rs"]
+mod tests;

@@ -17,8 +17,27 @@ pub const FRAME_MS: u32 = 20;
 /// 20 ms of mono PCM at 48 kHz; passed by value so that the hot path needs no allocation.
 pub type Frame = [i16; FRAME_SAMPLES];
 
+/// A microphone frame on its way to the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct MicFrame {
+    pub pcm: Frame,
+    /// When its first sample reached the microphone (the device's own delay included): where
+    /// the daemon's share of the call's delay starts ([`latency::LatencyMeter::frame_sent`]).
+    pub heard_at: std::time::Instant,
+}
+
+impl MicFrame {
+    /// A frame whose sound is just in (tests, stand-in microphones).
+    pub fn heard_now(pcm: Frame) -> Self {
+        MicFrame {
+            pcm,
+            heard_at: std::time::Instant::now(),
+        }
+    }
+}
+
 /// Microphone frames, after echo cancellation. One transport at a time holds the lock.
-pub type Microphone = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Frame>>>;
+pub type Microphone = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<MicFrame>>>;
 
 /// Where a transport puts the assistant's audio (48 kHz mono PCM, any length per call).
 /// Must not block: the engine buffers, and drops with a count when full.
@@ -27,6 +46,10 @@ pub trait Speaker: Send + Sync {
     /// The next sample pushed starts a new assistant item, so that [`AudioControl::item_heard`]
     /// can say how much of that item the user heard.
     fn item_boundary(&self) {}
+    /// Whether what is pushed from now on arrives at the pace it plays (WebRTC) rather than
+    /// ahead of it (WebSocket): playback may then cut a queue that stays longer than the
+    /// network needs (see `jitter.rs`).
+    fn set_paced(&self, _paced: bool) {}
 }
 
 /// How much of the assistant item now playing was heard, and how much of it arrived.
@@ -80,6 +103,8 @@ pub struct AudioStats {
     pub playback_underruns: u64,
     /// Assistant samples dropped because the playback buffer was full.
     pub playback_dropped: u64,
+    /// Pauses in the assistant's audio cut short (ms) to bring a grown delay back down.
+    pub playback_shed_ms: u64,
     /// Far-end reference samples the echo canceller did not get in time.
     pub reference_dropped: u64,
     /// How much audio the jitter buffer waits for before it starts playing.
@@ -93,6 +118,9 @@ pub struct AudioStats {
     pub device_losses: u64,
     /// Times the speaker was silenced because the user was heard talking over it.
     pub local_barge_ins: u64,
+    /// What the daemon adds to the call's delay: microphone to wire, wire to speaker.
+    pub mic_to_wire: latency::Delays,
+    pub wire_to_speaker: latency::Delays,
 }
 
 /// An engine with no sound card: silent microphone, discarding speaker. Used where audio is not
@@ -123,6 +151,7 @@ pub mod earcons;
 pub mod echo;
 pub mod engine;
 pub mod jitter;
+pub mod latency;
 pub mod opus;
 pub mod playback;
 pub mod probe;

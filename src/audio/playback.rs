@@ -160,6 +160,10 @@ impl Playback {
                 m.probe = Some((sound, 0));
             }
         }
+        self.jitter.set_paced(self.shared.paced.load(Relaxed));
+        self.shared
+            .shed_samples
+            .store(self.jitter.shed_samples(), Relaxed);
         self.shared
             .queued_samples
             .store(self.jitter.queued() as u64, Relaxed);
@@ -281,6 +285,7 @@ impl Playback {
             // Played means heard: what the device still holds of the assistant is not yet.
             // The newest `after_audio` samples queued there are not the assistant's.
             let queued = pcm.pcm.delay().map_or(0, |d| d.max(0) as u64);
+            self.shared.latency.device_wrote(queued, Instant::now());
             let unheard = queued.saturating_sub(m.after_audio).min(m.audio_total);
             self.shared
                 .played_samples

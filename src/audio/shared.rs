@@ -1,13 +1,14 @@
 //! What the engine's handle and its two ALSA threads share: counters, switches and the
 //! device problems, all atomics or short locks. A leaf: it imports nothing else of the engine
-//! but the self-check's recording type.
+//! but the self-check's recording type and the latency meter.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::latency::LatencyMeter;
 use crate::session::Earcon;
 
 /// Which half of the sound hardware.
@@ -94,6 +95,12 @@ pub(crate) struct Shared {
     capture_problem: Mutex<Option<String>>,
     playback_problem: Mutex<Option<String>>,
     pub on_drained: OnceLock<Hook>,
+    /// The speaker's audio arrives at the pace it plays ([`super::Speaker::set_paced`]).
+    pub paced: AtomicBool,
+    /// Samples playback dropped from quiet moments to cut delay.
+    pub shed_samples: AtomicU64,
+    /// The daemon's share of the call's delay, both ways.
+    pub latency: Arc<LatencyMeter>,
 }
 
 impl Shared {

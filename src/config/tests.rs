@@ -177,6 +177,11 @@ fn more_validation_rules() {
         ("[api]\nbase_url = \"ftp://x\"\n", "api.base_url"),
         ("[api]\nbase_url = \"not a url\"\n", "api.base_url"),
         ("[api]\ntoken_lifetime_s = 5\n", "api.token_lifetime_s"),
+        ("[audio]\njitter_buffer_ms = 10\n", "audio.jitter_buffer_ms"),
+        (
+            "[audio]\njitter_buffer_ms = 301\n",
+            "audio.jitter_buffer_ms",
+        ),
         ("[session]\nmax_session_s = 7200\n", "session.max_session_s"),
         ("[session]\ncapabilities = []\n", "session.capabilities"),
         (

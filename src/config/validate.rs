@@ -193,6 +193,7 @@ fn audio(v: &mut Validator, a: &Audio) {
             &format!("must be 5, 10 or 20, got {}", a.period_ms),
         );
     }
+    v.range("audio.jitter_buffer_ms", a.jitter_buffer_ms.into(), 20, 300);
     v.range_f("audio.volume", a.volume, 0.0, 1.0);
     v.range_f(
         "audio.barge_in_threshold_dbfs",

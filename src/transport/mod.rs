@@ -109,6 +109,8 @@ pub struct LinkContext {
     pub config: std::sync::Arc<crate::config::Config>,
     pub microphone: crate::audio::Microphone,
     pub speaker: std::sync::Arc<dyn crate::audio::Speaker>,
+    /// Told when each microphone frame goes on the wire.
+    pub latency: std::sync::Arc<crate::audio::latency::LatencyMeter>,
     pub stats: std::sync::Arc<LinkStats>,
     /// Tools other programs offer: the dialects add them to the session's tools.
     pub provided: std::sync::Arc<crate::provided::ProvidedTools>,
@@ -124,6 +126,7 @@ impl LinkContext {
             config,
             microphone,
             speaker,
+            latency: std::sync::Arc::default(),
             stats: std::sync::Arc::default(),
             provided: std::sync::Arc::default(),
         }

@@ -22,7 +22,7 @@ use super::error::{error_chain, one_line};
 use super::websocket_handshake::{handshake_error, host, open_session, Socket};
 use super::{ConnectError, Link, LinkContext, LinkEvent};
 use crate::audio::resample::{Downsampler, Upsampler};
-use crate::audio::{Frame, FRAME_SAMPLES};
+use crate::audio::{MicFrame, FRAME_SAMPLES};
 use crate::config::{Secret, TransportKind};
 use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
@@ -119,8 +119,9 @@ struct LinkTask {
 struct AudioPath {
     down: Downsampler,
     up: Upsampler,
-    /// 24 kHz samples waiting to be appended.
+    /// 24 kHz samples waiting to be appended, and when each of their frames was heard.
     pending: Vec<i16>,
+    pending_heard: [Option<std::time::Instant>; FRAMES_PER_APPEND],
     scratch_bytes: Vec<u8>,
     append_capacity: usize,
     pcm_in: Vec<i16>,
@@ -139,6 +140,7 @@ impl AudioPath {
             down: Downsampler::default(),
             up: Upsampler::default(),
             pending: Vec::with_capacity(FRAMES_PER_APPEND * FRAME_SAMPLES / 2),
+            pending_heard: [None; FRAMES_PER_APPEND],
             scratch_bytes: Vec::new(),
             append_capacity: 0,
             pcm_in: Vec::new(),
@@ -152,6 +154,8 @@ impl AudioPath {
 
 impl LinkTask {
     async fn run(self, socket: Socket, mut commands: mpsc::Receiver<ClientEvent>) {
+        // Answers arrive ahead of time: the whole queue is the answer, not delay.
+        self.ctx.speaker.set_paced(false);
         let (mut sink, mut stream) = socket.split();
         // One link at a time drains the microphone; an older link lets go when it ends, and
         // until then this one already carries events.
@@ -205,6 +209,9 @@ impl LinkTask {
                         if let Some(text) = self.capture(&mut audio, &frame) {
                             if let Err(e) = send(&mut sink, Message::text(text)).await {
                                 break e;
+                            }
+                            for heard in audio.pending_heard.iter_mut().filter_map(Option::take) {
+                                self.ctx.latency.frame_sent(heard);
                             }
                         }
                     }
@@ -265,9 +272,12 @@ impl LinkTask {
     }
 
     /// Downsamples one frame; returns an append event once enough audio is gathered.
-    fn capture(&self, audio: &mut AudioPath, frame: &Frame) -> Option<String> {
+    fn capture(&self, audio: &mut AudioPath, frame: &MicFrame) -> Option<String> {
         let mut half = [0i16; FRAME_SAMPLES / 2];
-        let n = audio.down.process(frame, &mut half);
+        let n = audio.down.process(&frame.pcm, &mut half);
+        if let Some(slot) = audio.pending_heard.iter_mut().find(|h| h.is_none()) {
+            *slot = Some(frame.heard_at);
+        }
         audio.pending.extend_from_slice(&half[..n]);
         if audio.pending.len() < FRAMES_PER_APPEND * FRAME_SAMPLES / 2 {
             return None;
@@ -382,10 +392,10 @@ impl LinkTask {
 }
 
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
-type MicGuard = tokio::sync::OwnedMutexGuard<mpsc::Receiver<Frame>>;
+type MicGuard = tokio::sync::OwnedMutexGuard<mpsc::Receiver<MicFrame>>;
 
 /// The next microphone frame once the microphone is ours; never resolves before that.
-async fn next_frame(mic: &mut Option<MicGuard>) -> Option<Frame> {
+async fn next_frame(mic: &mut Option<MicGuard>) -> Option<MicFrame> {
     match mic {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

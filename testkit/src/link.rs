@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
+use realtime_voiced::audio::{MicFrame, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, TransportKind};
 use realtime_voiced::transport::dialect::{Dialect, RealtimeGa};
 use realtime_voiced::transport::LinkContext;
@@ -46,7 +46,7 @@ pub fn loopback_config(base_url: &str) -> Config {
 pub fn context(
     config: Config,
     mic_frames: usize,
-) -> (LinkContext, mpsc::Sender<Frame>, Arc<RecordingSpeaker>) {
+) -> (LinkContext, mpsc::Sender<MicFrame>, Arc<RecordingSpeaker>) {
     let (tx, rx) = mpsc::channel(mic_frames);
     let speaker = Arc::new(RecordingSpeaker::default());
     let ctx = LinkContext::new(
@@ -72,7 +72,7 @@ pub fn websocket_dialect(ctx: &LinkContext) -> Arc<dyn Dialect> {
 
 /// Plays `tone_ms` of a 440 Hz tone then `silence_ms` of silence into the microphone, paced
 /// like a real capture device (one 20 ms frame every 20 ms).
-pub async fn play_tone_burst(mic: mpsc::Sender<Frame>, tone_ms: u32, silence_ms: u32) {
+pub async fn play_tone_burst(mic: mpsc::Sender<MicFrame>, tone_ms: u32, silence_ms: u32) {
     let tone_frames = (tone_ms / 20) as usize;
     let total = tone_frames + (silence_ms / 20) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -85,7 +85,7 @@ pub async fn play_tone_burst(mic: mpsc::Sender<Frame>, tone_ms: u32, silence_ms:
                 *s = (10_000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
             }
         }
-        if mic.send(frame).await.is_err() {
+        if mic.send(MicFrame::heard_now(frame)).await.is_err() {
             return;
         }
     }

@@ -144,7 +144,7 @@ fn child_capture_tone() {
                 .await
                 .expect("a frame in time")
                 .expect("channel open");
-            got.extend_from_slice(&frame);
+            got.extend_from_slice(&frame.pcm);
         }
         got
     });

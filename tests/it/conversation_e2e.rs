@@ -351,6 +351,11 @@ fn conversation(protocol: &str, transport: &str) {
     };
     let first_audio = stat("time_to_first_audio_ms").unwrap_or(0);
     assert!(first_audio > 0, "time_to_first_audio_ms reads 0");
+    // What the daemon adds to the call's delay is measured both ways.
+    assert!(
+        stat("mic_to_wire_ms").is_some() && stat("wire_to_speaker_ms").is_some(),
+        "no delays in Stats: {stats}"
+    );
     // Answers that were talked over: their turn lines and Stats carry the times to silence
     // the engine logged (the interruption is long: it may cut more than one answer).
     let logged: Vec<u64> = log()

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_voiced::audio::Frame;
+use realtime_voiced::audio::MicFrame;
 use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::Command;
 use realtime_voiced::daemon::Daemon;
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 const LIMIT: Duration = Duration::from_secs(15);
 
 /// A daemon whose connector dials `sim` over WebRTC; returns it with the microphone's sender.
-fn daemon_for(sim: &RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<Frame>) {
+fn daemon_for(sim: &RunningSim, dir: &tempfile::TempDir) -> (Daemon, mpsc::Sender<MicFrame>) {
     let key = dir.path().join("api-key");
     std::fs::write(&key, "sk-daemon-test").expect("key");
     let mut config: Config = loopback_config(&sim.base_url());

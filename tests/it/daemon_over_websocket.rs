@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use realtime_voiced::audio::MicFrame;
 use realtime_voiced::config::{Config, Tool, TransportKind};
 use realtime_voiced::control::Command;
 use realtime_voiced::session::{Role, State};
@@ -64,7 +65,7 @@ async fn a_conversation_over_websocket_with_a_tool_call() {
     let mut spoken = tone(500.0, 6000.0, ms(600));
     spoken.extend(silence(ms(800)));
     for frame in frames(&spoken) {
-        mic.send(frame).await.expect("mic");
+        mic.send(MicFrame::heard_now(frame)).await.expect("mic");
     }
     let heard = transcript(&mut transcripts, Role::User, LIMIT).await;
     assert!(heard.starts_with("heard "), "{heard}");

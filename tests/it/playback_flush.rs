@@ -24,13 +24,13 @@ fn a_flush_silences_the_speaker_at_once() {
 }
 
 async fn collect(
-    rx: &mut tokio::sync::mpsc::Receiver<realtime_voiced::audio::Frame>,
+    rx: &mut tokio::sync::mpsc::Receiver<realtime_voiced::audio::MicFrame>,
     ms: u64,
 ) -> Vec<i16> {
     let end = tokio::time::Instant::now() + Duration::from_millis(ms);
     let mut got = Vec::new();
     while let Ok(Some(frame)) = tokio::time::timeout_at(end, rx.recv()).await {
-        got.extend_from_slice(&frame);
+        got.extend_from_slice(&frame.pcm);
     }
     got
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use realtime_voiced::audio::Frame;
+use realtime_voiced::audio::{Frame, MicFrame};
 use realtime_voiced::config::{Config, Secret, TransportKind};
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::connector::RealtimeConnector;
@@ -21,7 +21,7 @@ const KEY: &str = "sk-test-websocket-key";
 
 struct Rig {
     ctx: LinkContext,
-    mic: mpsc::Sender<Frame>,
+    mic: mpsc::Sender<MicFrame>,
     speaker: Arc<RecordingSpeaker>,
     _dir: tempfile::TempDir,
 }
@@ -113,7 +113,7 @@ async fn speech_goes_in_and_comes_back_out() {
     spoken.extend(tone(440.0, 8000.0, ms(1000)));
     spoken.extend(silence(ms(800)));
     for frame in frames(&spoken) {
-        rig.mic.send(frame).await.expect("mic");
+        rig.mic.send(MicFrame::heard_now(frame)).await.expect("mic");
     }
 
     let events = until(&mut link, 15, |e| {
@@ -515,7 +515,7 @@ async fn a_new_link_takes_the_microphone_when_the_old_one_lets_go() {
     ));
     drop(old.commands);
     for frame in sine_frames(440.0, 20) {
-        rig.mic.send(frame).await.expect("mic");
+        rig.mic.send(MicFrame::heard_now(frame)).await.expect("mic");
     }
     let events = until(&mut new, 5, |e| {
         matches!(e, ServerEvent::SpeechStarted { .. })

@@ -39,6 +39,7 @@ pub fn stats_dict(
         ("playback_underruns", audio.playback_underruns),
         ("capture_dropped", audio.capture_dropped),
         ("playback_dropped", audio.playback_dropped),
+        ("playback_shed_ms", audio.playback_shed_ms),
         ("audio_device_losses", audio.device_losses),
         ("local_barge_ins", audio.local_barge_ins),
         ("sessions", stats.sessions),
@@ -60,6 +61,19 @@ pub fn stats_dict(
         ("median_tools_ms", stats.median_tools_ms),
         ("time_to_silence_ms", stats.time_to_silence_ms),
         ("median_time_to_silence_ms", stats.median_time_to_silence_ms),
+        ("mic_to_wire_ms", audio.mic_to_wire.median_ms.map(u64::from)),
+        (
+            "mic_to_wire_p95_ms",
+            audio.mic_to_wire.p95_ms.map(u64::from),
+        ),
+        (
+            "wire_to_speaker_ms",
+            audio.wire_to_speaker.median_ms.map(u64::from),
+        ),
+        (
+            "wire_to_speaker_p95_ms",
+            audio.wire_to_speaker.p95_ms.map(u64::from),
+        ),
     ];
     let mut d: HashMap<String, OwnedValue> = counters
         .into_iter()

@@ -35,7 +35,7 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ("LastError", "Why the last conversation failed; empty if it did not."),
     ("Muted", "The microphone is muted (writable; a long press of the button mutes)."),
     ("Volume", "Playback volume from 0.0 to 1.0 (writable)."),
-    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms (at the speaker), median_first_audio_ms, median_connect_ms, tools_ms, median_tools_ms, time_to_silence_ms (local barge-in: the user's voice to the speaker silent), median_time_to_silence_ms, tokens_used, input_tokens, output_tokens, responses, responses_failed, transcription_failures, voice_ms, local_barge_ins, packets_lost, capture_xruns, playback_xruns, playback_underruns, capture_dropped, playback_dropped, audio_device_losses, and audio_device_problem while a sound device is missing."),
+    ("Stats", "Counters since start: sessions, reconnects, last_connect_ms, time_to_first_audio_ms (at the speaker), median_first_audio_ms, median_connect_ms, tools_ms, median_tools_ms, time_to_silence_ms (local barge-in: the user's voice to the speaker silent), median_time_to_silence_ms, tokens_used, input_tokens, output_tokens, responses, responses_failed, transcription_failures, voice_ms, local_barge_ins, packets_lost, capture_xruns, playback_xruns, playback_underruns, capture_dropped, playback_dropped, playback_shed_ms, audio_device_losses, mic_to_wire_ms and wire_to_speaker_ms (the delay the daemon adds each way, medians since start, with _p95_ms), and audio_device_problem while a sound device is missing."),
     ("Transcript", "A final transcript line: role is user or assistant."),
 ];
 

@@ -306,6 +306,19 @@ mod tests {
         );
         let healthy = stats_dict(&Stats::default(), &AudioStats::default(), 0);
         assert!(!healthy.contains_key("audio_device_problem"));
+        // Delays appear once measured.
+        assert!(!healthy.contains_key("mic_to_wire_ms"));
+        let measured = AudioStats {
+            mic_to_wire: crate::audio::latency::Delays {
+                median_ms: Some(21),
+                p95_ms: Some(24),
+            },
+            ..AudioStats::default()
+        };
+        let d = stats_dict(&Stats::default(), &measured, 0);
+        assert_eq!(u64::try_from(&d["mic_to_wire_ms"]).ok(), Some(21));
+        assert_eq!(u64::try_from(&d["mic_to_wire_p95_ms"]).ok(), Some(24));
+        assert!(!d.contains_key("wire_to_speaker_ms"));
     }
 
     #[test]

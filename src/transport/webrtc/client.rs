@@ -78,7 +78,11 @@ pub async fn connect_with(
             );
             let (commands_tx, commands) = mpsc::channel(64);
             let (events_tx, events) = mpsc::channel(256);
-            let microphone = tokio::spawn(pump_microphone(ctx.microphone.clone(), sender));
+            let microphone = tokio::spawn(pump_microphone(
+                ctx.microphone.clone(),
+                sender,
+                ctx.latency.clone(),
+            ));
             let speaker = ctx.speaker.clone();
             tokio::spawn(run_link(
                 call,

@@ -13,6 +13,7 @@ use super::call::Call;
 use super::media::*;
 use super::peer::ICE_DISCONNECTED;
 use super::peer::*;
+use crate::audio::latency::LatencyMeter;
 use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
 use crate::session::{ClientEvent, ServerEvent};
@@ -82,14 +83,21 @@ async fn send_event(link: &RunLink, event: &ClientEvent) -> Result<(), Option<St
 }
 
 /// which releases the microphone).
-pub(super) async fn pump_microphone(microphone: Microphone, mut sender: OpusSender) {
+pub(super) async fn pump_microphone(
+    microphone: Microphone,
+    mut sender: OpusSender,
+    latency: Arc<LatencyMeter>,
+) {
     let mut frames = microphone.lock_owned().await;
     let mut failures: u64 = 0;
     while let Some(frame) = frames.recv().await {
-        if let Err(e) = sender.send(&frame, Instant::now()).await {
-            failures += 1;
-            if failures == 1 || failures.is_power_of_two() {
-                warn!("{e} ({failures} frames lost)");
+        match sender.send(&frame.pcm, Instant::now()).await {
+            Ok(()) => latency.frame_sent(frame.heard_at),
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    warn!("{e} ({failures} frames lost)");
+                }
             }
         }
     }
@@ -118,6 +126,8 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
             let _ = link.events.send(LinkEvent::Server(event)).await;
         }
     }
+    // RTP arrives at the pace it plays: a queue that outlasts the network's needs is delay.
+    link.speaker.set_paced(true);
     let mut bad_input = Throttle::peer_input();
     let tells_playout = link.dialect.reports_playout();
     let activity = Arc::new(AudioActivity::default());

@@ -1,0 +1,198 @@
+use super::*;
+
+const PERIOD: usize = 480;
+
+fn settings() -> JitterSettings {
+    JitterSettings {
+        min_ms: 40,
+        start_ms: 60,
+        max_ms: 100,
+        step_ms: 20,
+        calm_ms: 1_000,
+        hold_ms: 100,
+    }
+}
+
+fn ramp(start: i16, n: usize) -> Vec<i16> {
+    (0..n).map(|i| start.wrapping_add(i as i16) | 1).collect()
+}
+
+#[test]
+fn waits_for_the_target_then_plays_in_order() {
+    let (mut tx, mut jb) = channel(48_000, settings());
+    let mut out = [0i16; PERIOD];
+    assert_eq!(push(&mut tx, &ramp(0, 2000)), 0);
+    // 2000 samples < 60 ms (2880): silence while the pre-buffer fills.
+    assert_eq!(jb.fill(&mut out).audio, 0);
+    assert!(out.iter().all(|&s| s == 0));
+    push(&mut tx, &ramp(2000, 2000));
+    let f = jb.fill(&mut out);
+    assert_eq!(f.audio, PERIOD);
+    assert_eq!(&out[..], &ramp(0, 2000)[..PERIOD]);
+}
+
+#[test]
+fn a_short_tail_still_plays_after_the_target_time() {
+    let (mut tx, mut jb) = channel(48_000, settings());
+    let mut out = [0i16; PERIOD];
+    push(&mut tx, &ramp(0, 500));
+    let mut silent = 0;
+    let mut played = Vec::new();
+    for _ in 0..20 {
+        let f = jb.fill(&mut out);
+        if f.audio == 0 && played.is_empty() {
+            silent += 1;
+        }
+        played.extend_from_slice(&out[..f.audio]);
+    }
+    assert_eq!(played, ramp(0, 500));
+    // 60 ms of waiting = 6 periods of 10 ms.
+    assert_eq!(silent, 6);
+}
+
+#[test]
+fn underrun_fills_silence_counts_and_grows_the_target() {
+    let (mut tx, mut jb) = channel(48_000, settings());
+    let mut out = [7i16; PERIOD];
+    push(&mut tx, &ramp(0, 3000));
+    let mut audio = 0;
+    for _ in 0..7 {
+        audio += jb.fill(&mut out).audio;
+    }
+    assert_eq!(audio, 3000);
+    // The last period was partial: its tail is silence.
+    assert!(out[3000 - 6 * PERIOD..].iter().all(|&s| s == 0));
+    assert_eq!(jb.underruns(), 0);
+    assert_eq!(jb.target_ms(), 60);
+    // Audio comes back within the hold: that was jitter.
+    push(&mut tx, &ramp(0, 480));
+    let f = jb.fill(&mut out);
+    assert_eq!(f.audio, 0, "re-buffering after an underrun");
+    assert_eq!(jb.underruns(), 1);
+    assert_eq!(jb.target_ms(), 80);
+    // Repeated jitter grows it to the ceiling, never past.
+    for _ in 0..5 {
+        // Re-buffer, play the 10 ms, run dry for less than the hold.
+        for _ in 0..12 {
+            jb.fill(&mut out);
+        }
+        push(&mut tx, &ramp(0, 480));
+    }
+    jb.fill(&mut out);
+    assert_eq!(jb.underruns(), 6);
+    assert_eq!(jb.target_ms(), 100);
+}
+
+#[test]
+fn calm_playback_shrinks_the_target_to_the_floor() {
+    let (mut tx, mut jb) = channel(48_000 * 10, settings());
+    let mut out = [0i16; PERIOD];
+    // One underrun: target 80 ms.
+    push(&mut tx, &ramp(0, 3000));
+    for _ in 0..8 {
+        jb.fill(&mut out);
+    }
+    push(&mut tx, &ramp(0, 48_000 * 4));
+    jb.fill(&mut out);
+    assert_eq!(jb.target_ms(), 80);
+    // 4 s of steady audio: a step down per calm second, down to the 40 ms floor.
+    for _ in 0..400 {
+        jb.fill(&mut out);
+    }
+    assert_eq!(jb.target_ms(), 40);
+    assert_eq!(jb.underruns(), 1);
+}
+
+#[test]
+fn drained_is_reported_once_after_the_hold() {
+    let (mut tx, mut jb) = channel(48_000, settings());
+    let mut out = [0i16; PERIOD];
+    push(&mut tx, &ramp(0, 4800));
+    let mut drained = 0;
+    let mut first = None;
+    for i in 0..40 {
+        if jb.fill(&mut out).drained {
+            drained += 1;
+            first.get_or_insert(i);
+        }
+    }
+    assert_eq!(drained, 1);
+    // 10 periods of audio, then 100 ms of hold.
+    assert_eq!(first, Some(19));
+    assert!(jb.is_idle());
+    assert_eq!(jb.underruns(), 0, "the end of speech is not an underrun");
+}
+
+#[test]
+fn flush_drops_everything_at_once() {
+    let (mut tx, mut jb) = channel(48_000, settings());
+    let mut out = [0i16; PERIOD];
+    push(&mut tx, &ramp(0, 10_000));
+    jb.fill(&mut out);
+    assert!(jb.queued() > 0);
+    jb.flush();
+    assert_eq!(jb.queued(), 0);
+    assert!(jb.is_idle());
+    let f = jb.fill(&mut out);
+    assert_eq!(f, Fill::default());
+    assert!(out.iter().all(|&s| s == 0));
+}
+
+#[test]
+fn a_full_ring_drops_and_counts_instead_of_growing() {
+    let (mut tx, _jb) = channel(1000, settings());
+    assert_eq!(push(&mut tx, &ramp(0, 800)), 0);
+    assert_eq!(push(&mut tx, &ramp(0, 800)), 600);
+}
+
+/// Plays `seconds` of a paced source that arrives 30 ms ahead of the target (a burst at the
+/// start), one period out and one in; returns what is queued after, and what was dropped.
+fn paced_call(paced: bool, level: i16, seconds: usize) -> (usize, u64) {
+    let steady = JitterSettings {
+        calm_ms: 60_000,
+        ..settings()
+    };
+    let (mut tx, mut jb) = channel(48_000, steady);
+    jb.set_paced(paced);
+    push(&mut tx, &[level; 90 * SAMPLES_PER_MS]);
+    let mut out = [0i16; PERIOD];
+    for _ in 0..seconds * 100 {
+        assert_eq!(jb.fill(&mut out).audio, PERIOD);
+        push(&mut tx, &[level; PERIOD]);
+    }
+    (jb.queued(), jb.shed_samples())
+}
+
+#[test]
+fn a_paced_queue_longer_than_needed_is_cut_in_quiet_moments() {
+    // 90 ms queued against a 60 ms target: never under 80 after a read, for a second. Cut
+    // by 20, it falls to the target after each read.
+    let (queued, shed) = paced_call(true, 10, 3);
+    assert_eq!(shed, 20 * SAMPLES_PER_MS as u64);
+    assert_eq!(queued, 70 * SAMPLES_PER_MS);
+}
+
+#[test]
+fn speech_and_audio_sent_ahead_are_never_cut() {
+    // Loud throughout: nothing quiet to drop, the delay stays.
+    assert_eq!(paced_call(true, 5000, 3), (90 * SAMPLES_PER_MS, 0));
+    // Not paced (the WebSocket sends answers ahead of time): the queue is the answer.
+    assert_eq!(paced_call(false, 10, 3), (90 * SAMPLES_PER_MS, 0));
+}
+
+#[test]
+fn a_short_prebuffer_lowers_the_floor_with_it() {
+    let short = JitterSettings::with_prebuffer(20);
+    assert_eq!((short.start_ms, short.min_ms), (20, 20));
+    let long = JitterSettings::with_prebuffer(120);
+    assert_eq!((long.start_ms, long.min_ms), (120, 40));
+    assert_eq!(
+        JitterSettings::with_prebuffer(60),
+        JitterSettings::default()
+    );
+    // Plays after 20 ms of audio, not 60.
+    let (mut tx, mut jb) = channel(48_000, short);
+    push(&mut tx, &ramp(0, 20 * SAMPLES_PER_MS));
+    let mut out = [0i16; 480];
+    assert_eq!(jb.fill(&mut out).audio, 480);
+}
