@@ -258,13 +258,7 @@ fn run_daemon(
     );
     let peak_rss_mib = peak_rss_mib(pid);
     let stats = bus.property("Stats").unwrap_or_default();
-    let stat = |key: &str| {
-        stats
-            .split(&format!("\"{key}\" t "))
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let stat = |key: &str| testkit::bus::stat(&stats, key).map_or(f64::NAN, |v| v as f64);
     let mic_to_wire_ms = (stat("mic_to_wire_ms"), stat("mic_to_wire_p95_ms"));
     let wire_to_speaker_ms = (stat("wire_to_speaker_ms"), stat("wire_to_speaker_p95_ms"));
     let underruns = stat("playback_underruns");

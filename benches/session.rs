@@ -161,13 +161,9 @@ fn run_daemon(d: &Path) -> Daemon {
     let cpu = cpu_seconds(daemon.pid()) - cpu0;
     let switches = context_switches(daemon.pid()).saturating_sub(switches0);
     let peak_rss_mib = peak_rss_mib(daemon.pid());
-    let stats = bus.property("Stats").unwrap_or_default();
-    let connect_ms = stats
-        .split("\"last_connect_ms\" t ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or("?")
-        .to_owned();
+    let connect_ms = bus
+        .stat("last_connect_ms")
+        .map_or_else(|| "?".to_owned(), |ms| ms.to_string());
     let _ = bus.call("Stop", &[]);
     daemon.signal(libc::SIGTERM);
     drop(daemon);

@@ -182,6 +182,11 @@ impl Bus {
         )
     }
 
+    /// One counter or time (`t`) of the daemon's `Stats`; `None` while it is left out.
+    pub fn stat(&self, key: &str) -> Option<u64> {
+        stat(&self.property("Stats").unwrap_or_default(), key)
+    }
+
     pub fn wait_state(&self, want: &str, limit: Duration) {
         wait_for(limit, format!("State = {want}"), || {
             (self.property("State").as_deref() == Some(want)).then_some(())
@@ -200,4 +205,12 @@ impl Bus {
                 .stderr(Stdio::null()),
         )
     }
+}
+
+/// One `t` entry of a `Stats` dictionary as busctl prints it (`"key" t 42`).
+pub fn stat(stats: &str, key: &str) -> Option<u64> {
+    stats
+        .split(&format!("\"{key}\" t "))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }

@@ -343,12 +343,7 @@ fn conversation(protocol: &str, transport: &str) {
         turn.split("INFO ").nth(1).unwrap_or(&turn)
     );
     let stats = bus.property("Stats").unwrap_or_default();
-    let stat = |key: &str| {
-        stats
-            .split(&format!("\"{key}\" t "))
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-    };
+    let stat = |key: &str| testkit::bus::stat(&stats, key);
     let first_audio = stat("time_to_first_audio_ms").unwrap_or(0);
     assert!(first_audio > 0, "time_to_first_audio_ms reads 0");
     // What the daemon adds to the call's delay is measured both ways.
@@ -467,12 +462,7 @@ fn conversation(protocol: &str, transport: &str) {
     assert!(stats.contains("reconnects"), "{stats}");
     if live {
         // GPT-Live counts seconds, not tokens.
-        let voice_ms = stats
-            .split("\"voice_ms\" t ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+        let voice_ms = testkit::bus::stat(&stats, "voice_ms").unwrap_or(0);
         assert!(voice_ms > 0, "{stats}");
     }
 
