@@ -67,18 +67,28 @@ fn field(line: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Onsets (sample index) of sound after at least 300 ms of quiet, in 10 ms windows.
+/// Onsets (sample index) of sound lasting at least 50 ms after at least 300 ms of quiet, in
+/// 10 ms windows. A shorter click is not an echo: an Opus coder that kept its state across a
+/// pause started each answer with a 20 ms blip of the last one, which read as an echo 300 ms
+/// early.
 fn onsets(samples: &[i16]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut quiet = 30;
+    let (mut run, mut start) = (0usize, 0usize);
     for (i, w) in samples.chunks(480).enumerate() {
         if rms(w) > 500.0 {
-            if quiet >= 30 {
-                out.push(i * 480);
+            if run == 0 {
+                start = i;
             }
-            quiet = 0;
+            run += 1;
+            if run == 5 && quiet >= 30 {
+                out.push(start * 480);
+            }
         } else {
+            // A click counts as quiet; the end of a sound starts the quiet afresh.
+            quiet = if run >= 5 { 0 } else { quiet + run };
             quiet += 1;
+            run = 0;
         }
     }
     out

@@ -109,11 +109,15 @@ impl OpusSender {
 
     /// Encodes and sends one frame captured at `now`.
     pub async fn send(&mut self, frame: &Frame, now: Instant) -> Result<(), String> {
+        let (timestamp, marker) = next_timestamp(self.timestamp, self.last_sent, now);
+        if marker && self.last_sent.is_some() {
+            // After a pause: no tail of what came before it.
+            self.encoder.reset().map_err(|e| e.to_string())?;
+        }
         let n = self
             .encoder
             .encode(frame, &mut self.packet)
             .map_err(|e| e.to_string())?;
-        let (timestamp, marker) = next_timestamp(self.timestamp, self.last_sent, now);
         self.last_sent = Some(now);
         if self.arena.capacity() < n {
             self.arena.reserve(PAYLOAD_ARENA);
@@ -168,6 +172,9 @@ fn next_timestamp(next: u32, last_sent: Option<Instant>, now: Instant) -> (u32, 
 pub struct OpusReceiver {
     decoder: OpusDecoder,
     last_sequence: Option<u16>,
+    last_timestamp: Option<u32>,
+    /// Samples the last packet decoded to (the RTP clock of Opus is 48 kHz, as ours).
+    last_samples: u32,
     out: [i16; FRAME_SAMPLES * 6],
     hole: Frame,
     pub concealed: u64,
@@ -181,12 +188,44 @@ impl OpusReceiver {
         Ok(OpusReceiver {
             decoder: OpusDecoder::new().map_err(|e| e.to_string())?,
             last_sequence: None,
+            last_timestamp: None,
+            last_samples: FRAME_SAMPLES as u32,
             out: [0; FRAME_SAMPLES * 6],
             hole: [0; FRAME_SAMPLES],
             concealed: 0,
             late: 0,
             lost: 0,
         })
+    }
+
+    /// Feeds one RTP packet. A packet that starts a talk spurt (its timestamp ran on further
+    /// than the packets in between account for: the sender paused) is decoded afresh: the
+    /// decoder would otherwise begin it with the tail of the last one. The marker bit is not
+    /// trusted for this: aiortc sets it on every packet.
+    pub fn on_rtp(
+        &mut self,
+        header: &rtp::header::Header,
+        payload: &[u8],
+        sink: &mut dyn FnMut(&[i16]),
+    ) {
+        if let (Some(last_seq), Some(last_ts)) = (self.last_sequence, self.last_timestamp) {
+            let ahead = header.sequence_number.wrapping_sub(last_seq);
+            if ahead != 0 && ahead < 0x8000 {
+                let accounted = u32::from(ahead).saturating_mul(self.last_samples);
+                let ran = header.timestamp.wrapping_sub(last_ts);
+                let paused = ran < 0x8000_0000 && ran > accounted + self.last_samples;
+                if paused {
+                    if let Err(e) = self.decoder.reset() {
+                        debug!("{e}");
+                    }
+                }
+            }
+        }
+        let before = self.last_sequence;
+        self.on_packet(header.sequence_number, payload, sink);
+        if self.last_sequence != before || before.is_none() {
+            self.last_timestamp = Some(header.timestamp);
+        }
     }
 
     /// Feeds one packet; `sink` receives the PCM (48 kHz mono) it yields, in order.
@@ -217,7 +256,10 @@ impl OpusReceiver {
             return;
         }
         match self.decoder.decode(payload, &mut self.out) {
-            Ok(n) => sink(&self.out[..n]),
+            Ok(n) => {
+                self.last_samples = (n as u32).max(1);
+                sink(&self.out[..n]);
+            }
             Err(e) => debug!("dropping an undecodable audio packet: {e}"),
         }
     }
@@ -244,7 +286,7 @@ pub async fn receive_opus(
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
                 let lost = receiver.lost;
-                receiver.on_packet(packet.header.sequence_number, &packet.payload, &mut sink);
+                receiver.on_rtp(&packet.header, &packet.payload, &mut sink);
                 if receiver.lost != lost {
                     stats.add_packets_lost(receiver.lost - lost);
                 }
@@ -316,5 +358,41 @@ mod tests {
             20 * FRAME_SAMPLES,
             "every 20 ms slot is filled exactly once"
         );
+    }
+
+    /// A tone, then a packet of silence from a fresh encoder with the given RTP header fields:
+    /// how loud that packet decodes.
+    fn first_frame_after(timestamp_jump: u32, marker: bool) -> f64 {
+        let mut rx = OpusReceiver::new().expect("receiver");
+        let mut header = rtp::header::Header::default();
+        for (i, p) in encoded_tone(40).iter().enumerate() {
+            header.sequence_number = i as u16;
+            header.timestamp = i as u32 * FRAME_SAMPLES as u32;
+            rx.on_rtp(&header, p, &mut |_| {});
+        }
+        let mut enc = OpusEncoder::new().expect("encoder");
+        let mut packet = [0u8; MAX_PACKET];
+        let n = enc
+            .encode(&[0; FRAME_SAMPLES], &mut packet)
+            .expect("encode");
+        header.sequence_number = 40;
+        header.timestamp += FRAME_SAMPLES as u32 + timestamp_jump;
+        header.marker = marker;
+        let mut energy = 0.0;
+        rx.on_rtp(&header, &packet[..n], &mut |pcm: &[i16]| {
+            energy =
+                (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        });
+        energy
+    }
+
+    #[test]
+    fn a_talk_spurt_after_a_pause_is_decoded_afresh() {
+        // Straight on: the decoder's tail of the tone is heard (it belongs there).
+        assert!(first_frame_after(0, false) > 300.0);
+        // After a second's pause, told by the timestamp: silence.
+        assert!(first_frame_after(48_000, false) < 10.0);
+        // A marker bit alone says nothing (aiortc sets it on every packet): decoded straight on.
+        assert!(first_frame_after(0, true) > 300.0);
     }
 }
