@@ -18,7 +18,7 @@ use super::device::{self, Pcm, Trouble};
 use super::echo::{EchoCanceller, BLOCK};
 use super::shared::{Shared, Side};
 use super::supervisor::{Device, DeviceUser};
-use super::{Frame, MicFrame, FRAME_SAMPLES, SAMPLE_RATE};
+use super::{duration_of, Frame, MicFrame, FRAME_SAMPLES};
 
 /// Far-end audio queued beyond this is skipped. Playback writes ahead of what the speaker
 /// sounds (its device buffer), so the freshest reference always precedes its echo; a stale one
@@ -322,10 +322,7 @@ impl Capture {
 fn heard_at(pcm: &alsa::PCM) -> Instant {
     let behind = pcm.delay().map_or(0, |d| d.max(0) as u64) + BLOCK as u64;
     let now = Instant::now();
-    now.checked_sub(Duration::from_micros(
-        behind * 1_000_000 / u64::from(SAMPLE_RATE),
-    ))
-    .unwrap_or(now)
+    now.checked_sub(duration_of(behind)).unwrap_or(now)
 }
 
 /// A device with no clock of its own (ALSA's `null`, a `file` plugin) delivers as fast as it is

@@ -251,7 +251,7 @@ impl Speaker for Engine {
                     let ahead = producer.buffer().capacity() - producer.slots();
                     self.shared
                         .latency
-                        .audio_arrived(ahead as u64, SAMPLE_RATE, Instant::now());
+                        .audio_arrived(ahead as u64, Instant::now());
                 }
                 jitter::push(&mut producer, pcm)
             }

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use super::{duration_of, SAMPLE_RATE};
+
 /// Delays up to this many ms are told apart; longer ones share the last bucket.
 const BUCKETS: usize = 500;
 
@@ -96,15 +98,12 @@ impl LatencyMeter {
 
     /// Audio read off the wire now goes behind `ahead` samples still to be written: it reaches
     /// the speaker after those and after what the device holds, which has played on since the
-    /// playback thread last looked. `rate` is samples per second.
-    pub fn audio_arrived(&self, ahead: u64, rate: u32, now: Instant) {
+    /// playback thread last looked.
+    pub fn audio_arrived(&self, ahead: u64, now: Instant) {
         let since = micros(now).saturating_sub(self.device_queued_at_us.load(Relaxed));
-        let played = since * u64::from(rate) / 1_000_000;
+        let played = since * u64::from(SAMPLE_RATE) / 1_000_000;
         let device = self.device_queued.load(Relaxed).saturating_sub(played);
-        let samples = ahead + device;
-        self.wire_to_speaker.record(Duration::from_micros(
-            samples * 1_000_000 / u64::from(rate.max(1)),
-        ));
+        self.wire_to_speaker.record(duration_of(ahead + device));
     }
 
     pub fn mic_to_wire(&self) -> Delays {
@@ -151,11 +150,11 @@ mod tests {
         let now = Instant::now();
         // 30 ms in the device, written 10 ms ago: 20 ms of it left; 40 ms queued ahead.
         m.device_wrote(1440, now);
-        m.audio_arrived(1920, 48_000, now + Duration::from_millis(10));
+        m.audio_arrived(1920, now + Duration::from_millis(10));
         assert_eq!(m.wire_to_speaker().median_ms, Some(60));
         // Long after the device ran dry, only the queue counts.
-        m.audio_arrived(480, 48_000, now + Duration::from_secs(1));
-        m.audio_arrived(480, 48_000, now + Duration::from_secs(1));
+        m.audio_arrived(480, now + Duration::from_secs(1));
+        m.audio_arrived(480, now + Duration::from_secs(1));
         assert_eq!(m.wire_to_speaker().median_ms, Some(10));
     }
 

@@ -14,6 +14,11 @@ pub const SAMPLE_RATE: u32 = 48_000;
 pub const FRAME_SAMPLES: usize = 960;
 pub const FRAME_MS: u32 = 20;
 
+/// How long `samples` at [`SAMPLE_RATE`] play.
+pub fn duration_of(samples: u64) -> std::time::Duration {
+    std::time::Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE))
+}
+
 /// 20 ms of mono PCM at 48 kHz; passed by value so that the hot path needs no allocation.
 pub type Frame = [i16; FRAME_SAMPLES];
 

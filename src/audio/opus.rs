@@ -106,6 +106,7 @@ impl OpusDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::signals::rms;
 
     fn tone(freq: f64, frames: usize) -> Vec<Frame> {
         (0..frames)
@@ -118,10 +119,6 @@ mod tests {
                 frame
             })
             .collect()
-    }
-
-    fn rms(x: &[i16]) -> f64 {
-        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
     }
 
     /// A tone, then silence after a pause: how loud the first frame after the pause decodes.

@@ -17,7 +17,7 @@ use super::earcons::Earcons;
 use super::jitter::{self, JitterBuffer};
 use super::shared::{Shared, Side};
 use super::supervisor::{Device, DeviceUser};
-use super::SAMPLE_RATE;
+use super::{duration_of, SAMPLE_RATE};
 use crate::session::Earcon;
 
 /// Longest period a device may hand us (the configuration allows up to 20 ms).
@@ -359,8 +359,8 @@ fn mix_in(out: &mut [i16], sound: &[i16], pos: usize) -> usize {
 /// timing behave as on a card and the thread writes one period per period. A card is never
 /// further ahead than its buffer (plus clock drift well under 1 %).
 fn pace(started: Instant, written: u64, buffer: usize) {
-    let audio = Duration::from_micros(written * 1_000_000 / u64::from(SAMPLE_RATE));
-    let buffered = Duration::from_micros(buffer as u64 * 1_000_000 / u64::from(SAMPLE_RATE));
+    let audio = duration_of(written);
+    let buffered = duration_of(buffer as u64);
     let elapsed = started.elapsed();
     if let Some(early) = audio.checked_sub(elapsed + buffered + CLOCKLESS_SLACK + elapsed / 100) {
         // A period more than needed: the thread sleeps every other period, as a card's

@@ -115,6 +115,7 @@ impl Upsampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::signals::rms;
 
     fn sine(rate: f64, freq: f64, n: usize) -> Vec<i16> {
         (0..n)
@@ -122,10 +123,6 @@ mod tests {
                 (10_000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate).sin()) as i16
             })
             .collect()
-    }
-
-    fn rms(s: &[i16]) -> f64 {
-        (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
     }
 
     #[test]

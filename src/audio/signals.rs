@@ -21,3 +21,8 @@ pub fn speech_like(n: usize, seed: u64, pauses: bool) -> Vec<i16> {
         })
         .collect()
 }
+
+/// Root mean square of `s` (0 for none).
+pub fn rms(s: &[i16]) -> f64 {
+    (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+}

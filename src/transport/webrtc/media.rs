@@ -171,8 +171,8 @@ fn next_timestamp(next: u32, last_sent: Option<Instant>, now: Instant) -> (u32, 
 /// packet's FEC data where it can) and dropping late or repeated ones.
 pub struct OpusReceiver {
     decoder: OpusDecoder,
-    last_sequence: Option<u16>,
-    last_timestamp: Option<u32>,
+    /// The last packet's sequence number and timestamp.
+    last: Option<(u16, u32)>,
     /// Samples the last packet decoded to (the RTP clock of Opus is 48 kHz, as ours).
     last_samples: u32,
     out: [i16; FRAME_SAMPLES * 6],
@@ -187,8 +187,7 @@ impl OpusReceiver {
     pub fn new() -> Result<Self, String> {
         Ok(OpusReceiver {
             decoder: OpusDecoder::new().map_err(|e| e.to_string())?,
-            last_sequence: None,
-            last_timestamp: None,
+            last: None,
             last_samples: FRAME_SAMPLES as u32,
             out: [0; FRAME_SAMPLES * 6],
             hole: [0; FRAME_SAMPLES],
@@ -198,44 +197,31 @@ impl OpusReceiver {
         })
     }
 
-    /// Feeds one RTP packet. A packet that starts a talk spurt (its timestamp ran on further
-    /// than the packets in between account for: the sender paused) is decoded afresh: the
-    /// decoder would otherwise begin it with the tail of the last one. The marker bit is not
-    /// trusted for this: aiortc sets it on every packet.
-    pub fn on_rtp(
+    /// Feeds one RTP packet; `sink` receives the PCM (48 kHz mono) it yields, in order. A
+    /// packet that starts a talk spurt (its timestamp ran on further than the packets in
+    /// between account for: the sender paused) is decoded afresh: the decoder would otherwise
+    /// begin it with the tail of the last one. The marker bit is not trusted for this: aiortc
+    /// sets it on every packet.
+    pub fn on_packet(
         &mut self,
         header: &rtp::header::Header,
         payload: &[u8],
         sink: &mut dyn FnMut(&[i16]),
     ) {
-        if let (Some(last_seq), Some(last_ts)) = (self.last_sequence, self.last_timestamp) {
-            let ahead = header.sequence_number.wrapping_sub(last_seq);
-            if ahead != 0 && ahead < 0x8000 {
-                let accounted = u32::from(ahead).saturating_mul(self.last_samples);
-                let ran = header.timestamp.wrapping_sub(last_ts);
-                let paused = ran < 0x8000_0000 && ran > accounted + self.last_samples;
-                if paused {
-                    if let Err(e) = self.decoder.reset() {
-                        debug!("{e}");
-                    }
-                }
-            }
-        }
-        let before = self.last_sequence;
-        self.on_packet(header.sequence_number, payload, sink);
-        if self.last_sequence != before || before.is_none() {
-            self.last_timestamp = Some(header.timestamp);
-        }
-    }
-
-    /// Feeds one packet; `sink` receives the PCM (48 kHz mono) it yields, in order.
-    pub fn on_packet(&mut self, sequence: u16, payload: &[u8], sink: &mut dyn FnMut(&[i16])) {
-        if let Some(last) = self.last_sequence {
-            let ahead = sequence.wrapping_sub(last);
+        let (sequence, timestamp) = (header.sequence_number, header.timestamp);
+        if let Some((last_sequence, last_timestamp)) = self.last {
+            let ahead = sequence.wrapping_sub(last_sequence);
             if ahead == 0 || ahead >= 0x8000 {
                 // A repeat, or a packet whose slot was already concealed.
                 self.late += 1;
                 return;
+            }
+            let accounted = u32::from(ahead).saturating_mul(self.last_samples);
+            let ran = timestamp.wrapping_sub(last_timestamp);
+            if ran < 0x8000_0000 && ran > accounted + self.last_samples {
+                if let Err(e) = self.decoder.reset() {
+                    debug!("{e}");
+                }
             }
             let missing = ahead - 1;
             self.lost += u64::from(missing);
@@ -251,7 +237,7 @@ impl OpusReceiver {
                 }
             }
         }
-        self.last_sequence = Some(sequence);
+        self.last = Some((sequence, timestamp));
         if payload.is_empty() {
             return;
         }
@@ -286,7 +272,7 @@ pub async fn receive_opus(
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
                 let lost = receiver.lost;
-                receiver.on_rtp(&packet.header, &packet.payload, &mut sink);
+                receiver.on_packet(&packet.header, &packet.payload, &mut sink);
                 if receiver.lost != lost {
                     stats.add_packets_lost(receiver.lost - lost);
                 }
@@ -340,15 +326,20 @@ mod tests {
         let mut sink = |pcm: &[i16]| samples += pcm.len();
         // Sequence numbers wrap around 65535 on purpose.
         let base = 65_530u16;
+        let header = |i: usize| rtp::header::Header {
+            sequence_number: base.wrapping_add(i as u16),
+            timestamp: (i * FRAME_SAMPLES) as u32,
+            ..Default::default()
+        };
         for (i, p) in packets.iter().enumerate() {
             if i == 5 || i == 6 || i == 12 {
                 continue; // lost
             }
-            rx.on_packet(base.wrapping_add(i as u16), p, &mut sink);
+            rx.on_packet(&header(i), p, &mut sink);
         }
         // A late copy of an already concealed packet, and a duplicate.
-        rx.on_packet(base.wrapping_add(5), &packets[5], &mut sink);
-        rx.on_packet(base.wrapping_add(19), &packets[19], &mut sink);
+        rx.on_packet(&header(5), &packets[5], &mut sink);
+        rx.on_packet(&header(19), &packets[19], &mut sink);
         assert_eq!(rx.concealed, 3);
         assert_eq!(rx.late, 2);
         // Other tests may add to the process-wide count meanwhile, never take from it.
@@ -368,7 +359,7 @@ mod tests {
         for (i, p) in encoded_tone(40).iter().enumerate() {
             header.sequence_number = i as u16;
             header.timestamp = i as u32 * FRAME_SAMPLES as u32;
-            rx.on_rtp(&header, p, &mut |_| {});
+            rx.on_packet(&header, p, &mut |_| {});
         }
         let mut enc = OpusEncoder::new().expect("encoder");
         let mut packet = [0u8; MAX_PACKET];
@@ -379,9 +370,8 @@ mod tests {
         header.timestamp += FRAME_SAMPLES as u32 + timestamp_jump;
         header.marker = marker;
         let mut energy = 0.0;
-        rx.on_rtp(&header, &packet[..n], &mut |pcm: &[i16]| {
-            energy =
-                (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        rx.on_packet(&header, &packet[..n], &mut |pcm: &[i16]| {
+            energy = crate::audio::signals::rms(pcm);
         });
         energy
     }
