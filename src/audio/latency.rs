@@ -22,7 +22,7 @@ const BUCKETS: usize = 500;
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Microseconds since [`EPOCH`], for an atomic.
-pub fn micros(at: Instant) -> u64 {
+fn micros(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(*EPOCH).as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -44,27 +44,31 @@ impl Histogram {
         self.buckets[ms.min(BUCKETS - 1)].fetch_add(1, Relaxed);
     }
 
-    /// The delay (ms) that `share` of the recorded ones do not exceed; `None` before any.
-    fn quantile(&self, share: f64) -> Option<u32> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| u64::from(b.load(Relaxed)))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
+    /// The median and 95th percentile, both from one reading of the buckets.
+    fn delays(&self) -> Delays {
+        let counts: [u32; BUCKETS] = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
+        Delays {
+            median_ms: quantile(&counts, 0.5),
+            p95_ms: quantile(&counts, 0.95),
         }
-        let rank = ((total as f64 * share).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (ms, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return u32::try_from(ms).ok();
-            }
-        }
-        None
     }
+}
+
+/// The delay (ms) that `share` of those counted do not exceed; `None` before any.
+fn quantile(counts: &[u32], share: f64) -> Option<u32> {
+    let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64 * share).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (ms, &n) in counts.iter().enumerate() {
+        seen += u64::from(n);
+        if seen >= rank {
+            return u32::try_from(ms).ok();
+        }
+    }
+    None
 }
 
 /// Both directions' delays since the engine started.
@@ -107,17 +111,11 @@ impl LatencyMeter {
     }
 
     pub fn mic_to_wire(&self) -> Delays {
-        Delays {
-            median_ms: self.mic_to_wire.quantile(0.5),
-            p95_ms: self.mic_to_wire.quantile(0.95),
-        }
+        self.mic_to_wire.delays()
     }
 
     pub fn wire_to_speaker(&self) -> Delays {
-        Delays {
-            median_ms: self.wire_to_speaker.quantile(0.5),
-            p95_ms: self.wire_to_speaker.quantile(0.95),
-        }
+        self.wire_to_speaker.delays()
     }
 }
 
@@ -138,10 +136,12 @@ mod tests {
         for ms in 1..=100 {
             h.record(Duration::from_micros(ms * 1000 + 400));
         }
-        assert_eq!(h.quantile(0.5), Some(50));
-        assert_eq!(h.quantile(0.95), Some(95));
+        let d = h.delays();
+        assert_eq!(d.median_ms, Some(50));
+        assert_eq!(d.p95_ms, Some(95));
         h.record(Duration::from_secs(10));
-        assert_eq!(h.quantile(1.0), Some(BUCKETS as u32 - 1));
+        let counts: Vec<u32> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        assert_eq!(quantile(&counts, 1.0), Some(BUCKETS as u32 - 1));
     }
 
     #[test]
