@@ -186,15 +186,20 @@ impl Playback {
             if self.shared.stop.load(Relaxed) {
                 return None;
             }
-            if self.housekeeping(m) && m.running && m.earcon.is_none() {
-                // Barge-in: what the device still holds goes too, not only our queue.
-                let _ = pcm.pcm.drop();
-                if let Err(e) = pcm.pcm.prepare() {
-                    return Some(device::reason(&e));
+            if self.housekeeping(m) {
+                if m.running && m.earcon.is_none() {
+                    // Barge-in: what the device still holds goes too, not only our queue.
+                    let _ = pcm.pcm.drop();
+                    if let Err(e) = pcm.pcm.prepare() {
+                        return Some(device::reason(&e));
+                    }
+                    m.running = false;
+                    m.quiet = usize::MAX;
                 }
-                m.running = false;
-                m.quiet = usize::MAX;
-                self.log_hush();
+                // Already stopped counts too: a hush the flush overtook is still logged once.
+                if !m.running {
+                    self.log_hush();
+                }
             }
             if self.shared.hush.load(Relaxed) {
                 self.shared.audible.store(false, Relaxed);

@@ -272,11 +272,18 @@ fn conversation(protocol: &str, transport: &str) {
     // The device heard the interruption itself and silenced the speaker: how long after the
     // voice began (its place in the microphone stream is known: it is our file).
     let onset_ms = (2500 + question.len() / 48 + 1800) as u64;
-    let hush = log()
-        .lines()
-        .find(|l| l.contains("local barge-in: a voice at"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no local barge-in: {}", log()));
+    // The playback thread logs it once it has silenced the device, which on a loaded
+    // machine may come after the service has seen the cancel: wait for it, bounded.
+    let hush = wait_for(
+        Duration::from_secs(5),
+        testkit::wait::lazy(|| format!("the local barge-in line: {}", log())),
+        || {
+            log()
+                .lines()
+                .find(|l| l.contains("local barge-in: a voice at"))
+                .map(str::to_owned)
+        },
+    );
     let field = |name: &str| {
         hush.split(&format!("{name}="))
             .nth(1)
@@ -333,11 +340,16 @@ fn conversation(protocol: &str, transport: &str) {
 
     // Where the seconds went: one line per turn, timed to the speaker (never 0: the jitter
     // buffer and the device lie between the answer's arrival and its sound).
-    let turn = log()
-        .lines()
-        .find(|l| l.contains("turn: first audio at the speaker"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no turn line: {}", log()));
+    let turn = wait_for(
+        Duration::from_secs(5),
+        testkit::wait::lazy(|| format!("a turn line: {}", log())),
+        || {
+            log()
+                .lines()
+                .find(|l| l.contains("turn: first audio at the speaker"))
+                .map(str::to_owned)
+        },
+    );
     eprintln!(
         "{protocol} over {transport}: {}",
         turn.split("INFO ").nth(1).unwrap_or(&turn)
