@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
-use rtrb::{Producer, RingBuffer};
+use rtrb::RingBuffer;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
@@ -24,6 +24,7 @@ use super::latency::LatencyMeter;
 use super::playback::Playback;
 use super::probe;
 use super::shared::{Recorder, Shared, Side};
+use super::speaker_queue::SpeakerQueue;
 use super::{AudioControl, AudioStats, ItemHeard, MicFrame, Microphone, Speaker, SAMPLE_RATE};
 use crate::config;
 use crate::session::Earcon;
@@ -43,7 +44,8 @@ pub enum AudioError {
 pub struct EngineOptions {
     /// Microphone frames queued for a slow transport before new ones are dropped.
     pub mic_frames: usize,
-    /// Assistant audio the playback buffer holds; the WebSocket delivers faster than real time.
+    /// Assistant audio held for the speaker at most; the WebSocket delivers faster than real
+    /// time. The first [`SPEAKER_RING_S`] of it is a ring, the rest a backlog used only then.
     pub playback_buffer_s: u32,
     /// Capture on from the very first sample (tests, benchmarks); the daemon turns it on itself.
     pub capture_on: bool,
@@ -64,10 +66,13 @@ impl Default for EngineOptions {
     }
 }
 
+/// Seconds of the speaker's ring: far more than a paced source (WebRTC) ever has queued.
+pub const SPEAKER_RING_S: u32 = 2;
+
 /// The real engine. Dropping it stops and joins both threads (within ~100 ms).
 pub struct Engine {
     shared: Arc<Shared>,
-    speaker: Mutex<Producer<i16>>,
+    speaker: Arc<Mutex<SpeakerQueue>>,
     microphone: Microphone,
     playback_thread: Thread,
     earcons: bool,
@@ -118,10 +123,13 @@ impl Engine {
         let jitter = JitterSettings::with_prebuffer(config.jitter_buffer_ms);
         shared.jitter_target_ms.store(jitter.start_ms, Relaxed);
 
-        let (speaker, jitter) = jitter::channel(
-            SAMPLE_RATE as usize * options.playback_buffer_s.max(1) as usize,
-            jitter,
-        );
+        let held = SAMPLE_RATE as usize * options.playback_buffer_s.max(1) as usize;
+        let ring = (SAMPLE_RATE * SPEAKER_RING_S) as usize;
+        let (speaker, jitter) = jitter::channel(ring.min(held), jitter);
+        let speaker = Arc::new(Mutex::new(SpeakerQueue::new(
+            speaker,
+            held.saturating_sub(ring),
+        )));
         // Half a second of far end: the capture thread trims it to 300 ms anyway.
         let (reference_tx, reference_rx) = RingBuffer::new(SAMPLE_RATE as usize / 2);
         let (frames_tx, frames_rx) = mpsc::channel::<MicFrame>(options.mic_frames.max(1));
@@ -131,6 +139,7 @@ impl Engine {
             period_ms: config.period_ms,
             pcm: playback_pcm,
             jitter,
+            queue: speaker.clone(),
             reference: reference_tx,
             earcons: Earcons::default(),
             shared: shared.clone(),
@@ -176,7 +185,7 @@ impl Engine {
         };
         Ok(Engine {
             shared,
-            speaker: Mutex::new(speaker),
+            speaker,
             microphone: Arc::new(tokio::sync::Mutex::new(frames_rx)),
             playback_thread,
             earcons: config.earcons,
@@ -243,17 +252,20 @@ impl Engine {
 impl Speaker for Engine {
     fn push(&self, pcm: &[i16]) {
         let dropped = match self.speaker.lock() {
-            Ok(mut producer) => {
+            Ok(mut queue) => {
                 // While the assistant plays, this audio waits behind what is queued: the
                 // wire-to-speaker delay. Before it plays, the wait is the jitter buffer's
                 // pre-buffer, which `jitter_target_ms` already says.
                 if self.shared.audible.load(Relaxed) {
-                    let ahead = producer.buffer().capacity() - producer.slots();
                     self.shared
                         .latency
-                        .audio_arrived(ahead as u64, Instant::now());
+                        .audio_arrived(queue.queued() as u64, Instant::now());
                 }
-                jitter::push(&mut producer, pcm)
+                let dropped = queue.push(pcm);
+                if queue.has_backlog() {
+                    self.shared.speaker_backlog.store(true, Relaxed);
+                }
+                dropped
             }
             Err(_) => pcm.len(),
         };
@@ -280,6 +292,10 @@ impl Speaker for Engine {
 
 impl AudioControl for Engine {
     fn flush_playback(&self) {
+        // The backlog first: playback must not move any of it into the ring it is to empty.
+        if let Ok(mut queue) = self.speaker.lock() {
+            queue.clear_backlog();
+        }
         self.shared.flush_gen.fetch_add(1, Relaxed);
         // After the flush is posted: playback must not resume the audio it held.
         self.shared.hush.store(false, Relaxed);

@@ -164,4 +164,5 @@ pub mod resample;
 pub(crate) mod shared;
 #[doc(hidden)]
 pub mod signals;
+pub mod speaker_queue;
 mod supervisor;

@@ -6,7 +6,7 @@
 //! a flush), so an idle daemon costs nothing. Nothing here allocates once running.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtrb::Producer;
@@ -16,6 +16,7 @@ use super::device::{self, Pcm, Trouble};
 use super::earcons::Earcons;
 use super::jitter::{self, JitterBuffer};
 use super::shared::{Shared, Side};
+use super::speaker_queue::SpeakerQueue;
 use super::supervisor::{Device, DeviceUser};
 use super::{duration_of, SAMPLE_RATE};
 use crate::session::Earcon;
@@ -28,6 +29,8 @@ pub(crate) struct Playback {
     pub period_ms: u32,
     pub pcm: Option<Pcm>,
     pub jitter: JitterBuffer,
+    /// The transports' side of the jitter buffer's ring, for its backlog (see `speaker_queue`).
+    pub queue: Arc<Mutex<SpeakerQueue>>,
     /// What we wrote, for the echo canceller.
     pub reference: Producer<i16>,
     pub earcons: Earcons,
@@ -144,6 +147,14 @@ impl Playback {
             m.audio_total = 0;
             m.after_audio = 0;
             self.shared.played_samples.store(0, Relaxed);
+        }
+        // Audio that arrived ahead of the ring: in as it makes room. Never wait for the lock
+        // (a transport is pushing): the ring holds seconds, the next period tries again.
+        if self.shared.speaker_backlog.load(Relaxed) {
+            if let Ok(mut queue) = self.queue.try_lock() {
+                let left = queue.refill();
+                self.shared.speaker_backlog.store(left, Relaxed);
+            }
         }
         let requested = self.shared.earcon.swap(0, Relaxed);
         if let Some(e) = Shared::earcon_from(requested) {

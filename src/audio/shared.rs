@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     capture_problem: Mutex<Option<String>>,
     playback_problem: Mutex<Option<String>>,
     pub on_drained: OnceLock<Hook>,
+    /// The speaker's queue has a backlog behind its ring, for playback to move in.
+    pub speaker_backlog: AtomicBool,
     /// The speaker's audio arrives at the pace it plays ([`super::Speaker::set_paced`]).
     pub paced: AtomicBool,
     /// Samples playback dropped from quiet moments to cut delay.

@@ -242,6 +242,68 @@ fn child_playback_tone() {
     );
 }
 
+/// A whole answer arriving at once, as the WebSocket delivers it: longer than the speaker's
+/// ring, so most of it waits in the backlog behind it.
+fn long_answer() -> Vec<i16> {
+    let seconds = realtime_voiced::audio::engine::SPEAKER_RING_S as usize + 2;
+    (0..48_000 * seconds)
+        .map(|i| ((i * 7) % 16_000) as i16 - 8_000)
+        .collect()
+}
+
+#[test]
+fn an_answer_longer_than_the_ring_plays_whole_and_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let infile = dir.path().join("silence.raw");
+    write_raw(&infile, &vec![0i16; 480_000]);
+    Asoundrc::new()
+        .reads_file("quietsrc", Slave::Null, &infile)
+        .writes_file("recsink", Slave::Null, &dir.path().join("played.raw"))
+        .write(dir.path());
+    run_child(
+        (module_path!(), "child_long_answer"),
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    let played = read_raw(&dir.path().join("played.raw"));
+    let answer = long_answer();
+    let start = played
+        .windows(64)
+        .position(|w| w == &answer[..64])
+        .expect("the answer was played");
+    let end = (start + answer.len()).min(played.len());
+    assert!(
+        played[start..end] == answer[..],
+        "{} of {} samples played, or not in order",
+        end - start,
+        answer.len()
+    );
+}
+
+#[test]
+fn child_long_answer() {
+    let Some(_dir) = child_dir() else { return };
+    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
+    let drained = Arc::new(AtomicU32::new(0));
+    let d = drained.clone();
+    engine.on_drained(move || {
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    let answer = long_answer();
+    engine.item_boundary();
+    engine.push(&answer);
+    wait_for(Duration::from_secs(15), "playback to drain", || {
+        (drained.load(Ordering::SeqCst) == 1).then_some(())
+    });
+    let stats = engine.stats();
+    assert_eq!(stats.playback_dropped, 0);
+    assert_eq!(
+        engine.item_heard().heard_ms as usize,
+        answer.len() / 48,
+        "heard all of it"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A device that does not exist.
 
