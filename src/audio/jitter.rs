@@ -11,8 +11,9 @@
 //!
 //! Audio that arrives at the pace it plays (WebRTC) keeps whatever delay it has once playing: a
 //! late packet that ran the buffer dry, or a burst, would add to the delay for the rest of the
-//! answer. So when a paced source's queue stayed above the target for a whole second, the
-//! excess is dropped from the next quiet moments (a pause between words), never from speech.
+//! answer. So when a paced source's queue stayed above the target for a whole second (its
+//! lowest point plus one arrival: a queue dips by a packet between packets), the excess is
+//! dropped from the next quiet moments (a pause between words), never from speech.
 //! Audio delivered ahead of time (WebSocket) is left whole.
 
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -115,6 +116,10 @@ pub struct JitterBuffer {
     /// The lowest the queue fell to since `window` began, and samples played since then.
     low: usize,
     window: usize,
+    /// What was queued after the last read, and the most that arrived between two reads since
+    /// `window` began (a packet, or a few at once).
+    after_read: usize,
+    rise: usize,
     /// Excess delay still to drop, in quiet blocks.
     shed: usize,
     shed_total: u64,
@@ -133,6 +138,8 @@ pub fn channel(capacity: usize, settings: JitterSettings) -> (Producer<i16>, Jit
         paced: false,
         low: usize::MAX,
         window: 0,
+        after_read: 0,
+        rise: 0,
         shed: 0,
         shed_total: 0,
     };
@@ -189,7 +196,7 @@ impl JitterBuffer {
             self.drop_if_quiet(out.len());
         }
         let n = self.read(out);
-        self.watch_delay(out.len());
+        self.watch_delay(avail, out.len());
         out[n..].fill(0);
         self.calm += n;
         if self.calm >= self.settings.calm_ms as usize * SAMPLES_PER_MS {
@@ -218,19 +225,29 @@ impl JitterBuffer {
     fn restart_window(&mut self) {
         self.low = usize::MAX;
         self.window = 0;
+        self.after_read = usize::MAX;
+        self.rise = 0;
         self.shed = 0;
     }
 
-    /// After each read while playing: a paced queue that never fell to the target for a whole
-    /// window holds that much more than the network needs.
-    fn watch_delay(&mut self, played: usize) {
+    /// After each read while playing (`before` was queued as the fill began): the target is
+    /// what is queued as a packet arrives, and the queue falls by up to a packet before the
+    /// next one. A paced queue whose lowest point, plus the biggest arrival, stayed above the
+    /// target for a whole window holds that much more than the network needs. (Counted in
+    /// the queue alone: a device's buffer holds the same whatever the queue does.)
+    fn watch_delay(&mut self, before: usize, played: usize) {
         if !self.paced || self.shed > 0 {
             return;
         }
-        self.low = self.low.min(self.consumer.slots());
+        let now = self.consumer.slots();
+        if self.after_read != usize::MAX {
+            self.rise = self.rise.max(before.saturating_sub(self.after_read));
+        }
+        self.after_read = now;
+        self.low = self.low.min(now);
         self.window += played;
         if self.window >= SHED_WINDOW {
-            let excess = self.low.saturating_sub(self.target);
+            let excess = (self.low + self.rise).saturating_sub(self.target);
             self.restart_window();
             if excess >= played {
                 self.shed = excess;

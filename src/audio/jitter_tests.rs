@@ -165,11 +165,43 @@ fn paced_call(paced: bool, level: i16, seconds: usize) -> (usize, u64) {
 
 #[test]
 fn a_paced_queue_longer_than_needed_is_cut_in_quiet_moments() {
-    // 90 ms queued against a 60 ms target: never under 80 after a read, for a second. Cut
-    // by 20, it falls to the target after each read.
+    // 90 ms queued against a 60 ms target, 10 ms arriving between reads: never under 80
+    // after a read, for a second. Cut by 30, it holds the target as each packet arrives.
     let (queued, shed) = paced_call(true, 10, 3);
-    assert_eq!(shed, 20 * SAMPLES_PER_MS as u64);
-    assert_eq!(queued, 70 * SAMPLES_PER_MS);
+    assert_eq!(shed, 30 * SAMPLES_PER_MS as u64);
+    assert_eq!(queued, 60 * SAMPLES_PER_MS);
+}
+
+/// As WebRTC plays on a device: a 20 ms packet every 20 ms, and two 10 ms periods read per
+/// wake-up. Starts with `queued` ms; returns what is queued as the last packet arrives, and
+/// what was dropped.
+fn packets_call(queued: usize, seconds: usize) -> (usize, u64) {
+    let steady = JitterSettings {
+        calm_ms: 60_000,
+        ..settings()
+    };
+    let (mut tx, mut jb) = channel(48_000, steady);
+    jb.set_paced(true);
+    push(&mut tx, &vec![10; queued * SAMPLES_PER_MS]);
+    let mut out = [0i16; PERIOD];
+    for _ in 0..seconds * 50 {
+        for _ in 0..2 {
+            assert_eq!(jb.fill(&mut out).audio, PERIOD);
+        }
+        push(&mut tx, &[10; 2 * PERIOD]);
+    }
+    (jb.queued(), jb.shed_samples())
+}
+
+#[test]
+fn a_queue_at_its_target_is_left_alone_however_packets_fall() {
+    // Falls 20 ms below the target before each packet: that is the packet, not excess.
+    assert_eq!(packets_call(60, 3), (60 * SAMPLES_PER_MS, 0));
+    // 20 ms more than the target (a burst at the start): that much is cut, once.
+    assert_eq!(
+        packets_call(80, 3),
+        (60 * SAMPLES_PER_MS, 20 * SAMPLES_PER_MS as u64)
+    );
 }
 
 #[test]
