@@ -7,7 +7,8 @@
 //! - the daemon on PulseAudio devices (a null sink, through ALSA's `pulse` plugin: real-time
 //!   paced, with PulseAudio's client thread inside the daemon's process);
 //! - the daemon on `file` devices over ALSA's `null` (no sound server; the daemon paces the
-//!   clock-less devices itself);
+//!   clock-less devices itself), with alsa-lib given only those devices, so that the system's
+//!   PulseAudio hook does not load libpulse into it as it would into any alsa-lib user here;
 //! - the aiortc client.
 //!
 //! The simulator checks ICE consent at webrtc-rs's pace (`--slow-ice`), not every 20 ms, so
@@ -194,10 +195,14 @@ fn run_daemon(
         Some(p) => (Slave::PulseMonitor(p), Slave::PulseSink(p)),
         None => (Slave::Null, Slave::Null),
     };
-    let alsa = Asoundrc::new()
+    let rc = Asoundrc::new()
         .reads_file("rtv_mic", mic_slave, &mic_raw)
-        .writes_file("rtv_speaker", speaker_slave, &speaker_raw)
-        .write(d);
+        .writes_file("rtv_speaker", speaker_slave, &speaker_raw);
+    // No sound server means none in the process either (see `write_alone`).
+    let alsa = match devices {
+        Devices::Pulse => rc.write(d),
+        Devices::FileNull => rc.write_alone(d),
+    };
     let sim = SimProcess::start(d, 0, &["--reply", "mirror", "--slow-ice"]);
     let config = d.join("daemon.toml");
     std::fs::write(

@@ -142,6 +142,16 @@ impl Asoundrc {
         std::fs::write(&conf, &self.text).expect("write asound.conf");
         alsa_config_path(dir)
     }
+
+    /// Writes `dir/asound.conf`; returns the value for `ALSA_CONFIG_PATH` that loads these
+    /// devices alone: not alsa-lib's `alsa.conf`, so no other package's drop-ins either. This
+    /// machine's PulseAudio plugin hooks into every alsa-lib user through them, loading
+    /// libpulse and its dependencies (about 3 MiB resident) into a process that never uses a
+    /// sound server; a device without PulseAudio does not. For `file`/`null` measurements.
+    pub fn write_alone(&self, dir: &Path) -> String {
+        self.write(dir);
+        dir.join("asound.conf").display().to_string()
+    }
 }
 
 /// `ALSA_CONFIG_PATH` for the asoundrc [`Asoundrc::write`] puts in `dir`: alsa-lib's own
