@@ -18,7 +18,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
-use crate::audio::{Frame, FRAME_SAMPLES};
+use crate::audio::{Frame, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::transport::LinkStats;
 
 /// Payload type the service uses for Opus; the answer decides, this is only our offer.
@@ -28,6 +28,13 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 const MAX_CONCEAL: u16 = 10;
 /// A pause in the microphone stream longer than this starts a new talk spurt on the wire.
 const TALKSPURT_GAP: Duration = Duration::from_millis(60);
+/// A pause at least this long also starts the codec afresh at both ends, so that a talk spurt
+/// does not begin with the tail of the last one. Not after shorter ones: a sender scheduled
+/// late, or frames relayed in bursts, must not reset an encoder whose far decoder (not ours,
+/// and not reset) goes on from the old state; against aiortc, resets after every 60 ms gap
+/// cut the audio it heard from 60 % of a call's frames to 25 %.
+const CODEC_RESET_PAUSE: Duration = Duration::from_millis(500);
+const CODEC_RESET_SAMPLES: u32 = (CODEC_RESET_PAUSE.as_millis() as u32) * SAMPLE_RATE / 1000;
 /// Bytes of payload buffer reserved at a time; packets share it until all are sent.
 const PAYLOAD_ARENA: usize = 16 * 1024;
 
@@ -110,7 +117,10 @@ impl OpusSender {
     /// Encodes and sends one frame captured at `now`.
     pub async fn send(&mut self, frame: &Frame, now: Instant) -> Result<(), String> {
         let (timestamp, marker) = next_timestamp(self.timestamp, self.last_sent, now);
-        if marker && self.last_sent.is_some() {
+        let paused = self
+            .last_sent
+            .is_some_and(|last| now.saturating_duration_since(last) >= CODEC_RESET_PAUSE);
+        if paused {
             // After a pause: no tail of what came before it.
             self.encoder.reset().map_err(|e| e.to_string())?;
         }
@@ -198,10 +208,10 @@ impl OpusReceiver {
     }
 
     /// Feeds one RTP packet; `sink` receives the PCM (48 kHz mono) it yields, in order. A
-    /// packet that starts a talk spurt (its timestamp ran on further than the packets in
-    /// between account for: the sender paused) is decoded afresh: the decoder would otherwise
-    /// begin it with the tail of the last one. The marker bit is not trusted for this: aiortc
-    /// sets it on every packet.
+    /// packet after a pause of [`CODEC_RESET_PAUSE`] or more (its timestamp ran on that much
+    /// further than the packets in between account for) is decoded afresh: the decoder would
+    /// otherwise begin it with the tail of the last talk spurt. The marker bit is not trusted
+    /// for this: aiortc sets it on every packet.
     pub fn on_packet(
         &mut self,
         header: &rtp::header::Header,
@@ -218,7 +228,9 @@ impl OpusReceiver {
             }
             let accounted = u32::from(ahead).saturating_mul(self.last_samples);
             let ran = timestamp.wrapping_sub(last_timestamp);
-            if ran < 0x8000_0000 && ran > accounted + self.last_samples {
+            // The pause the timestamps show: what they ran on beyond the packets, plus a frame.
+            let pause = ran.saturating_sub(accounted) + self.last_samples;
+            if ran < 0x8000_0000 && pause >= CODEC_RESET_SAMPLES {
                 if let Err(e) = self.decoder.reset() {
                     debug!("{e}");
                 }
@@ -382,6 +394,8 @@ mod tests {
         assert!(first_frame_after(0, false) > 300.0);
         // After a second's pause, told by the timestamp: silence.
         assert!(first_frame_after(48_000, false) < 10.0);
+        // A 100 ms gap is a late sender, not a pause: decoded straight on, as its encoder was.
+        assert!(first_frame_after(4_800, false) > 300.0);
         // A marker bit alone says nothing (aiortc sets it on every packet): decoded straight on.
         assert!(first_frame_after(0, true) > 300.0);
     }
