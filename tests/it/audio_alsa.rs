@@ -160,8 +160,9 @@ fn child_capture_tone() {
 // ---------------------------------------------------------------------------------------------
 // Decoded playback through the `file` plugin.
 
-#[test]
-fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
+/// Runs the child test `child` on a silent microphone and a speaker recorded to a file;
+/// returns every sample it played.
+fn played_through_file(child: &str) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");
     let infile = dir.path().join("silence.raw");
     write_raw(&infile, &vec![0i16; 480_000]);
@@ -169,13 +170,24 @@ fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
         .reads_file("quietsrc", Slave::Null, &infile)
         .writes_file("recsink", Slave::Null, &dir.path().join("played.raw"))
         .write(dir.path());
-    run_child(
-        (module_path!(), "child_playback_tone"),
-        dir.path(),
-        Duration::from_secs(30),
-    );
+    run_child((module_path!(), child), dir.path(), Duration::from_secs(30));
+    read_raw(&dir.path().join("played.raw"))
+}
 
-    let played = read_raw(&dir.path().join("played.raw"));
+/// In a child: the engine on those devices, and how many times its playback drained.
+fn engine_counting_drains() -> (Engine, Arc<AtomicU32>) {
+    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
+    let drained = Arc::new(AtomicU32::new(0));
+    let d = drained.clone();
+    engine.on_drained(move || {
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    (engine, drained)
+}
+
+#[test]
+fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
+    let played = played_through_file("child_playback_tone");
     let source = tone(440.0, 10_000.0, 48_000);
     // The decoded tone: the first run of loud samples.
     let start = played
@@ -202,12 +214,7 @@ fn decoded_playback_matches_the_source_and_earcons_are_mixed_in() {
 #[test]
 fn child_playback_tone() {
     let Some(_dir) = child_dir() else { return };
-    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
-    let drained = Arc::new(AtomicU32::new(0));
-    let d = drained.clone();
-    engine.on_drained(move || {
-        d.fetch_add(1, Ordering::SeqCst);
-    });
+    let (engine, drained) = engine_counting_drains();
     // Through the codec, as the WebRTC transport would deliver it.
     let mut enc = OpusEncoder::new().expect("encoder");
     let mut dec = OpusDecoder::new().expect("decoder");
@@ -253,19 +260,7 @@ fn long_answer() -> Vec<i16> {
 
 #[test]
 fn an_answer_longer_than_the_ring_plays_whole_and_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let infile = dir.path().join("silence.raw");
-    write_raw(&infile, &vec![0i16; 480_000]);
-    Asoundrc::new()
-        .reads_file("quietsrc", Slave::Null, &infile)
-        .writes_file("recsink", Slave::Null, &dir.path().join("played.raw"))
-        .write(dir.path());
-    run_child(
-        (module_path!(), "child_long_answer"),
-        dir.path(),
-        Duration::from_secs(30),
-    );
-    let played = read_raw(&dir.path().join("played.raw"));
+    let played = played_through_file("child_long_answer");
     let answer = long_answer();
     let start = played
         .windows(64)
@@ -283,12 +278,7 @@ fn an_answer_longer_than_the_ring_plays_whole_and_in_order() {
 #[test]
 fn child_long_answer() {
     let Some(_dir) = child_dir() else { return };
-    let engine = Engine::start(&audio_config("quietsrc", "recsink")).expect("engine");
-    let drained = Arc::new(AtomicU32::new(0));
-    let d = drained.clone();
-    engine.on_drained(move || {
-        d.fetch_add(1, Ordering::SeqCst);
-    });
+    let (engine, drained) = engine_counting_drains();
     let answer = long_answer();
     engine.item_boundary();
     engine.push(&answer);

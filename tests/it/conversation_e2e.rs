@@ -218,6 +218,19 @@ fn conversation(protocol: &str, transport: &str) {
             .stderr(std::fs::File::create(&daemon_log).expect("log")),
     );
     let log = || std::fs::read_to_string(&daemon_log).unwrap_or_default();
+    // A line some thread logs after what the test saw last (bounded wait).
+    let log_line = |needle: &str| {
+        wait_for(
+            Duration::from_secs(5),
+            testkit::wait::lazy(|| format!("a line with {needle:?}: {}", log())),
+            || {
+                log()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_owned)
+            },
+        )
+    };
     let sim_log = |s: &SimProcess| s.logged();
     wait_for(Duration::from_secs(20), "the daemon on the bus", || {
         bus.property("State")
@@ -274,16 +287,7 @@ fn conversation(protocol: &str, transport: &str) {
     let onset_ms = (2500 + question.len() / 48 + 1800) as u64;
     // The playback thread logs it once it has silenced the device, which on a loaded
     // machine may come after the service has seen the cancel: wait for it, bounded.
-    let hush = wait_for(
-        Duration::from_secs(5),
-        testkit::wait::lazy(|| format!("the local barge-in line: {}", log())),
-        || {
-            log()
-                .lines()
-                .find(|l| l.contains("local barge-in: a voice at"))
-                .map(str::to_owned)
-        },
-    );
+    let hush = log_line("local barge-in: a voice at");
     let field = |name: &str| {
         hush.split(&format!("{name}="))
             .nth(1)
@@ -340,16 +344,7 @@ fn conversation(protocol: &str, transport: &str) {
 
     // Where the seconds went: one line per turn, timed to the speaker (never 0: the jitter
     // buffer and the device lie between the answer's arrival and its sound).
-    let turn = wait_for(
-        Duration::from_secs(5),
-        testkit::wait::lazy(|| format!("a turn line: {}", log())),
-        || {
-            log()
-                .lines()
-                .find(|l| l.contains("turn: first audio at the speaker"))
-                .map(str::to_owned)
-        },
-    );
+    let turn = log_line("turn: first audio at the speaker");
     eprintln!(
         "{protocol} over {transport}: {}",
         turn.split("INFO ").nth(1).unwrap_or(&turn)
