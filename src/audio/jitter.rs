@@ -116,9 +116,9 @@ pub struct JitterBuffer {
     /// The lowest the queue fell to since `window` began, and samples played since then.
     low: usize,
     window: usize,
-    /// What was queued after the last read, and the most that arrived between two reads since
-    /// `window` began (a packet, or a few at once).
-    after_read: usize,
+    /// What was queued after the last read in this window, and the most that arrived between
+    /// two reads since `window` began (a packet, or a few at once).
+    after_read: Option<usize>,
     rise: usize,
     /// Excess delay still to drop, in quiet blocks.
     shed: usize,
@@ -138,7 +138,7 @@ pub fn channel(capacity: usize, settings: JitterSettings) -> (Producer<i16>, Jit
         paced: false,
         low: usize::MAX,
         window: 0,
-        after_read: 0,
+        after_read: None,
         rise: 0,
         shed: 0,
         shed_total: 0,
@@ -225,7 +225,7 @@ impl JitterBuffer {
     fn restart_window(&mut self) {
         self.low = usize::MAX;
         self.window = 0;
-        self.after_read = usize::MAX;
+        self.after_read = None;
         self.rise = 0;
         self.shed = 0;
     }
@@ -240,10 +240,10 @@ impl JitterBuffer {
             return;
         }
         let now = self.consumer.slots();
-        if self.after_read != usize::MAX {
-            self.rise = self.rise.max(before.saturating_sub(self.after_read));
+        if let Some(after_read) = self.after_read {
+            self.rise = self.rise.max(before.saturating_sub(after_read));
         }
-        self.after_read = now;
+        self.after_read = Some(now);
         self.low = self.low.min(now);
         self.window += played;
         if self.window >= SHED_WINDOW {
