@@ -288,13 +288,8 @@ fn conversation(protocol: &str, transport: &str) {
     // The playback thread logs it once it has silenced the device, which on a loaded
     // machine may come after the service has seen the cancel: wait for it, bounded.
     let hush = log_line("local barge-in: a voice at");
-    let field = |name: &str| {
-        hush.split(&format!("{name}="))
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in {hush}"))
-    };
+    let field =
+        |name: &str| logged_number(&hush, name).unwrap_or_else(|| panic!("no {name} in {hush}"));
     let silent_ms = field("silent_ms");
     let time_to_silence = silent_ms.saturating_sub(onset_ms);
     // What the daemon itself reports: from where its detector placed the voice's onset.
@@ -364,15 +359,7 @@ fn conversation(protocol: &str, transport: &str) {
         .lines()
         .filter(|l| l.contains("local barge-in: a voice at"))
         .filter_map(|l| {
-            let n = |name: &str| {
-                l.split(&format!("{name}="))
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            };
-            Some(n("silent_ms")?.saturating_sub(n("onset_ms")?))
+            Some(logged_number(l, "silent_ms")?.saturating_sub(logged_number(l, "onset_ms")?))
         })
         .collect();
     let in_turns: Vec<u64> = log()
@@ -481,4 +468,14 @@ fn conversation(protocol: &str, transport: &str) {
     assert!(!log().contains("panicked"), "{}", log());
     assert_conformant(&sim, protocol, transport);
     drop(sim);
+}
+
+/// The number a log line gives for `name` (`name=123`).
+fn logged_number(line: &str, name: &str) -> Option<u64> {
+    line.split(&format!("{name}="))
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
