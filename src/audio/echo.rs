@@ -101,17 +101,18 @@ impl EchoCanceller {
         Self::build(echo, noise, false)
     }
 
-    /// As [`new`](Self::new), with the noise suppression as a step of its own
-    /// ([`denoise`](Self::denoise)) after [`cancel`](Self::cancel), for local barge-in.
+    /// As [`new`](Self::new), for local barge-in: with WebRTC's voice detector
+    /// ([`has_voice`](Self::has_voice)), and the noise suppression as a step of its own
+    /// ([`denoise`](Self::denoise)) after [`cancel`](Self::cancel).
     pub fn with_separate_denoiser(echo: bool, noise: bool) -> Result<Option<Self>, EchoError> {
         Self::build(echo, noise, true)
     }
 
-    fn build(echo: bool, noise: bool, separate: bool) -> Result<Option<Self>, EchoError> {
+    fn build(echo: bool, noise: bool, barge_in: bool) -> Result<Option<Self>, EchoError> {
         if !echo && !noise {
             return Ok(None);
         }
-        let separate = separate && echo && noise;
+        let separate = barge_in && echo && noise;
         let suppression = || NoiseSuppression {
             suppression_level: NoiseSuppressionLevel::Moderate,
         };
@@ -127,8 +128,9 @@ impl EchoCanceller {
             // Removes the DC offset and rumble cheap microphones add.
             enable_high_pass_filter: true,
             // WebRTC's own voice detector on the cleaned microphone, for local barge-in: a
-            // low likelihood, so that noise and residual echo are not taken for a voice.
-            voice_detection: Some(VoiceDetection {
+            // low likelihood, so that noise and residual echo are not taken for a voice. Only
+            // barge-in reads it (it costs 4 % of the canceller's time).
+            voice_detection: barge_in.then_some(VoiceDetection {
                 detection_likelihood: VoiceDetectionLikelihood::Low,
             }),
             ..Config::default()
@@ -192,7 +194,8 @@ impl EchoCanceller {
         Ok(())
     }
 
-    /// Whether the last cleaned block held a voice, by WebRTC's detector.
+    /// Whether the last cleaned block held a voice, by WebRTC's detector (always false unless
+    /// built for barge-in).
     pub fn has_voice(&self) -> bool {
         // SAFETY: `ap` is a live processor.
         let stats = unsafe { ffi::get_stats(self.ap.0.as_ptr()) };
