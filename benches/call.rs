@@ -122,6 +122,26 @@ fn options() -> Options {
     o
 }
 
+/// The bench's `[audio]` settings, with those that `--audio` names replaced by its own.
+/// Local barge-in is off: nothing of the daemon's speaker reaches its microphone here, so the
+/// user's voice would interrupt every mirrored answer (`--audio 'local_barge_in = true;
+/// barge_in_threshold_dbfs = 0'` measures its cost without it firing).
+fn audio_settings(given: &str) -> String {
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
+    let named: Vec<String> = given.lines().map(key).collect();
+    [
+        "earcons = false",
+        "echo_cancellation = true",
+        "noise_suppression = true",
+        "local_barge_in = false",
+    ]
+    .iter()
+    .filter(|line| !named.contains(&key(line)))
+    .map(|line| format!("{line}\n"))
+    .chain(std::iter::once(given.to_owned()))
+    .collect()
+}
+
 const TALK: &str = "The kitchen light is on, the oven is warm, and the kettle has just boiled. \
     Tomorrow will be cloudy in the morning with some sun after lunch, and a light wind from the west. \
     Seven times eight is fifty six.";
@@ -210,10 +230,9 @@ fn run_daemon(
         format!(
             "[api]\nbase_url = \"{}\"\n[session]\nidle_timeout_s = 0\n[transport]\nallow_loopback = true\n\
              ice_servers = []\n[audio]\ncapture_device = \"rtv_mic\"\nplayback_device = \"rtv_speaker\"\n\
-             earcons = false\necho_cancellation = true\nnoise_suppression = true\nlocal_barge_in = false\n\
              {}\n[dbus]\nbus = \"session\"\n",
             sim.base_url(),
-            o.audio
+            audio_settings(&o.audio)
         ),
     )
     .expect("config");
