@@ -279,7 +279,7 @@ done
 
 # Every check the driver makes; one it never reached fails.
 CHECKS=(sound-card install unit-ready bus-introspect bus-start-denied bus-start conversation-heard
-    conversation-answer journal-fields journal-quiet journal-no-secret reload watchdog
+    conversation-answer device-latency journal-fields journal-quiet journal-no-secret reload watchdog
     reboot stop security purge purge-bus)
 echo
 echo "device-test $ARCH: $(basename "$DEB") in Debian 12 under QEMU (TCG), $(uname -m) host"

@@ -149,6 +149,7 @@ CONF
         "Start as $CONTROLLER: ${out:-ok}, State=$(bus_state)" state_is listening
 
     conversation
+    latency_check
     journal_checks
     reload_check
     watchdog_check
@@ -275,6 +276,22 @@ conversation() {
         "recorded from hw:Loopback,0,1: 660 Hz for $((tone * 50)) ms of $((blocks * 50)) ms (from $first s), peak RMS $peak" \
         "recorded from hw:Loopback,0,1: 660 Hz for $((tone * 50)) ms of $((blocks * 50)) ms, peak RMS $peak" \
         test "$tone" -ge 10
+}
+
+# The delay the daemon adds each way (`Stats`, since start) on a card with a clock of its own
+# and no sound server in between, as on the device: the benches here have only PulseAudio's
+# clock, which adds its own buffering, or clock-less plugins. Figures are reported, not judged:
+# under emulation a late wake-up is the host's, not the daemon's.
+latency_check() {
+    local stats m mp w wp
+    stats=$(bus get-property "$BUS_NAME" "$BUS_PATH" "$BUS_NAME" Stats 2>&1)
+    stat_of() { grep -o "\"$1\" [a-z] [0-9.]*" <<<"$stats" | awk '{print $3}'; }
+    m=$(stat_of mic_to_wire_ms) mp=$(stat_of mic_to_wire_p95_ms)
+    w=$(stat_of wire_to_speaker_ms) wp=$(stat_of wire_to_speaker_p95_ms)
+    check device-latency \
+        "on hw:Loopback: mic -> wire $m ms (p95 $mp), wire -> speaker $w ms (p95 $wp), together $((m + w)) ms; playback underruns $(stat_of playback_underruns), xruns $(stat_of capture_xruns)/$(stat_of playback_xruns), jitter buffer cut $(stat_of playback_shed_ms) ms" \
+        "Stats has no delay figures: ${stats:0:300}" \
+        test -n "$m" -a -n "$w"
 }
 
 journal_checks() {
