@@ -289,7 +289,7 @@ latency_check() {
     m=$(stat_of mic_to_wire_ms) mp=$(stat_of mic_to_wire_p95_ms)
     w=$(stat_of wire_to_speaker_ms) wp=$(stat_of wire_to_speaker_p95_ms)
     check device-latency \
-        "on hw:Loopback: mic -> wire $m ms (p95 $mp), wire -> speaker $w ms (p95 $wp), together $((m + w)) ms; playback underruns $(stat_of playback_underruns), xruns $(stat_of capture_xruns)/$(stat_of playback_xruns), jitter buffer cut $(stat_of playback_shed_ms) ms" \
+        "on hw:Loopback ($(systemd-detect-virt 2>/dev/null || echo native)): mic -> wire $m ms (p95 $mp), wire -> speaker $w ms (p95 $wp), together $((m + w)) ms; playback underruns $(stat_of playback_underruns), xruns $(stat_of capture_xruns)/$(stat_of playback_xruns), jitter buffer cut $(stat_of playback_shed_ms) ms" \
         "Stats has no delay figures: ${stats:0:300}" \
         test -n "$m" -a -n "$w"
 }
