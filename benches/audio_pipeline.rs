@@ -26,7 +26,7 @@ use realtime_voiced::audio::signals::speech_like;
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
-use testkit::signals::write_raw;
+use testkit::signals::{speech, write_raw};
 
 struct Counting;
 
@@ -230,6 +230,66 @@ fn bench_pipeline() {
     println!();
 }
 
+const SPOKEN: &str = "The weather today is mild, with a light breeze from the west and a \
+    chance of rain in the evening. Tomorrow looks brighter, and the weekend should be warm.";
+
+/// The jitter buffer taking back delay (a paced source, 30 ms over its target every 2 s) from
+/// spoken words (pauses dropped, sound shortened) and from a tone (shortened only): CPU time of
+/// a period that cuts against one that only copies, and how much is taken back.
+fn bench_shortening(dir: &Path) {
+    const PERIOD: usize = 480;
+    println!("## 1b. Jitter buffer: shortening sound to take back delay (µs per 10 ms period)");
+    println!();
+    println!("| signal | plain period | cutting period | cuts/s | ms taken back/s | allocations |");
+    println!("|---|---|---|---|---|---|");
+    let seconds = 60;
+    let tone: Vec<i16> = (0..48_000)
+        .map(|i| (8000.0 * (std::f64::consts::TAU * 180.0 * i as f64 / 48_000.0).sin()) as i16)
+        .collect();
+    for (name, signal) in [
+        ("spoken words (espeak-ng)", speech(dir, SPOKEN)),
+        ("180 Hz tone", tone),
+    ] {
+        let (mut tx, mut jb) = jitter::channel(48_000, JitterSettings::default());
+        jb.set_paced(true);
+        let mut at = 0;
+        let mut feed = |tx: &mut rtrb::Producer<i16>, n: usize| {
+            for _ in 0..n {
+                jitter::push(tx, &signal[at..at + PERIOD.min(signal.len() - at)]);
+                at = (at + PERIOD) % (signal.len() - signal.len() % PERIOD);
+            }
+        };
+        feed(&mut tx, 9);
+        let mut out = [0i16; PERIOD];
+        let (mut plain, mut plain_n) = (Duration::ZERO, 0u32);
+        let (mut cut, mut cut_n) = (Duration::ZERO, 0u32);
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for i in 0..seconds * 100 {
+            let shed = jb.shed_samples();
+            let t = thread_cpu();
+            jb.fill(&mut out);
+            let spent = thread_cpu().saturating_sub(t);
+            if jb.shed_samples() > shed {
+                cut += spent;
+                cut_n += 1;
+            } else {
+                plain += spent;
+                plain_n += 1;
+            }
+            feed(&mut tx, if i % 200 == 0 { 4 } else { 1 });
+        }
+        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {allocs} |",
+            plain.as_secs_f64() * 1e6 / f64::from(plain_n.max(1)),
+            cut.as_secs_f64() * 1e6 / f64::from(cut_n.max(1)),
+            f64::from(cut_n) / seconds as f64,
+            jb.shed_samples() as f64 / 48.0 / seconds as f64,
+        );
+    }
+    println!();
+}
+
 /// One live session in this process: the engine on `capture`/`playback`, a transport stand-in
 /// that sends every microphone frame through Opus and back to the speaker. `talk` false is an
 /// idle daemon instead: devices open, capture off, no transport. Prints one line,
@@ -381,6 +441,7 @@ fn main() {
         println!("no temporary directory");
         return;
     };
+    bench_shortening(dir.path());
     bench_live(dir.path());
     println!(
         "## 3. Peak RSS of the benchmark process itself (test signals included): {:.1} MiB",

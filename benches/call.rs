@@ -380,7 +380,7 @@ fn print_run(run: usize, setup: &str, ready: &str, f: &Figures) {
     if f.mic_to_wire_ms.0.is_finite() {
         println!(
             "      delay added: mic -> wire {:.0} ms (p95 {:.0}), wire -> speaker {:.0} ms (p95 {:.0}); \
-             jitter buffer ran dry {:.0} times, {:.0} ms of pauses cut",
+             jitter buffer ran dry {:.0} times, {:.0} ms of delay cut",
             f.mic_to_wire_ms.0,
             f.mic_to_wire_ms.1,
             f.wire_to_speaker_ms.0,

@@ -145,29 +145,56 @@ fn a_full_ring_drops_and_counts_instead_of_growing() {
     assert_eq!(push(&mut tx, &ramp(0, 800)), 600);
 }
 
-/// Plays `seconds` of a paced source that arrives 30 ms ahead of the target (a burst at the
-/// start), one period out and one in; returns what is queued after, and what was dropped.
-fn paced_call(paced: bool, level: i16, seconds: usize) -> (usize, u64) {
+/// Plays `seconds` of a paced source whose sample `i` is `signal(i)`, arriving 30 ms ahead of
+/// the target (a burst at the start), one period out and one in; returns what is queued after,
+/// what was cut, and what was played.
+fn paced_call(
+    paced: bool,
+    signal: impl Fn(usize) -> i16,
+    seconds: usize,
+) -> (usize, u64, Vec<i16>) {
     let steady = JitterSettings {
         calm_ms: 60_000,
         ..settings()
     };
     let (mut tx, mut jb) = channel(48_000, steady);
     jb.set_paced(paced);
-    push(&mut tx, &[level; 90 * SAMPLES_PER_MS]);
+    let mut next = 90 * SAMPLES_PER_MS;
+    let start: Vec<i16> = (0..next).map(&signal).collect();
+    push(&mut tx, &start);
     let mut out = [0i16; PERIOD];
+    let mut played = Vec::new();
+    let mut packet = [0i16; PERIOD];
     for _ in 0..seconds * 100 {
         assert_eq!(jb.fill(&mut out).audio, PERIOD);
-        push(&mut tx, &[level; PERIOD]);
+        played.extend_from_slice(&out);
+        for s in packet.iter_mut() {
+            *s = signal(next);
+            next += 1;
+        }
+        push(&mut tx, &packet);
     }
-    (jb.queued(), jb.shed_samples())
+    (jb.queued(), jb.shed_samples(), played)
+}
+
+fn tone(hz: f64, amplitude: f64) -> impl Fn(usize) -> i16 {
+    move |i| (amplitude * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin()).round() as i16
+}
+
+/// Loud and never alike twice: sample `i` of white noise (SplitMix64's mix of `i`).
+fn noise(i: usize) -> i16 {
+    let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x as i16) / 4
 }
 
 #[test]
 fn a_paced_queue_longer_than_needed_is_cut_in_quiet_moments() {
     // 90 ms queued against a 60 ms target, 10 ms arriving between reads: never under 80
     // after a read, for a second. Cut by 30, it holds the target as each packet arrives.
-    let (queued, shed) = paced_call(true, 10, 3);
+    let (queued, shed, _) = paced_call(true, |_| 10, 3);
     assert_eq!(shed, 30 * SAMPLES_PER_MS as u64);
     assert_eq!(queued, 60 * SAMPLES_PER_MS);
 }
@@ -205,11 +232,54 @@ fn a_queue_at_its_target_is_left_alone_however_packets_fall() {
 }
 
 #[test]
-fn speech_and_audio_sent_ahead_are_never_cut() {
-    // Loud throughout: nothing quiet to drop, the delay stays.
-    assert_eq!(paced_call(true, 5000, 3), (90 * SAMPLES_PER_MS, 0));
+fn sound_without_a_pause_is_shortened_by_whole_periods_without_a_click() {
+    // A deep voice's pitch (80 Hz: a 12.5 ms period), a low and a high one: the 30 ms over the
+    // target come back within the call, and the wave stays whole: no step steeper than the
+    // tone's own, no dip in its loudness.
+    for hz in [80.0, 220.0, 440.0] {
+        let amplitude = 8000.0;
+        let (queued, shed, played) = paced_call(true, tone(hz, amplitude), 3);
+        // What is left over is less than the shortest repeat (whole periods, 2.5 ms at
+        // least): one more would cut below the target.
+        let period = 48_000.0 / hz;
+        let repeat = (period * (2.5 * 48.0 / period).ceil()).ceil() as usize;
+        let target = 60 * SAMPLES_PER_MS;
+        assert!(
+            queued >= target && queued < target + repeat,
+            "{hz} Hz: {queued} samples queued"
+        );
+        assert_eq!(shed, (90 * SAMPLES_PER_MS - queued) as u64);
+        let steepest = amplitude * std::f64::consts::TAU * hz / 48_000.0;
+        let step = played
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            f64::from(step) <= steepest * 1.05 + 1.0,
+            "{hz} Hz: a step of {step} against {steepest:.0}"
+        );
+        let period = period.ceil() as usize;
+        for (i, w) in played.windows(period).enumerate().step_by(period) {
+            let peak = w.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            assert!(
+                f64::from(peak) >= amplitude * 0.95,
+                "{hz} Hz: a dip to {peak} at sample {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sound_that_does_not_repeat_and_audio_sent_ahead_are_never_cut() {
+    // Noise (a consonant, a crowd): no repeat to join, so the delay stays.
+    let (queued, shed, _) = paced_call(true, noise, 3);
+    assert_eq!((queued, shed), (90 * SAMPLES_PER_MS, 0));
     // Not paced (the WebSocket sends answers ahead of time): the queue is the answer.
-    assert_eq!(paced_call(false, 10, 3), (90 * SAMPLES_PER_MS, 0));
+    let (queued, shed, _) = paced_call(false, |_| 10, 3);
+    assert_eq!((queued, shed), (90 * SAMPLES_PER_MS, 0));
+    let (queued, shed, _) = paced_call(false, tone(220.0, 8000.0), 3);
+    assert_eq!((queued, shed), (90 * SAMPLES_PER_MS, 0));
 }
 
 #[test]

@@ -99,7 +99,7 @@ pub(crate) struct Shared {
     pub speaker_backlog: AtomicBool,
     /// The speaker's audio arrives at the pace it plays ([`super::Speaker::set_paced`]).
     pub paced: AtomicBool,
-    /// Samples playback dropped from quiet moments to cut delay.
+    /// Samples of delay playback took back (quiet blocks dropped, sound shortened).
     pub shed_samples: AtomicU64,
     /// The daemon's share of the call's delay, both ways.
     pub latency: Arc<LatencyMeter>,
