@@ -16,8 +16,8 @@
 //! taken back: a quiet block (a pause between words) is dropped whole, and sound that has no
 //! pause in reach (a long sentence, a tone) is shortened by whole pitch periods, joined with a
 //! crossfade where the sound repeats itself, as a conferencing jitter buffer does ("accelerate"
-//! in WebRTC's NetEQ): the tempo quickens by a few percent for a moment, the pitch is unchanged
-//! and nothing is skipped mid-word. Sound that does not repeat (noise, a consonant) is never cut.
+//! in WebRTC's NetEQ): the tempo quickens for a moment (one pitch period, 15 ms at most, per
+//! 40 ms played), the pitch is unchanged and nothing is skipped mid-word. Sound that does not repeat (noise, a consonant) is never cut.
 //! Audio delivered ahead of time (WebSocket) is left whole.
 
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -118,7 +118,7 @@ const MAX_LAG: usize = 15 * SAMPLES_PER_MS;
 const DECIMATE: usize = 4;
 /// How alike (normalized correlation) the sound and its repeat must be to be joined.
 const ALIKE: f32 = 0.9;
-/// Sound played between two shortenings, so the tempo quickens by a tenth at most.
+/// Sound played between two shortenings: with 10 ms periods, one shortening per 40 ms played.
 const SHORTEN_EVERY: usize = 30 * SAMPLES_PER_MS;
 
 pub struct JitterBuffer {
