@@ -17,8 +17,8 @@
 //! pause in reach (a long sentence, a tone) is shortened by whole pitch periods, joined with a
 //! crossfade where the sound repeats itself, as a conferencing jitter buffer does ("accelerate"
 //! in WebRTC's NetEQ): the tempo quickens for a moment (one pitch period, 15 ms at most, per
-//! 40 ms played), the pitch is unchanged and no syllable is lost. Sound that does not repeat (noise, a consonant) is never cut.
-//! Audio delivered ahead of time (WebSocket) is left whole.
+//! 40 ms played), the pitch is unchanged and no syllable is lost. Sound that does not repeat
+//! (noise, a consonant) is never cut. Audio delivered ahead of time (WebSocket) is left whole.
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
