@@ -14,7 +14,7 @@
 //! answer. So when a paced source's queue stayed above the target for a whole second (its
 //! lowest point plus one arrival: a queue dips by a packet between packets), the excess is
 //! taken back: a quiet block (a pause between words) is dropped whole, and sound that has no
-//! pause in reach (a long sentence, a tone) is shortened by whole pitch periods, joined with a
+//! pause for a while (a long sentence, a tone) is shortened by whole pitch periods, joined with a
 //! crossfade where the sound repeats itself, as a conferencing jitter buffer does ("accelerate"
 //! in WebRTC's NetEQ): the tempo quickens for a moment (one pitch period, 15 ms at most, per
 //! 40 ms played), the pitch is unchanged and no syllable is lost. Sound that does not repeat
@@ -108,11 +108,16 @@ const SHED_WINDOW: usize = 1000 * SAMPLES_PER_MS;
 /// A block whose loudest sample is under this (about -40 dBFS) may be dropped to cut delay.
 const QUIET: i16 = 330;
 
-/// Shortening sound: the crossfade that joins it to its repeat, and the lags searched for the
-/// repeat (one or more pitch periods: 2.5–15 ms covers voices from about 67 Hz up).
+/// Shortening sound: the crossfade that joins it to its repeat, the stretch compared with the
+/// sound a lag later (most of a low voice's period, so a fraction of one cannot pass for it),
+/// and the lags searched for the repeat (one or more pitch periods: 2.5–15 ms covers voices
+/// from about 67 Hz up).
 const FADE: usize = 5 * SAMPLES_PER_MS;
+const MATCH: usize = 10 * SAMPLES_PER_MS;
 const MIN_LAG: usize = 5 * SAMPLES_PER_MS / 2;
 const MAX_LAG: usize = 15 * SAMPLES_PER_MS;
+/// The search reads this far ahead.
+const AHEAD: usize = MATCH + MAX_LAG;
 /// The lag is searched on the sound decimated by this much (12 kHz), then refined around the
 /// best at the full rate: a fiftieth of the work of a full search.
 const DECIMATE: usize = 4;
@@ -120,6 +125,14 @@ const DECIMATE: usize = 4;
 const ALIKE: f32 = 0.9;
 /// Sound played between two shortenings: with 10 ms periods, one shortening per 40 ms played.
 const SHORTEN_EVERY: usize = 30 * SAMPLES_PER_MS;
+/// Sound played after a search that found no repeat before the next one.
+const RETRY_AFTER: usize = 20 * SAMPLES_PER_MS;
+/// How long a pause is waited for before sound is shortened: dropping a quiet block is
+/// inaudible, and speech pauses every few hundred ms.
+const PAUSE_WAIT: usize = 300 * SAMPLES_PER_MS;
+/// What is not taken back within this long is let go (the sound neither paused nor repeated),
+/// and the queue measured afresh.
+const SHED_GIVE_UP: usize = 2 * SHED_WINDOW;
 
 pub struct JitterBuffer {
     consumer: Consumer<i16>,
@@ -140,9 +153,10 @@ pub struct JitterBuffer {
     /// Excess delay still to drop, in quiet blocks or by shortening sound.
     shed: usize,
     shed_total: u64,
-    /// Played since `shed` was set: what is not cut within a window is let go (the sound
-    /// did not pause or repeat), and the queue measured afresh.
+    /// Played since `shed` was set ([`SHED_GIVE_UP`]), and since then or the last quiet block
+    /// dropped ([`PAUSE_WAIT`]).
     shedding: usize,
+    since_pause: usize,
     /// Sound played since the last shortening.
     since_shortened: usize,
     /// Scratch for shortening, allocated once: the sound ahead, and the same decimated.
@@ -168,9 +182,10 @@ pub fn channel(capacity: usize, settings: JitterSettings) -> (Producer<i16>, Jit
         shed: 0,
         shed_total: 0,
         shedding: 0,
+        since_pause: 0,
         since_shortened: SHORTEN_EVERY,
-        ahead: vec![0.0; FADE + MAX_LAG].into_boxed_slice(),
-        decimated: vec![0.0; (FADE + MAX_LAG) / DECIMATE].into_boxed_slice(),
+        ahead: vec![0.0; AHEAD].into_boxed_slice(),
+        decimated: vec![0.0; AHEAD / DECIMATE].into_boxed_slice(),
     };
     (producer, buffer)
 }
@@ -222,17 +237,23 @@ impl JitterBuffer {
             self.restart_window();
         }
         let dropped = self.shed >= out.len() && self.drop_if_quiet(out.len());
-        let shortened = !dropped && self.shed >= MIN_LAG && self.shorten(out);
+        let shortened =
+            !dropped && self.shed >= MIN_LAG && self.since_pause >= PAUSE_WAIT && self.shorten(out);
         let n = if shortened {
             self.since_shortened = 0;
             out.len()
         } else {
-            self.since_shortened += out.len();
+            self.since_shortened = self.since_shortened.saturating_add(out.len());
             self.read(out)
         };
         if self.shed > 0 {
             self.shedding += out.len();
-            if self.shedding >= SHED_WINDOW {
+            self.since_pause = if dropped {
+                0
+            } else {
+                self.since_pause + out.len()
+            };
+            if self.shedding >= SHED_GIVE_UP {
                 self.restart_window();
             }
         }
@@ -269,6 +290,7 @@ impl JitterBuffer {
         self.rise = 0;
         self.shed = 0;
         self.shedding = 0;
+        self.since_pause = 0;
     }
 
     /// After each read while playing (`before` was queued as the fill began): the target is
@@ -327,36 +349,44 @@ impl JitterBuffer {
 
     /// Fills `out` from the sound ahead less one repeat of it (a lag of up to the excess),
     /// crossfaded over [`FADE`] where the sound and its repeat are alike. False, with nothing
-    /// read, where the sound does not repeat or too little is queued.
+    /// read, where the sound does not repeat within the excess or too little is queued.
     fn shorten(&mut self, out: &mut [i16]) -> bool {
         let n = out.len();
-        let max_lag = MAX_LAG.min(self.shed);
         if n < FADE
             || self.since_shortened < SHORTEN_EVERY
-            || self.consumer.slots() < 2 * n + max_lag
+            || self.consumer.slots() < (2 * n + MAX_LAG).max(AHEAD)
         {
             return false;
         }
-        let span = FADE + max_lag;
-        // Looked at, not taken: a chunk left uncommitted stays queued.
-        let Ok(chunk) = self.consumer.read_chunk(span) else {
+        let Ok(chunk) = self.consumer.read_chunk(AHEAD) else {
             return false;
         };
         let (a, b) = chunk.as_slices();
         for (dst, &src) in self.ahead.iter_mut().zip(a.iter().chain(b)) {
             *dst = f32::from(src);
         }
-        let Some(lag) = find_repeat(&self.ahead[..span], &mut self.decimated) else {
-            return false;
+        // The best repeat over the whole range: one longer than the excess is not cut short
+        // to fit, since a fraction of a period does not join cleanly.
+        let found = find_repeat(&self.ahead, &mut self.decimated);
+        let lag = match found {
+            Some(lag) if lag <= self.shed => lag,
+            _ => {
+                // Nothing read (a chunk left uncommitted stays queued), and no search again for
+                // a while. An excess shorter than both the sound's repeat and a block can be
+                // taken neither way: it is let go.
+                self.since_shortened = SHORTEN_EVERY - RETRY_AFTER;
+                if found.is_some() && self.shed < n {
+                    self.restart_window();
+                }
+                return false;
+            }
         };
         for (i, o) in out[..FADE].iter_mut().enumerate() {
             let w = (i as f32 + 0.5) / FADE as f32;
             let joined = self.ahead[i] * (1.0 - w) + self.ahead[i + lag] * w;
             *o = joined.round().clamp(-32768.0, 32767.0) as i16;
         }
-        if let Ok(chunk) = self.consumer.read_chunk(FADE + lag) {
-            chunk.commit_all();
-        }
+        chunk.commit(FADE + lag);
         let rest = self.read(&mut out[FADE..]);
         out[FADE + rest..].fill(0);
         self.cut(lag);
@@ -409,10 +439,10 @@ impl JitterBuffer {
     }
 }
 
-/// The lag in `MIN_LAG..=ahead.len() - FADE` at which `ahead` best repeats its first
-/// [`FADE`] samples, if the two are alike. `decimated` is scratch of `ahead.len() / DECIMATE`.
+/// The lag in `MIN_LAG..=ahead.len() - MATCH` at which `ahead` best repeats its first
+/// [`MATCH`] samples, if the two are alike. `decimated` is scratch of `ahead.len() / DECIMATE`.
 fn find_repeat(ahead: &[f32], decimated: &mut [f32]) -> Option<usize> {
-    let max_lag = ahead.len().checked_sub(FADE)?;
+    let max_lag = ahead.len().checked_sub(MATCH)?;
     if max_lag < MIN_LAG {
         return None;
     }
@@ -421,17 +451,17 @@ fn find_repeat(ahead: &[f32], decimated: &mut [f32]) -> Option<usize> {
     for (dst, src) in d.iter_mut().zip(ahead.chunks_exact(DECIMATE)) {
         *dst = src.iter().sum();
     }
-    let fade = FADE / DECIMATE;
+    let span = MATCH / DECIMATE;
     let coarse = (MIN_LAG / DECIMATE..=max_lag / DECIMATE)
-        .filter(|&lag| lag + fade <= d.len())
-        .map(|lag| (lag, alike(&d[..fade], &d[lag..lag + fade])))
+        .filter(|&lag| lag + span <= d.len())
+        .map(|lag| (lag, alike(&d[..span], &d[lag..lag + span])))
         .max_by(|x, y| x.1.total_cmp(&y.1))?
         .0;
     // Fine: every lag within one coarse step of it, at the full rate.
     let lo = (coarse * DECIMATE).saturating_sub(DECIMATE).max(MIN_LAG);
     let hi = (coarse * DECIMATE + DECIMATE).min(max_lag);
     let (lag, score) = (lo..=hi)
-        .map(|lag| (lag, alike(&ahead[..FADE], &ahead[lag..lag + FADE])))
+        .map(|lag| (lag, alike(&ahead[..MATCH], &ahead[lag..lag + MATCH])))
         .max_by(|x, y| x.1.total_cmp(&y.1))?;
     (score >= ALIKE).then_some(lag)
 }

@@ -271,6 +271,45 @@ fn sound_without_a_pause_is_shortened_by_whole_periods_without_a_click() {
 }
 
 #[test]
+fn pauses_are_used_before_sound_is_shortened() {
+    // A tone that stops for 20 ms every 250 ms, as speech pauses between words: the 30 ms come
+    // back from three of its pauses, whole blocks of silence, and the sound is left whole.
+    let with_pauses = |i: usize| {
+        if i % 12_000 < 960 {
+            0
+        } else {
+            tone(220.0, 8000.0)(i)
+        }
+    };
+    let (queued, shed, _) = paced_call(true, with_pauses, 3);
+    assert_eq!(
+        (queued, shed),
+        (60 * SAMPLES_PER_MS, 30 * SAMPLES_PER_MS as u64)
+    );
+}
+
+#[test]
+fn a_low_voice_is_cut_by_whole_periods_only() {
+    // An 80 Hz voice with a narrow formant at 700 Hz (harmonics weighted around it): a period
+    // is 600 samples. Two come out of the 30 ms over the target; the 5 ms left are less than a
+    // period, and a fraction of one (over 5 ms, 0.93 alike at a lag of 136) is never taken.
+    let vowel = |i: usize| {
+        let t = i as f64 / 48_000.0;
+        let sum: f64 = (1..=20)
+            .map(|k| {
+                let f = 80.0 * k as f64;
+                (-((f - 700.0) / 80.0).powi(2)).exp()
+                    * (std::f64::consts::TAU * f * t + k as f64).sin()
+            })
+            .sum();
+        (3000.0 * sum).round() as i16
+    };
+    let (queued, shed, _) = paced_call(true, vowel, 4);
+    assert_eq!(shed, 1200, "cut {shed} samples");
+    assert_eq!(queued, 90 * SAMPLES_PER_MS - 1200);
+}
+
+#[test]
 fn sound_that_does_not_repeat_and_audio_sent_ahead_are_never_cut() {
     // Noise (a consonant, a crowd): no repeat to join, so the delay stays.
     let (queued, shed, _) = paced_call(true, noise, 3);
