@@ -22,11 +22,11 @@ use realtime_voiced::audio::echo::{EchoCanceller, BLOCK};
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
 use realtime_voiced::audio::jitter::{self, JitterSettings};
 use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
-use realtime_voiced::audio::signals::speech_like;
+use realtime_voiced::audio::signals::{speech_like, white_noise};
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
-use testkit::signals::{speech, write_raw};
+use testkit::signals::{speech, tone, write_raw};
 
 struct Counting;
 
@@ -244,22 +244,10 @@ fn bench_shortening(dir: &Path) {
     println!("| signal | period not cut | period cut | cuts/s | ms taken back/s | allocations |");
     println!("|---|---|---|---|---|---|");
     let seconds = 60;
-    let tone: Vec<i16> = (0..48_000)
-        .map(|i| (8000.0 * (std::f64::consts::TAU * 180.0 * i as f64 / 48_000.0).sin()) as i16)
-        .collect();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<i16> = (0..48_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 50) as i16 - 8192
-        })
-        .collect();
     for (name, signal) in [
         ("spoken words (espeak-ng)", speech(dir, SPOKEN)),
-        ("180 Hz tone", tone),
-        ("white noise", noise),
+        ("180 Hz tone", tone(180.0, 8000.0, 48_000)),
+        ("white noise", white_noise(48_000, 5, 8192.0)),
     ] {
         let (mut tx, mut jb) = jitter::channel(48_000, JitterSettings::default());
         jb.set_paced(true);

@@ -118,6 +118,8 @@ const MIN_LAG: usize = 5 * SAMPLES_PER_MS / 2;
 const MAX_LAG: usize = 15 * SAMPLES_PER_MS;
 /// The search reads this far ahead.
 const AHEAD: usize = MATCH + MAX_LAG;
+// The coarse search's last window ends exactly at the end of the decimated copy.
+const _: () = assert!(MAX_LAG % DECIMATE == 0 && MATCH % DECIMATE == 0);
 /// The lag is searched on the sound decimated by this much (12 kHz), then refined around the
 /// best at the full rate: a fiftieth of the work of a full search.
 const DECIMATE: usize = 4;
@@ -160,8 +162,8 @@ pub struct JitterBuffer {
     /// Sound played since the last shortening.
     since_shortened: usize,
     /// Scratch for shortening, allocated once: the sound ahead, and the same decimated.
-    ahead: Box<[f32]>,
-    decimated: Box<[f32]>,
+    ahead: Box<[f32; AHEAD]>,
+    decimated: Box<[f32; AHEAD / DECIMATE]>,
 }
 
 /// A ring of `capacity` samples: the producer for the transports, the buffer for playback.
@@ -184,8 +186,8 @@ pub fn channel(capacity: usize, settings: JitterSettings) -> (Producer<i16>, Jit
         shedding: 0,
         since_pause: 0,
         since_shortened: SHORTEN_EVERY,
-        ahead: vec![0.0; AHEAD].into_boxed_slice(),
-        decimated: vec![0.0; AHEAD / DECIMATE].into_boxed_slice(),
+        ahead: Box::new([0.0; AHEAD]),
+        decimated: Box::new([0.0; AHEAD / DECIMATE]),
     };
     (producer, buffer)
 }
@@ -439,27 +441,21 @@ impl JitterBuffer {
     }
 }
 
-/// The lag in `MIN_LAG..=ahead.len() - MATCH` at which `ahead` best repeats its first
-/// [`MATCH`] samples, if the two are alike. `decimated` is scratch of `ahead.len() / DECIMATE`.
-fn find_repeat(ahead: &[f32], decimated: &mut [f32]) -> Option<usize> {
-    let max_lag = ahead.len().checked_sub(MATCH)?;
-    if max_lag < MIN_LAG {
-        return None;
-    }
+/// The lag in `MIN_LAG..=MAX_LAG` at which `ahead` best repeats its first [`MATCH`]
+/// samples, if the two are alike. `decimated` is scratch.
+fn find_repeat(ahead: &[f32; AHEAD], decimated: &mut [f32; AHEAD / DECIMATE]) -> Option<usize> {
     // Coarse: sums of DECIMATE samples (a crude low-pass, enough to find a pitch period).
-    let d = &mut decimated[..ahead.len() / DECIMATE];
-    for (dst, src) in d.iter_mut().zip(ahead.chunks_exact(DECIMATE)) {
+    for (dst, src) in decimated.iter_mut().zip(ahead.chunks_exact(DECIMATE)) {
         *dst = src.iter().sum();
     }
     let span = MATCH / DECIMATE;
-    let coarse = (MIN_LAG / DECIMATE..=max_lag / DECIMATE)
-        .filter(|&lag| lag + span <= d.len())
-        .map(|lag| (lag, alike(&d[..span], &d[lag..lag + span])))
+    let coarse = (MIN_LAG / DECIMATE..=MAX_LAG / DECIMATE)
+        .map(|lag| (lag, alike(&decimated[..span], &decimated[lag..lag + span])))
         .max_by(|x, y| x.1.total_cmp(&y.1))?
         .0;
     // Fine: every lag within one coarse step of it, at the full rate.
     let lo = (coarse * DECIMATE).saturating_sub(DECIMATE).max(MIN_LAG);
-    let hi = (coarse * DECIMATE + DECIMATE).min(max_lag);
+    let hi = (coarse * DECIMATE + DECIMATE).min(MAX_LAG);
     let (lag, score) = (lo..=hi)
         .map(|lag| (lag, alike(&ahead[..MATCH], &ahead[lag..lag + MATCH])))
         .max_by(|x, y| x.1.total_cmp(&y.1))?;

@@ -181,15 +181,6 @@ fn tone(hz: f64, amplitude: f64) -> impl Fn(usize) -> i16 {
     move |i| (amplitude * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin()).round() as i16
 }
 
-/// Loud and never alike twice: sample `i` of white noise (SplitMix64's mix of `i`).
-fn noise(i: usize) -> i16 {
-    let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    (x as i16) / 4
-}
-
 #[test]
 fn a_paced_queue_longer_than_needed_is_cut_in_quiet_moments() {
     // 90 ms queued against a 60 ms target, 10 ms arriving between reads: never under 80
@@ -312,7 +303,8 @@ fn a_low_voice_is_cut_by_whole_periods_only() {
 #[test]
 fn sound_that_does_not_repeat_and_audio_sent_ahead_are_never_cut() {
     // Noise (a consonant, a crowd): no repeat to join, so the delay stays.
-    let (queued, shed, _) = paced_call(true, noise, 3);
+    let noise = crate::audio::signals::white_noise(4 * 48_000, 5, 8192.0);
+    let (queued, shed, _) = paced_call(true, |i| noise[i], 3);
     assert_eq!((queued, shed), (90 * SAMPLES_PER_MS, 0));
     // Not paced (the WebSocket sends answers ahead of time): the queue is the answer.
     let (queued, shed, _) = paced_call(false, |_| 10, 3);
