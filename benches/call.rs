@@ -25,7 +25,7 @@
 //! `cargo bench --bench call` (root; PulseAudio, dbus-daemon; aiortc in target/venv, which
 //! `cargo test --test it aiortc_interop` installs). Options after `--`: `--runs N` (3),
 //! `--seconds S` (30), `--only pulse,file-null,aiortc` (a subset), `--perf DIR` (records each device setup's first run with
-//! `perf record -e cpu-clock` into DIR and prints the split by library and by thread),
+//! `perf record -e cpu-clock` into DIR and prints the split by library, by thread, and by both),
 //! `--audio 'period_ms = 5; jitter_buffer_ms = 20'` (more `[audio]` settings for the daemon).
 
 use std::path::{Path, PathBuf};
@@ -435,9 +435,10 @@ fn main() {
             }
             if let Some(p) = perf {
                 println!(
-                    "  perf, by library:\n{}\n  perf, by thread:\n{}",
+                    "  perf, by library:\n{}\n  perf, by thread:\n{}\n  perf, by thread and library:\n{}",
                     perf_report(&p, "dso"),
-                    perf_report(&p, "comm")
+                    perf_report(&p, "comm"),
+                    perf_report(&p, "comm,dso")
                 );
             }
             results[i].push(f);

@@ -13,6 +13,9 @@
 //! - CPU time per second of audio (utime + stime from /proc over the 60 s), context switches
 //!   per second (voluntary + involuntary, all threads) and peak RSS (VmHWM);
 //! - before that, the idle daemon's CPU per second over 10 s (devices open, no conversation).
+//!
+//! The two-way continuous call (audio both ways all the time, on PulseAudio and on `file`/`null`
+//! devices) is `benches/call.rs`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
