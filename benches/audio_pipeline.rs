@@ -26,7 +26,7 @@ use realtime_voiced::audio::signals::{speech_like, white_noise};
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
-use testkit::signals::{speech, tone, write_raw};
+use testkit::signals::{speech, tone, write_raw, PARAGRAPH};
 
 struct Counting;
 
@@ -230,9 +230,6 @@ fn bench_pipeline() {
     println!();
 }
 
-const SPOKEN: &str = "The weather today is mild, with a light breeze from the west and a \
-    chance of rain in the evening. Tomorrow looks brighter, and the weekend should be warm.";
-
 /// The jitter buffer taking back delay (a paced source, 30 ms over its target every 2 s) from
 /// spoken words (pauses dropped, sound shortened), a tone (shortened only) and loud noise (never
 /// cut: the search runs and finds no repeat): CPU time of a period that cuts (a pause dropped
@@ -245,7 +242,7 @@ fn bench_shortening(dir: &Path) {
     println!("|---|---|---|---|---|---|");
     let seconds = 60;
     for (name, signal) in [
-        ("spoken words (espeak-ng)", speech(dir, SPOKEN)),
+        ("spoken words (espeak-ng)", speech(dir, PARAGRAPH)),
         ("180 Hz tone", tone(180.0, 8000.0, 48_000)),
         ("white noise", white_noise(48_000, 5, 8192.0)),
     ] {

@@ -36,7 +36,7 @@ use testkit::audio_rig::{Asoundrc, Pulse, Slave};
 use testkit::bus::Bus;
 use testkit::proc::have;
 use testkit::procstat::{by_name, context_switches, cpu_seconds, peak_rss_mib, threads};
-use testkit::signals::{rms, speech, write_raw};
+use testkit::signals::{rms, speech, write_raw, PARAGRAPH};
 use testkit::sim::SimProcess;
 use testkit::{wait_for, Proc};
 
@@ -141,10 +141,6 @@ fn audio_settings(given: &str) -> String {
     .chain(std::iter::once(given.to_owned()))
     .collect()
 }
-
-const TALK: &str = "The kitchen light is on, the oven is warm, and the kettle has just boiled. \
-    Tomorrow will be cloudy in the morning with some sun after lunch, and a light wind from the west. \
-    Seven times eight is fifty six.";
 
 /// `talk` repeated for at least `seconds`.
 fn looped(talk: &[i16], seconds: u64) -> Vec<i16> {
@@ -407,7 +403,7 @@ fn main() {
     }
     let o = options();
     let talk_dir = tempfile::tempdir().expect("tempdir");
-    let talk = speech(talk_dir.path(), TALK);
+    let talk = speech(talk_dir.path(), PARAGRAPH);
     let talk_raw = talk_dir.path().join("talk.raw");
     write_raw(&talk_raw, &talk);
     let setups = ["daemon, pulse", "daemon, file/null", "aiortc client"];

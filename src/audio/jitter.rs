@@ -118,11 +118,11 @@ const MIN_LAG: usize = 5 * SAMPLES_PER_MS / 2;
 const MAX_LAG: usize = 15 * SAMPLES_PER_MS;
 /// The search reads this far ahead.
 const AHEAD: usize = MATCH + MAX_LAG;
-// The coarse search's last window ends exactly at the end of the decimated copy.
-const _: () = assert!(MAX_LAG % DECIMATE == 0 && MATCH % DECIMATE == 0);
 /// The lag is searched on the sound decimated by this much (12 kHz), then refined around the
 /// best at the full rate: a fiftieth of the work of a full search.
 const DECIMATE: usize = 4;
+// The coarse search's last window ends exactly at the end of the decimated copy.
+const _: () = assert!(MAX_LAG % DECIMATE == 0 && MATCH % DECIMATE == 0);
 /// How alike (normalized correlation) the sound and its repeat must be to be joined.
 const ALIKE: f32 = 0.9;
 /// Sound played between two shortenings: with 10 ms periods, one shortening per 40 ms played.

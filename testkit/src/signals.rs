@@ -38,6 +38,11 @@ pub fn frames(samples: &[i16]) -> Vec<Frame> {
         .collect()
 }
 
+/// What the benches say when they need spoken words (a spoken paragraph, about 12 s).
+pub const PARAGRAPH: &str = "The kitchen light is on, the oven is warm, and the kettle has \
+    just boiled. Tomorrow will be cloudy in the morning with some sun after lunch, and a light \
+    wind from the west. Seven times eight is fifty six.";
+
 /// Spoken words from espeak-ng, resampled by sox.
 pub fn speech(dir: &Path, text: &str) -> Vec<i16> {
     let wav = dir.join("speech.wav");
