@@ -97,8 +97,15 @@ else
         "${SUDO[@]}" dpkg --add-architecture "$ARCH"
         APT_UPDATED=
     fi
+    # arm64 builds WebRTC's audio processing from the crate's bundled source, with its NEON code
+    # (Debian's arm64 library has none; see Cargo.toml): autotools instead of the library.
+    if [ "$ARCH" = arm64 ]; then
+        CANCELLER_PKGS=(autoconf automake libtool)
+    else
+        CANCELLER_PKGS=("libwebrtc-audio-processing-dev:$ARCH")
+    fi
     ensure_pkgs "${COMMON_PKGS[@]}" rustc-web cargo-web "gcc-$GNU" "g++-$GNU" "libc6-dev-$ARCH-cross" \
-        "libasound2-dev:$ARCH" "libopus-dev:$ARCH" "libwebrtc-audio-processing-dev:$ARCH"
+        "libasound2-dev:$ARCH" "libopus-dev:$ARCH" "${CANCELLER_PKGS[@]}"
     export RUSTC=/usr/bin/rustc
     CARGO=/usr/bin/cargo
     RUST_VERSION=$(dpkg-query -W -f='${Version}' rustc-web)

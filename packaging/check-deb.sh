@@ -89,6 +89,19 @@ for f in /usr/bin/realtime-voiced /lib/systemd/system/$UNIT \
     grep -qx "$f" "$WORK/files" && pass "ships $f" || fail "does not ship $f"
 done
 grep -q "realtime-sim" "$WORK/files" && fail "ships the simulator" || pass "does not ship realtime-sim"
+# arm64 links WebRTC's audio processing statically (with NEON; see Cargo.toml): its licence comes
+# with the package and Debian's library is not needed. The other architectures use Debian's.
+WAP_DOC=/usr/share/doc/realtime-voiced/webrtc-audio-processing
+for f in COPYING PATENTS LICENSE_THIRD_PARTY; do
+    grep -qx "$WAP_DOC/$f" "$WORK/files" && pass "ships $WAP_DOC/$f" || fail "does not ship $WAP_DOC/$f"
+done
+if [ "$ARCH" = arm64 ]; then
+    depends_on libwebrtc-audio-processing1 && fail "depends on libwebrtc-audio-processing1" ||
+        pass "canceller linked statically (no libwebrtc-audio-processing1)"
+else
+    depends_on libwebrtc-audio-processing1 && pass "depends on libwebrtc-audio-processing1" ||
+        fail "does not depend on libwebrtc-audio-processing1"
+fi
 dpkg-deb -c "$DEB" | grep -Eq '^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/realtime-voiced$' &&
     pass "binary is root:root 0755" || fail "binary owner or mode"
 
