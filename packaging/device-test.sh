@@ -88,7 +88,10 @@ ensure_pkgs "${HOST_PKGS[@]}"
 # What the package depends on (and recommends), so that `apt install ./…deb` needs no network,
 # and what a device has: systemd, udev, the system bus, ALSA's tools.
 GUEST_PKGS=(systemd-sysv udev kmod dbus procps util-linux adduser ca-certificates alsa-utils
-    libasound2 libopus0 libwebrtc-audio-processing1 libstdc++6 libgcc-s1 initramfs-tools)
+    libasound2 libopus0 libstdc++6 libgcc-s1 initramfs-tools)
+# The arm64 package links the echo canceller statically (Cargo.toml): its guest goes without
+# Debian's library, so a package that still needed it would fail to install.
+[ "$ARCH" = arm64 ] || GUEST_PKGS+=(libwebrtc-audio-processing1)
 # Modules the initramfs needs to find the root file system on a virtio disk. A short list
 # instead of initramfs-tools' default (most of the kernel's modules) makes the image's build
 # minutes shorter under arm64 emulation.
