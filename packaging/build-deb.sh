@@ -78,11 +78,20 @@ ensure_pkgs() {
 }
 
 COMMON_PKGS=(pkg-config dpkg-dev file libclang-dev)
+# arm64 builds WebRTC's audio processing from the crate's bundled source, with its NEON code
+# (Debian's arm64 library has none; see Cargo.toml): autotools instead of the library.
+if [ "$ARCH" = arm64 ]; then
+    CANCELLER_PKGS=(autoconf automake libtool)
+elif [ "$ARCH" = "$HOST_ARCH" ]; then
+    CANCELLER_PKGS=(libwebrtc-audio-processing-dev)
+else
+    CANCELLER_PKGS=("libwebrtc-audio-processing-dev:$ARCH")
+fi
 export CARGO_TARGET_DIR
 BUILD_STD=()
 if [ "$ARCH" = "$HOST_ARCH" ]; then
     ensure_pkgs "${COMMON_PKGS[@]}" gcc g++ libc6-dev \
-        libasound2-dev libopus-dev libwebrtc-audio-processing-dev
+        libasound2-dev libopus-dev "${CANCELLER_PKGS[@]}"
     if ! command -v cargo >/dev/null; then
         ensure_pkgs rustc-web cargo-web
         export RUSTC=/usr/bin/rustc
@@ -96,13 +105,6 @@ else
         step "adding dpkg architecture $ARCH"
         "${SUDO[@]}" dpkg --add-architecture "$ARCH"
         APT_UPDATED=
-    fi
-    # arm64 builds WebRTC's audio processing from the crate's bundled source, with its NEON code
-    # (Debian's arm64 library has none; see Cargo.toml): autotools instead of the library.
-    if [ "$ARCH" = arm64 ]; then
-        CANCELLER_PKGS=(autoconf automake libtool)
-    else
-        CANCELLER_PKGS=("libwebrtc-audio-processing-dev:$ARCH")
     fi
     ensure_pkgs "${COMMON_PKGS[@]}" rustc-web cargo-web "gcc-$GNU" "g++-$GNU" "libc6-dev-$ARCH-cross" \
         "libasound2-dev:$ARCH" "libopus-dev:$ARCH" "${CANCELLER_PKGS[@]}"

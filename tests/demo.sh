@@ -15,6 +15,10 @@ SECONDS_TO_RUN=${DEMO_SECONDS:-25}
 
 PACKAGES=(build-essential pkg-config libclang-dev libasound2-dev libopus-dev libwebrtc-audio-processing-dev
     alsa-utils libasound2-plugins pulseaudio pulseaudio-utils dbus dbus-bin systemd espeak-ng sox coreutils)
+# On arm64 the echo canceller is built from the source its crate bundles (Cargo.toml).
+if [ "$(dpkg --print-architecture)" = arm64 ]; then
+    PACKAGES+=(autoconf automake libtool)
+fi
 bash tests/install-packages.sh "${PACKAGES[@]}"
 
 echo "== building"

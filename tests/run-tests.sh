@@ -15,6 +15,10 @@ PACKAGES=(
     sox espeak-ng coturn python3 python3-venv python3-pip python3-gi file ca-certificates
 )
 
+# On arm64 the echo canceller is built from the source its crate bundles (Cargo.toml).
+if [ "$(dpkg --print-architecture)" = arm64 ]; then
+    PACKAGES+=(autoconf automake libtool)
+fi
 bash tests/install-packages.sh "${PACKAGES[@]}"
 
 export CARGO_TERM_COLOR=never
