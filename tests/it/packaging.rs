@@ -155,3 +155,28 @@ fn maintainer_scripts_parse_and_start_nothing() {
     assert!(postrm.contains("/var/lib/realtime-voiced"));
     assert!(postrm.contains("deluser --system"));
 }
+
+/// Debian's arm64 canceller library has no NEON code: the arm64 build takes the crate's bundled
+/// source and links it statically, so the package must ship that source's licence.
+#[test]
+fn the_arm64_canceller_is_built_from_source_and_its_licence_ships() {
+    let text = read("Cargo.toml");
+    let manifest: toml::Table = text.parse().expect("parse Cargo.toml");
+    let features = manifest["target"]["cfg(target_arch = \"aarch64\")"]["dependencies"]
+        ["webrtc-audio-processing-sys"]["features"]
+        .as_array()
+        .expect("features of the arm64 canceller");
+    assert!(
+        features.iter().any(|f| f.as_str() == Some("bundled")),
+        "{features:?}"
+    );
+    let doc = "usr/share/doc/realtime-voiced/webrtc-audio-processing/";
+    for file in ["COPYING", "PATENTS", "LICENSE_THIRD_PARTY"] {
+        let src = format!("packaging/debian/webrtc-audio-processing/{file}");
+        assert!(
+            assets().contains(&(src.clone(), doc.to_owned())),
+            "{src} is not shipped in {doc}"
+        );
+    }
+    assert!(read("packaging/debian/copyright").contains("webrtc-audio-processing 0.3.1"));
+}
