@@ -12,10 +12,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn deb_metadata() -> toml::Table {
+fn manifest() -> toml::Table {
     let text = std::fs::read_to_string(root().join("Cargo.toml")).expect("read Cargo.toml");
-    let manifest: toml::Table = text.parse().expect("parse Cargo.toml");
-    manifest["package"]["metadata"]["deb"]
+    text.parse().expect("parse Cargo.toml")
+}
+
+fn deb_metadata() -> toml::Table {
+    manifest()["package"]["metadata"]["deb"]
         .as_table()
         .expect("[package.metadata.deb]")
         .clone()
@@ -160,8 +163,7 @@ fn maintainer_scripts_parse_and_start_nothing() {
 /// source and links it statically, so the package must ship that source's licence.
 #[test]
 fn the_arm64_canceller_is_built_from_source_and_its_licence_ships() {
-    let text = read("Cargo.toml");
-    let manifest: toml::Table = text.parse().expect("parse Cargo.toml");
+    let manifest = manifest();
     let features = manifest["target"]["cfg(target_arch = \"aarch64\")"]["dependencies"]
         ["webrtc-audio-processing-sys"]["features"]
         .as_array()
