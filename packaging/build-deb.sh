@@ -128,12 +128,9 @@ else
         export RUSTC_BOOTSTRAP=1
         BUILD_STD=("-Zbuild-std=std,panic_abort")
     fi
-    T=${TRIPLE//-/_}
-    TU=${T^^}
-    export "CARGO_TARGET_${TU}_LINKER=$GNU-gcc"
-    export "CC_$T=$GNU-gcc" "CXX_$T=$GNU-g++" "AR_$T=$GNU-ar"
-    export "PKG_CONFIG_ALLOW_CROSS_$T=1"
-    export "PKG_CONFIG_LIBDIR_$T=/usr/lib/$GNU/pkgconfig:/usr/share/pkgconfig"
+    # shellcheck source=packaging/cross-env.sh
+    . "$ROOT/packaging/cross-env.sh"
+    cross_env "$TRIPLE" "$GNU"
     # One target directory per cross target: the host's target/ stays untouched, and build scripts
     # that track RUSTC_BOOTSTRAP do not rebuild everything when switching targets.
     CARGO_TARGET_DIR=$ROOT/target/cross-$ARCH

@@ -10,13 +10,11 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
-export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-export PKG_CONFIG_ALLOW_CROSS_aarch64_unknown_linux_gnu=1
-export PKG_CONFIG_LIBDIR_aarch64_unknown_linux_gnu=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 TRIPLE=aarch64-unknown-linux-gnu
+export RUSTC=/usr/bin/rustc
+# shellcheck source=packaging/cross-env.sh
+. "$ROOT/packaging/cross-env.sh"
+cross_env "$TRIPLE" aarch64-linux-gnu
 
 count() { # binary blocks -> instructions executed
     timeout 900 qemu-aarch64-static -singlestep -d exec,nochain "$1" "$2" 2>&1 >/dev/null |
