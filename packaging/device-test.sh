@@ -281,7 +281,7 @@ done
 [ -f "$WORK/results.log" ] || : >"$WORK/results.log"
 
 # Every check the driver makes; one it never reached fails.
-CHECKS=(sound-card install unit-ready bus-introspect bus-start-denied bus-start conversation-heard
+CHECKS=(sound-card install unit-ready sandbox-cpuinfo bus-introspect bus-start-denied bus-start conversation-heard
     conversation-answer device-latency journal-fields journal-quiet journal-no-secret reload watchdog
     reboot stop security purge purge-bus)
 echo

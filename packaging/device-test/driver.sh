@@ -129,6 +129,12 @@ CONF
     shown=$(systemctl show -p ActiveState,SubState,StatusText,Type,NRestarts "$UNIT" | tr '\n' ' ')
     check unit-ready "$shown(enable --now took $(elapsed "$t0") s)" "$shown" \
         bash -c "[ \"$(prop ActiveState)/$(prop SubState)/$(prop StatusText)\" = active/running/idle ]"
+    # libopus on 32-bit ARM reads /proc/cpuinfo for NEON: the sandbox must leave it there.
+    local cpus
+    cpus=$(nsenter -t "$(prop MainPID)" -m -- grep -c '^processor' /proc/cpuinfo 2>&1)
+    check sandbox-cpuinfo "/proc/cpuinfo inside the service's mount namespace: $cpus processors" \
+        "/proc/cpuinfo inside the service's mount namespace: ${cpus:-nothing}" \
+        bash -c "[ \"\$1\" -ge 1 ] 2>/dev/null" _ "$cpus"
 
     # The system bus, with the package's policy.
     useradd -m -G realtime-voice "$CONTROLLER"
