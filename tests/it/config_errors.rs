@@ -1,7 +1,19 @@
 //! A configuration that is wrong: `check-config` and the daemon refuse it with exit code 78 and
 //! lines that say where.
 
+use std::path::Path;
+
 use crate::cli::{run, text, write};
+
+/// `check-config` on `path`, which must refuse it with exit code 78: what it printed.
+fn refused(path: &Path) -> String {
+    let out = run(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", path.display());
+    text(&out.stderr)
+}
 
 #[test]
 fn check_config_rejects_bad_files_with_exit_78_and_located_lines() {
@@ -11,12 +23,7 @@ fn check_config_rejects_bad_files_with_exit_78_and_located_lines() {
         "bad.toml",
         "[audio]\nvolume = 1.5\n\n[gpio]\nbutton_pin = 99\n",
     );
-    let out = run(
-        &["check-config", "--config", bad.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = text(&out.stderr);
+    let stderr = refused(&bad);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(
@@ -34,16 +41,8 @@ fn check_config_rejects_bad_files_with_exit_78_and_located_lines() {
         "unknown.toml",
         "[transport]\nknd = \"websocket\"\n",
     );
-    let out = run(
-        &["check-config", "--config", unknown.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(78));
-    assert!(
-        text(&out.stderr).contains("unknown.toml:2:1: "),
-        "{}",
-        text(&out.stderr)
-    );
+    let stderr = refused(&unknown);
+    assert!(stderr.contains("unknown.toml:2:1: "), "{stderr}");
 
     let out = run(&["check-config", "--config", "/nonexistent/x.toml"], &[]);
     assert_eq!(out.status.code(), Some(78));
@@ -200,12 +199,7 @@ fn check_config_refuses_what_gpt_live_would_not_take() {
          [session.turn_detection]\nthreshold = 0.6\n\n\
          [live.responses]\nmodel = \"gpt-5.5\"\ntemperature = 0.2\n",
     );
-    let out = run(
-        &["check-config", "--config", bad.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = text(&out.stderr);
+    let stderr = refused(&bad);
     for (line, what) in [
         ("live.toml:3:9: `api.model`", "is not a GPT-Live model"),
         (
@@ -228,12 +222,7 @@ fn check_config_refuses_what_gpt_live_would_not_take() {
         "realtime.toml",
         "[api]\nmodel = \"gpt-live-1\"\nsession_url = \"https://example.com/live\"\n\n[live]\ndelegation = \"client\"\n",
     );
-    let out = run(
-        &["check-config", "--config", bad.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = text(&out.stderr);
+    let stderr = refused(&bad);
     for (line, what) in [
         (
             "realtime.toml:2:9: `api.model`",
