@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_voiced::audio::{MicFrame, FRAME_SAMPLES};
-use realtime_voiced::config::{Config, TransportKind};
+use realtime_voiced::config::{Config, Secret, TransportKind};
 use realtime_voiced::transport::dialect::{Dialect, RealtimeGa};
-use realtime_voiced::transport::LinkContext;
+use realtime_voiced::transport::{webrtc, Link, LinkContext};
 use tokio::sync::mpsc;
 
 use crate::signals::TONE_HZ;
@@ -60,6 +60,17 @@ pub fn context(
 /// The dialect the daemon speaks over a WebRTC link in `ctx`.
 pub fn webrtc_dialect(ctx: &LinkContext) -> Arc<dyn Dialect> {
     Arc::new(RealtimeGa::new(ctx.config.clone(), TransportKind::Webrtc))
+}
+
+/// A WebRTC call to the service `ctx` points at, with `token`, which must connect `within`.
+pub async fn webrtc_connected(ctx: &LinkContext, token: &str, within: Duration) -> Link {
+    tokio::time::timeout(
+        within,
+        webrtc::connect(ctx, webrtc_dialect(ctx), &Secret::new(token)),
+    )
+    .await
+    .expect("connect is bounded")
+    .expect("the call connects")
 }
 
 /// The dialect the daemon speaks over a WebSocket link in `ctx`.

@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use realtime_voiced::config::Secret;
 use realtime_voiced::session::{ClientEvent, ServerEvent};
-use realtime_voiced::transport::{webrtc, LinkEvent};
+use realtime_voiced::transport::LinkEvent;
 use testkit::aiortc::fetch_stats;
 use testkit::link::{
-    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_dialect,
+    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_connected,
 };
 use testkit::signals::analyse;
 use tokio::time::timeout;
@@ -30,13 +29,7 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
     let (ctx, mic, speaker) = context(loopback_config(&base), 64);
 
     let started = Instant::now();
-    let mut link = timeout(
-        Duration::from_secs(20),
-        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
-    )
-    .await
-    .expect("connect is bounded")
-    .expect("the call connects");
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(20)).await;
     eprintln!(
         "connect to aiortc on loopback: {} ms",
         started.elapsed().as_millis()
@@ -110,13 +103,7 @@ async fn vanished_service_closes_the_link_after_the_grace() {
     install_crypto_and_logs();
     let (mut service, base) = testkit::aiortc_service_or_skip!();
     let (ctx, _mic, _speaker) = context(loopback_config(&base), 64);
-    let mut link = timeout(
-        Duration::from_secs(20),
-        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
-    )
-    .await
-    .expect("connect is bounded")
-    .expect("the call connects");
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(20)).await;
 
     // The service dies without a word: no DTLS close, no SCTP abort, just silence.
     service.kill();

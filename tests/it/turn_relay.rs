@@ -12,7 +12,9 @@ use realtime_voiced::config::{IcePolicy, IceServer, Secret};
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::{webrtc, LinkEvent};
 use testkit::aiortc::fetch_stats;
-use testkit::link::{context, install_crypto, loopback_config, play_tone_burst, webrtc_dialect};
+use testkit::link::{
+    context, install_crypto, loopback_config, play_tone_burst, webrtc_connected, webrtc_dialect,
+};
 use testkit::signals::analyse;
 use testkit::Proc;
 use tokio::time::timeout;
@@ -134,13 +136,7 @@ async fn relay_only_call_to_aiortc_goes_through_turn() {
     let (ctx, mic, speaker) = context(relay_config(&base, &turn, "p"), 64);
 
     let started = Instant::now();
-    let mut link = timeout(
-        Duration::from_secs(20),
-        webrtc::connect(&ctx, webrtc_dialect(&ctx), &Secret::new(TOKEN)),
-    )
-    .await
-    .expect("connect is bounded")
-    .expect("the relayed call connects");
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(20)).await;
     eprintln!(
         "relay-only connect via coturn: {} ms",
         started.elapsed().as_millis()

@@ -12,9 +12,10 @@ use axum::Router;
 use realtime_voiced::config::Secret;
 use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::ErrorKind;
-use realtime_voiced::transport::{webrtc, ConnectError, Link, LinkContext, LinkEvent};
+use realtime_voiced::transport::{webrtc, ConnectError, LinkEvent};
 use testkit::link::{
-    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_dialect,
+    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_connected,
+    webrtc_dialect,
 };
 use testkit::signals::analyse;
 use testkit::sim::{self, SimOptions};
@@ -33,17 +34,6 @@ async fn endpoint(reply: fn() -> axum::response::Response) -> String {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{addr}/v1")
-}
-
-/// A call to the service `ctx` points at, which must connect within 15 s.
-async fn connected(ctx: &LinkContext) -> Link {
-    timeout(
-        Duration::from_secs(15),
-        webrtc::connect(ctx, webrtc_dialect(ctx), &Secret::new(TOKEN)),
-    )
-    .await
-    .expect("connect is bounded")
-    .expect("the call connects")
 }
 
 async fn connect_error(base: &str, timeout_ms: u64) -> ConnectError {
@@ -209,7 +199,7 @@ async fn call_to_the_simulator_echoes_the_microphone() {
     let (ctx, mic, speaker) = context(loopback_config(&sim.base_url()), 64);
 
     let started = std::time::Instant::now();
-    let mut link = connected(&ctx).await;
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(15)).await;
     eprintln!(
         "connect to the simulator on loopback: {} ms",
         started.elapsed().as_millis()
@@ -299,7 +289,7 @@ async fn dropped_session_closes_the_link() {
     };
     let sim = sim::start(options).await;
     let (ctx, _mic, _speaker) = context(loopback_config(&sim.base_url()), 64);
-    let mut link = connected(&ctx).await;
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(15)).await;
     let started = std::time::Instant::now();
     let seen = events_until(&mut link.events, Duration::from_secs(10), |e| {
         matches!(e, LinkEvent::Closed { .. })
@@ -324,7 +314,7 @@ async fn long_instructions_fit_through_the_data_channel() {
     // A long persona: session.update grows well past one SCTP packet (and past 16 KiB).
     config.session.instructions = "Answer briefly and kindly. ".repeat(2500);
     let (ctx, _mic, _speaker) = context(config, 64);
-    let mut link = connected(&ctx).await;
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(15)).await;
     link.commands
         .send(ClientEvent::SessionUpdate)
         .await
@@ -353,7 +343,7 @@ async fn an_oversized_event_is_reported_and_the_link_stays() {
     // Over the 256 KiB the peer accepts.
     config.session.instructions = "Answer briefly and kindly. ".repeat(12_000);
     let (ctx, _mic, _speaker) = context(config, 64);
-    let mut link = connected(&ctx).await;
+    let mut link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(15)).await;
     link.commands
         .send(ClientEvent::SessionUpdate)
         .await
