@@ -51,7 +51,7 @@ for arch in armhf arm64; do
     for setup in pi3 subset-pid; do
         few=$(count "$qemu" "$bin" "$setup" 20)
         many=$(count "$qemu" "$bin" "$setup" 70)
-        bytes=$(in_proc "$setup" "$qemu" "$bin" "$WORK/speech.raw" 70)
+        bytes=$(in_proc "$setup" timeout 600 "$qemu" "$bin" "$WORK/speech.raw" 70)
         case $setup in
         pi3) label="a Pi 3's (Features: … edsp neon …)" ;;
         subset-pid) label="none (ProcSubset=pid)" ;;
