@@ -21,7 +21,7 @@ use std::time::Duration;
 use realtime_voiced::audio::echo::{EchoCanceller, BLOCK};
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
 use realtime_voiced::audio::jitter::{self, JitterSettings};
-use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, OpusProfile, MAX_PACKET};
 use realtime_voiced::audio::signals::{speech_like, white_noise};
 use realtime_voiced::audio::{AudioControl, Frame, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
@@ -97,7 +97,7 @@ fn pipeline(seconds: usize, mode: Canceller, paced: bool) -> (Stages, u64) {
     let far_speech = speech_like(48_000 * seconds, 11, true);
     // The service's side: the reply encoded beforehand, outside the measurement.
     let replies: Vec<Vec<u8>> = {
-        let mut service = OpusEncoder::new().expect("encoder");
+        let mut service = OpusEncoder::with_profile(OpusProfile::SERVICE).expect("encoder");
         let mut packet = [0u8; MAX_PACKET];
         far_speech
             .chunks_exact(FRAME_SAMPLES)

@@ -79,42 +79,66 @@ fn opus_per_frame() {
     );
 }
 
-/// Encode cost by complexity on speech (what the daemon sends) and on a steady tone: the two
-/// are coded differently, and a tone's figure says little about a call.
-fn opus_complexity() {
+/// Encode cost on speech (what the daemon sends) and on a steady tone, by how the encoder codes:
+/// the two signals are coded differently, and a tone's figure says little about a call.
+fn opus_profiles() {
     use audiopus::coder::Encoder;
     use audiopus::{Application, Bitrate, Channels, SampleRate};
+    use realtime_voiced::audio::opus::OpusProfile;
     let dir = tempfile::tempdir().expect("tempdir");
     let talk = testkit::signals::speech(
         dir.path(),
         "The kitchen light is on, the oven is warm, and the kettle has just boiled.",
     );
     let tone = testkit::signals::tone(440.0, 8000.0, talk.len());
+    // libopus's default complexity, as the daemon coded before it chose 5.
+    let voip_9 = || {
+        let mut enc = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).ok()?;
+        enc.set_bitrate(Bitrate::BitsPerSecond(32_000)).ok()?;
+        enc.set_inband_fec(true).ok()?;
+        enc.set_packet_loss_perc(5).ok()?;
+        enc.set_complexity(9).ok()?;
+        Some(enc)
+    };
     for (what, signal) in [("speech", &talk), ("440 Hz tone", &tone)] {
-        for complexity in [9u8, realtime_voiced::audio::opus::COMPLEXITY] {
-            let Ok(mut enc) = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip)
-            else {
-                return;
-            };
-            let _ = enc.set_bitrate(Bitrate::BitsPerSecond(32_000));
-            let _ = enc.set_inband_fec(true);
-            let _ = enc.set_packet_loss_perc(5);
-            let _ = enc.set_complexity(complexity);
-            let mut packet = [0u8; MAX_PACKET];
+        let mut packet = [0u8; MAX_PACKET];
+        let mut run = |label: &str, encode: &mut dyn FnMut(&[i16], &mut [u8]) -> usize| {
             let (mut frames, mut bytes) = (0usize, 0usize);
             let started = Instant::now();
             for _ in 0..5 {
                 for frame in signal.chunks_exact(FRAME_SAMPLES) {
-                    bytes += enc.encode(frame, &mut packet).unwrap_or(0);
+                    bytes += encode(frame, &mut packet);
                     frames += 1;
                 }
             }
             let per = started.elapsed().as_secs_f64() * 1e6 / frames as f64;
             println!(
-                "opus encode, {what}, complexity {complexity}: {per:.1} µs/frame ({:.2}% of real time), {:.0} bytes/packet",
+                "opus encode, {what}, {label}: {per:.1} µs/frame ({:.2}% of real time), {:.0} bytes/packet",
                 per / 200.0,
                 bytes as f64 / frames as f64
             );
+        };
+        if let Some(enc) = voip_9() {
+            run("VOIP at 32 kbit/s, complexity 9", &mut |f, p| {
+                enc.encode(f, p).unwrap_or(0)
+            });
+        }
+        for (label, profile) in [
+            (
+                "the service's (VOIP at 32 kbit/s, complexity 5)",
+                OpusProfile::SERVICE,
+            ),
+            (
+                "the device's (CELT at 80 kbit/s, complexity 5)",
+                OpusProfile::DEVICE,
+            ),
+        ] {
+            let mut enc = OpusEncoder::with_profile(profile).expect("encoder");
+            run(label, &mut |f, p| {
+                let frame: realtime_voiced::audio::Frame = f.try_into().expect("frame");
+                let p: &mut [u8; MAX_PACKET] = p.try_into().expect("packet");
+                enc.encode(&frame, p).unwrap_or(0)
+            });
         }
     }
 }
@@ -122,7 +146,7 @@ fn opus_complexity() {
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     opus_per_frame();
-    opus_complexity();
+    opus_profiles();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,6 +20,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::brain::{Brain, Mode, SimOutput};
 use super::live::{Conversation, LiveFront};
 use super::{Reply, Sim};
+use realtime_voiced::audio::opus::OpusProfile;
 use realtime_voiced::audio::{Frame, FRAME_SAMPLES};
 use realtime_voiced::transport::webrtc::media::{
     negotiated_opus, opus_track, receive_opus, OpusSender,
@@ -171,7 +172,13 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
     let payload_type = negotiated_opus(&call.sender)
         .await
         .ok_or("no Opus was negotiated")?;
-    let mut opus = OpusSender::new(call.track.clone(), call.ssrc, payload_type)?;
+    // As a service sends: VOIP, as libwebrtc codes speech.
+    let mut opus = OpusSender::new(
+        call.track.clone(),
+        call.ssrc,
+        payload_type,
+        OpusProfile::SERVICE,
+    )?;
 
     let mut brain = match &call.api {
         Api::Realtime => Conversation::Realtime(Box::new(Brain::for_sim(sim, Mode::WebRtc))),

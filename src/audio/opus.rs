@@ -1,5 +1,5 @@
-//! Opus for the WebRTC audio track: 20 ms frames of 48 kHz mono, VOIP mode, in-band FEC, and a
-//! decoder that conceals lost packets. Both sides reuse caller buffers: nothing is allocated
+//! Opus for the WebRTC audio track: 20 ms frames of 48 kHz mono, coded as [`OpusProfile`] says,
+//! and a decoder that conceals lost packets. Both sides reuse caller buffers: nothing is allocated
 //! per frame.
 
 use audiopus::coder::{Decoder, Encoder, GenericCtl};
@@ -21,27 +21,87 @@ fn err(context: &str, e: audiopus::Error) -> OpusError {
 /// The encoder's complexity (0–10).
 pub const COMPLEXITY: u8 = 5;
 
+/// How a stream is coded. Every Opus decoder takes both; they differ in what encoding costs and
+/// in the bits it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpusProfile {
+    /// VOIP mode (SILK or hybrid for speech), in-band FEC: what libwebrtc sends, and so what
+    /// the simulator sends in the service's place.
+    Voip { bitrate: u32 },
+    /// CELT alone (restricted low delay), no FEC and no loss hint (which only makes CELT
+    /// worse here). At 80 kbit/s speech scores at least as well as `Voip` at 32 kbit/s, with
+    /// or without losses, for a third of the encoder's time: SILK's analysis was the dearest
+    /// part of a call's Opus (BENCHMARKS.md, "Opus without SILK").
+    Celt { bitrate: u32 },
+}
+
+const VOIP_BITRATE: u32 = 32_000;
+const CELT_BITRATE: u32 = 80_000;
+
+impl OpusProfile {
+    /// The service's side of a call: 32 kbit/s, as libwebrtc sends speech.
+    pub const SERVICE: OpusProfile = OpusProfile::Voip {
+        bitrate: VOIP_BITRATE,
+    };
+    /// The device's side: CELT at the rate where it matches `SERVICE`'s quality.
+    pub const DEVICE: OpusProfile = OpusProfile::Celt {
+        bitrate: CELT_BITRATE,
+    };
+
+    /// The device's profile within what the far end takes (`maxaveragebitrate` in its SDP,
+    /// RFC 7587): CELT where it fits, VOIP (whose quality needs far fewer bits) where not.
+    pub fn device_within(max_average_bitrate: Option<u32>) -> OpusProfile {
+        match max_average_bitrate {
+            Some(cap) if cap < CELT_BITRATE => OpusProfile::Voip {
+                // 6 kbit/s is the least Opus codes (RFC 7587).
+                bitrate: cap.clamp(6_000, VOIP_BITRATE),
+            },
+            _ => Self::DEVICE,
+        }
+    }
+}
+
+impl std::fmt::Display for OpusProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpusProfile::Voip { bitrate } => write!(f, "VOIP at {} kbit/s", bitrate / 1000),
+            OpusProfile::Celt { bitrate } => write!(f, "CELT at {} kbit/s", bitrate / 1000),
+        }
+    }
+}
+
 pub struct OpusEncoder {
     inner: Encoder,
 }
 
 impl OpusEncoder {
-    /// VOIP mode, 32 kbit/s, in-band FEC tuned for a few percent loss.
+    /// The device's encoder ([`OpusProfile::DEVICE`]).
     pub fn new() -> Result<Self, OpusError> {
-        let mut inner = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip)
+        Self::with_profile(OpusProfile::DEVICE)
+    }
+
+    pub fn with_profile(profile: OpusProfile) -> Result<Self, OpusError> {
+        let (application, bitrate) = match profile {
+            OpusProfile::Voip { bitrate } => (Application::Voip, bitrate),
+            OpusProfile::Celt { bitrate } => (Application::LowDelay, bitrate),
+        };
+        let mut inner = Encoder::new(SampleRate::Hz48000, Channels::Mono, application)
             .map_err(|e| err("cannot create encoder", e))?;
         inner
-            .set_bitrate(Bitrate::BitsPerSecond(32_000))
+            .set_bitrate(Bitrate::BitsPerSecond(bitrate as i32))
             .map_err(|e| err("bitrate", e))?;
-        inner
-            .set_inband_fec(true)
-            .map_err(|e| err("in-band FEC", e))?;
-        inner
-            .set_packet_loss_perc(5)
-            .map_err(|e| err("packet loss", e))?;
-        // Speech is coded by SILK, whose analysis at libopus's default complexity (9) made Opus
-        // the largest single cost of a call (BENCHMARKS.md, "A two-way call"); 5 is what
-        // WebRTC uses on ARM phones.
+        if let OpusProfile::Voip { .. } = profile {
+            // FEC is SILK's; CELT has none to turn on.
+            inner
+                .set_inband_fec(true)
+                .map_err(|e| err("in-band FEC", e))?;
+            inner
+                .set_packet_loss_perc(5)
+                .map_err(|e| err("packet loss", e))?;
+        }
+        // At libopus's default complexity (9) SILK's analysis made Opus the largest single
+        // cost of a call (BENCHMARKS.md, "A two-way call"); 5 is what WebRTC uses on ARM
+        // phones, and CELT scores no worse for it at the device's rate.
         inner
             .set_complexity(COMPLEXITY)
             .map_err(|e| err("complexity", e))?;
@@ -151,15 +211,23 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_a_tone_and_conceals_a_loss() {
-        let mut enc = OpusEncoder::new().expect("encoder");
+        for profile in [OpusProfile::DEVICE, OpusProfile::SERVICE] {
+            round_trip(profile);
+        }
+    }
+
+    fn round_trip(profile: OpusProfile) {
+        let mut enc = OpusEncoder::with_profile(profile).expect("encoder");
         let mut dec = OpusDecoder::new().expect("decoder");
         let mut packet = [0u8; MAX_PACKET];
         let mut out = [0i16; FRAME_SAMPLES * 6];
         let input = tone(440.0, 50);
         let mut decoded = Vec::new();
+        let mut bytes = 0;
         for (i, frame) in input.iter().enumerate() {
             let n = enc.encode(frame, &mut packet).expect("encode");
-            assert!(n > 0 && n < 400, "packet of {n} bytes");
+            assert!(n > 0, "{profile}: an empty packet");
+            bytes += n;
             if i == 30 {
                 let mut hole = [0i16; FRAME_SAMPLES];
                 let got = dec.conceal(None, &mut hole).expect("conceal");
@@ -171,6 +239,13 @@ mod tests {
             assert_eq!(got, FRAME_SAMPLES);
             decoded.extend_from_slice(&out[..got]);
         }
+        // The bitrate asked for, on average (variable, so a packet may be far from it).
+        let (OpusProfile::Voip { bitrate } | OpusProfile::Celt { bitrate }) = profile;
+        let kbits = (bytes * 8 * 50 / input.len()) as u32 / 1000;
+        assert!(
+            kbits * 1000 <= bitrate * 5 / 4 && kbits * 1000 >= bitrate / 2,
+            "{profile}: {kbits} kbit/s"
+        );
         // Past the codec's start-up, the decoded tone has the input's energy within 3 dB.
         let rms = |s: &[i16]| {
             (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
@@ -180,6 +255,55 @@ mod tests {
         assert!(
             (20.0 * (b / a).log10()).abs() < 3.0,
             "rms in {a:.0}, out {b:.0}"
+        );
+    }
+
+    /// The TOC byte's configuration (RFC 6716, 3.1): 0–11 SILK, 12–15 hybrid, 16–31 CELT.
+    fn modes(profile: OpusProfile) -> (usize, usize) {
+        let mut enc = OpusEncoder::with_profile(profile).expect("encoder");
+        let mut packet = [0u8; MAX_PACKET];
+        let speech = crate::audio::signals::speech_like(48_000 * 2, 3, false);
+        let mut celt = 0;
+        let mut frames = 0;
+        for chunk in speech.chunks_exact(FRAME_SAMPLES) {
+            let frame: Frame = chunk.try_into().expect("frame");
+            let n = enc.encode(&frame, &mut packet).expect("encode");
+            assert!(n > 0);
+            celt += usize::from(packet[0] >> 3 >= 16);
+            frames += 1;
+        }
+        (celt, frames)
+    }
+
+    #[test]
+    fn the_device_codes_celt_alone_and_the_service_does_not() {
+        let (celt, frames) = modes(OpusProfile::DEVICE);
+        assert_eq!(celt, frames, "the device's frames are all CELT");
+        let (celt, frames) = modes(OpusProfile::SERVICE);
+        assert!(
+            celt < frames / 10,
+            "{celt} of {frames} VOIP frames were CELT"
+        );
+    }
+
+    #[test]
+    fn a_far_end_that_caps_the_bitrate_gets_voip_within_it() {
+        assert_eq!(OpusProfile::device_within(None), OpusProfile::DEVICE);
+        assert_eq!(
+            OpusProfile::device_within(Some(510_000)),
+            OpusProfile::DEVICE
+        );
+        assert_eq!(
+            OpusProfile::device_within(Some(64_000)),
+            OpusProfile::Voip { bitrate: 32_000 }
+        );
+        assert_eq!(
+            OpusProfile::device_within(Some(20_000)),
+            OpusProfile::Voip { bitrate: 20_000 }
+        );
+        assert_eq!(
+            OpusProfile::device_within(Some(100)),
+            OpusProfile::Voip { bitrate: 6_000 }
         );
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_voiced::audio::engine::{Engine, EngineOptions};
-use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use realtime_voiced::audio::opus::{OpusDecoder, OpusEncoder, OpusProfile, MAX_PACKET};
 use realtime_voiced::audio::{AudioControl, Speaker, FRAME_SAMPLES};
 use realtime_voiced::config;
 use realtime_voiced::session::Earcon;
@@ -216,7 +216,7 @@ fn child_playback_tone() {
     let Some(_dir) = child_dir() else { return };
     let (engine, drained) = engine_counting_drains();
     // Through the codec, as the WebRTC transport would deliver it.
-    let mut enc = OpusEncoder::new().expect("encoder");
+    let mut enc = OpusEncoder::with_profile(OpusProfile::SERVICE).expect("encoder");
     let mut dec = OpusDecoder::new().expect("decoder");
     let mut packet = [0u8; MAX_PACKET];
     let mut out = [0i16; FRAME_SAMPLES * 6];

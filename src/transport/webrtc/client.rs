@@ -15,6 +15,7 @@ use super::http::{http_client, post_offer};
 use super::link::{pump_microphone, run_link, RunLink};
 use super::media::*;
 use super::peer::*;
+use crate::audio::opus::OpusProfile;
 use crate::config::{Secret, TransportKind};
 use crate::session::ServerEvent;
 use crate::transport::dialect::{Decoded, Dialect};
@@ -179,6 +180,7 @@ pub(super) async fn place_call(
     )
     .await?;
     call.call_id = call_id;
+    let opus = OpusProfile::device_within(opus_max_average_bitrate(&answer));
     let answer = RTCSessionDescription::answer(answer).map_err(|e| {
         ConnectError::retry(format!(
             "WebRTC: the service's answer is not valid SDP: {e}"
@@ -207,7 +209,8 @@ pub(super) async fn place_call(
     let payload_type = negotiated_opus(&sender)
         .await
         .ok_or_else(|| ConnectError::retry("WebRTC: the service's answer has no Opus audio"))?;
-    let sender = OpusSender::new(track, ssrc, payload_type)
+    debug!("sending Opus {opus}");
+    let sender = OpusSender::new(track, ssrc, payload_type, opus)
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
     Ok((channel, sender, early))
 }

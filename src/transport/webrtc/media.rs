@@ -17,7 +17,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::audio::opus::{OpusDecoder, OpusEncoder, MAX_PACKET};
+use crate::audio::opus::{OpusDecoder, OpusEncoder, OpusProfile, MAX_PACKET};
 use crate::audio::{Frame, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::transport::LinkStats;
 
@@ -81,6 +81,35 @@ pub async fn negotiated_opus(sender: &Arc<dyn RtpSender>) -> Option<u8> {
         .map(|c| c.payload_type)
 }
 
+/// The `maxaveragebitrate` an SDP puts on its Opus payload (RFC 7587): the most the far end
+/// wants to receive. `None` where it sets none, or says nothing readable.
+pub fn opus_max_average_bitrate(sdp: &str) -> Option<u32> {
+    let attribute = |line: &str, name: &str| {
+        let rest = line.trim().strip_prefix("a=")?.strip_prefix(name)?;
+        let (pt, value) = rest.split_once(' ')?;
+        Some((pt.to_owned(), value.trim().to_owned()))
+    };
+    let opus: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| attribute(l, "rtpmap:"))
+        .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("opus/"))
+        .map(|(pt, _)| pt)
+        .collect();
+    sdp.lines()
+        .filter_map(|l| attribute(l, "fmtp:"))
+        .filter(|(pt, _)| opus.contains(pt))
+        .find_map(|(_, params)| {
+            params.split(';').find_map(|param| {
+                let (key, value) = param.split_once('=')?;
+                if key.trim().eq_ignore_ascii_case("maxaveragebitrate") {
+                    value.trim().parse().ok()
+                } else {
+                    None
+                }
+            })
+        })
+}
+
 /// Packs 20 ms frames into Opus RTP packets on a local track.
 pub struct OpusSender {
     track: Arc<TrackLocalStaticRTP>,
@@ -100,6 +129,7 @@ impl OpusSender {
         track: Arc<TrackLocalStaticRTP>,
         ssrc: u32,
         payload_type: u8,
+        profile: OpusProfile,
     ) -> Result<Self, String> {
         Ok(OpusSender {
             track,
@@ -108,7 +138,7 @@ impl OpusSender {
             sequence: rand::random(),
             timestamp: rand::random(),
             last_sent: None,
-            encoder: OpusEncoder::new().map_err(|e| e.to_string())?,
+            encoder: OpusEncoder::with_profile(profile).map_err(|e| e.to_string())?,
             packet: [0; MAX_PACKET],
             arena: BytesMut::with_capacity(PAYLOAD_ARENA),
         })
@@ -313,8 +343,35 @@ mod tests {
         assert_eq!((ts, marker), (1960 + 49 * 960, true));
     }
 
+    #[test]
+    fn the_answers_opus_bitrate_cap_is_read() {
+        let answer = |fmtp: &str| {
+            format!(
+                "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\n\
+                 a=rtpmap:0 PCMU/8000\r\na=fmtp:0 maxaveragebitrate=1\r\n{fmtp}\
+                 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+            )
+        };
+        assert_eq!(
+            opus_max_average_bitrate(&answer(
+                "a=fmtp:111 minptime=10; maxaveragebitrate=40000;useinbandfec=1\r\n"
+            )),
+            Some(40_000)
+        );
+        // Another payload's cap is not Opus's; none, or a garbled one, is no cap.
+        assert_eq!(
+            opus_max_average_bitrate(&answer("a=fmtp:111 minptime=10;useinbandfec=1\r\n")),
+            None
+        );
+        assert_eq!(
+            opus_max_average_bitrate(&answer("a=fmtp:111 maxaveragebitrate=lots\r\n")),
+            None
+        );
+        assert_eq!(opus_max_average_bitrate(""), None);
+    }
+
     fn encoded_tone(frames: usize) -> Vec<Vec<u8>> {
-        let mut enc = OpusEncoder::new().expect("encoder");
+        let mut enc = OpusEncoder::with_profile(OpusProfile::SERVICE).expect("encoder");
         let mut packet = [0u8; MAX_PACKET];
         (0..frames)
             .map(|f| {
@@ -373,7 +430,7 @@ mod tests {
             header.timestamp = i as u32 * FRAME_SAMPLES as u32;
             rx.on_packet(&header, p, &mut |_| {});
         }
-        let mut enc = OpusEncoder::new().expect("encoder");
+        let mut enc = OpusEncoder::with_profile(OpusProfile::SERVICE).expect("encoder");
         let mut packet = [0u8; MAX_PACKET];
         let n = enc
             .encode(&[0; FRAME_SAMPLES], &mut packet)
