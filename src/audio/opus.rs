@@ -28,10 +28,11 @@ pub enum OpusProfile {
     /// VOIP mode (SILK or hybrid for speech), in-band FEC: what libwebrtc sends, and so what
     /// the simulator sends in the service's place.
     Voip { bitrate: u32 },
-    /// CELT alone (restricted low delay), no FEC and no loss hint (which only makes CELT
-    /// worse here). At 80 kbit/s speech scores at least as well as `Voip` at 32 kbit/s, with
-    /// or without losses, for a third of the encoder's time: SILK's analysis was the dearest
-    /// part of a call's Opus (BENCHMARKS.md, "Opus without SILK").
+    /// CELT alone (restricted low delay), no FEC and no loss hint (which made CELT score
+    /// lower). At 80 kbit/s speech scores higher than `Voip` at 32 kbit/s without losses and
+    /// with 2 % lost (at 5 %, on three samples of five), for 40 % of the encoder's time:
+    /// SILK's analysis was the dearest part of a call's Opus (BENCHMARKS.md, "Opus without
+    /// SILK").
     Celt { bitrate: u32 },
 }
 
@@ -101,7 +102,7 @@ impl OpusEncoder {
         }
         // At libopus's default complexity (9) SILK's analysis made Opus the largest single
         // cost of a call (BENCHMARKS.md, "A two-way call"); 5 is what WebRTC uses on ARM
-        // phones, and CELT scores no worse for it at the device's rate.
+        // phones, and what CELT's scores were measured at.
         inner
             .set_complexity(COMPLEXITY)
             .map_err(|e| err("complexity", e))?;
