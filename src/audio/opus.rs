@@ -65,7 +65,9 @@ impl OpusProfile {
 impl std::fmt::Display for OpusProfile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpusProfile::Voip { bitrate } => write!(f, "VOIP at {} kbit/s", bitrate / 1000),
+            OpusProfile::Voip { bitrate } => {
+                write!(f, "VOIP with FEC at {} kbit/s", bitrate / 1000)
+            }
             OpusProfile::Celt { bitrate } => write!(f, "CELT at {} kbit/s", bitrate / 1000),
         }
     }

@@ -80,10 +80,16 @@ pub fn python() -> Result<PathBuf, String> {
 /// The aiortc stand-in service (`tests/peers/aiortc_service.py`), listening on 127.0.0.1;
 /// returns it and its base URL.
 pub fn start_service() -> Result<(Proc, String), String> {
+    start_service_with(&[])
+}
+
+/// The same, with options for the script (`--lose-every N`).
+pub fn start_service_with(args: &[&str]) -> Result<(Proc, String), String> {
     let python = python()?;
     let script = crate::root().join("tests/peers/aiortc_service.py");
     let child = Command::new(python)
         .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -100,8 +106,8 @@ pub fn start_service() -> Result<(Proc, String), String> {
 /// reach (aiortc cannot be installed), fails it on anything else.
 #[macro_export]
 macro_rules! aiortc_service_or_skip {
-    () => {
-        match $crate::aiortc::start_service() {
+    ($($arg:expr),* $(,)?) => {
+        match $crate::aiortc::start_service_with(&[$($arg),*]) {
             Ok(service) => service,
             Err(e) if e.starts_with("PIP_UNREACHABLE") => {
                 eprintln!("SKIPPED: aiortc is not installable here ({e})");

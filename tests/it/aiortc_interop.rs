@@ -98,6 +98,66 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
     );
 }
 
+/// The Opus modes aiortc saw from us, in order: `[["celt", 120], ["hybrid", 300], ...]`.
+fn opus_modes(stats: &serde_json::Value) -> Vec<(String, u64)> {
+    stats["opus_modes"]
+        .as_array()
+        .expect("opus_modes")
+        .iter()
+        .map(|run| {
+            (
+                run[0].as_str().expect("mode").to_owned(),
+                run[1].as_u64().expect("count"),
+            )
+        })
+        .collect()
+}
+
+/// aiortc drops every tenth packet of ours as it arrives; its receiver reports say so, and
+/// the microphone's Opus turns from CELT to VOIP with FEC (SILK or hybrid on the wire). On a
+/// clean path it stays CELT throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_loss_turns_the_microphones_celt_into_voip_with_fec() {
+    install_crypto_and_logs();
+    for lose_every in ["0", "10"] {
+        let (_service, base) = testkit::aiortc_service_or_skip!("--lose-every", lose_every);
+        let (ctx, mic, _speaker) = context(loopback_config(&base), 64);
+        let link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(20)).await;
+        // Readings come every 2.5 s of audio and a window spans at least 4 s: the switch is
+        // due after 7.5 s; 12 s leaves room for a late first report.
+        play_tone_burst(mic, 12_000, 0).await;
+        let stats = fetch_stats(&base).await;
+        drop(link);
+        let modes = opus_modes(&stats);
+        eprintln!(
+            "lose every {lose_every}: aiortc dropped {}, saw {modes:?}",
+            stats["dropped"]
+        );
+        let (first, _) = modes.first().expect("aiortc saw our audio");
+        assert_eq!(first, "celt", "the call starts with CELT: {modes:?}");
+        let sent: u64 = modes.iter().map(|(_, n)| n).sum();
+        assert!(sent > 500, "aiortc saw {sent} packets");
+        if lose_every == "0" {
+            assert_eq!(modes.len(), 1, "a clean path stays CELT: {modes:?}");
+        } else {
+            let (last, run) = modes.last().expect("modes");
+            assert!(
+                last != "celt" && *run > 50,
+                "after the loss reports the packets are SILK or hybrid: {modes:?}"
+            );
+            let celt: u64 = modes
+                .iter()
+                .filter(|(mode, _)| mode == "celt")
+                .map(|(_, n)| n)
+                .sum();
+            assert!(
+                modes[1..].iter().all(|(mode, _)| mode != "celt") && celt >= 300,
+                "one switch, after the first readings: {modes:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_service_closes_the_link_after_the_grace() {
     install_crypto_and_logs();

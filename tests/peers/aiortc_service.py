@@ -8,7 +8,14 @@ tells the test what it saw (candidate types in the offer, events, hang-ups).
 
 Loopback only: aioice is told that 127.0.0.1 is the only host address, and no STUN server is
 configured. Prints `PORT <n>` on stdout once listening.
+
+`--lose-every N` drops every Nth RTP packet from the caller as it arrives, before aiortc counts
+it: the loss a bad path causes, as aiortc's own receiver reports then tell the caller. Either
+way /stats shows how the caller's Opus packets were coded (`opus_modes`: runs of SILK, hybrid or
+CELT, from each packet's TOC byte, RFC 6716 3.1).
 """
+
+import argparse
 
 import asyncio
 import json
@@ -22,12 +29,45 @@ aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1
 from aiohttp import web  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
+from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: E402
 
 TOKEN = "test-ephemeral-token"
 
 relay = MediaRelay()
 calls = {}
-stats = {"offers": [], "events": [], "hangups": [], "states": []}
+stats = {"offers": [], "events": [], "hangups": [], "states": [], "opus_modes": [], "dropped": 0}
+
+
+def opus_mode(payload):
+    """SILK, hybrid or CELT, from the configuration number in an Opus packet's TOC byte."""
+    if not payload:
+        return "empty"
+    config = payload[0] >> 3
+    return "silk" if config < 12 else "hybrid" if config < 16 else "celt"
+
+
+def watch_incoming_rtp(lose_every):
+    """Wraps aiortc's receiver: records each caller packet's Opus mode, drops every Nth."""
+    handle = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
+    if handle is None:
+        sys.exit("aiortc changed: RTCRtpReceiver._handle_rtp_packet is gone")
+    arrived = 0
+
+    async def watched(self, packet, *args, **kwargs):
+        nonlocal arrived
+        arrived += 1
+        mode = opus_mode(packet.payload)
+        runs = stats["opus_modes"]
+        if runs and runs[-1][0] == mode:
+            runs[-1][1] += 1
+        else:
+            runs.append([mode, 1])
+        if lose_every and arrived % lose_every == 0:
+            stats["dropped"] += 1
+            return
+        return await handle(self, packet, *args, **kwargs)
+
+    RTCRtpReceiver._handle_rtp_packet = watched
 
 
 def candidate_types(sdp):
@@ -107,6 +147,9 @@ async def get_stats(_request):
 
 
 async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lose-every", type=int, default=0)
+    watch_incoming_rtp(parser.parse_args().lose_every)
     app = web.Application()
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)

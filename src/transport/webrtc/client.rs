@@ -15,6 +15,7 @@ use super::http::{http_client, post_offer};
 use super::link::{pump_microphone, run_link, RunLink};
 use super::media::*;
 use super::peer::*;
+use super::uplink::FarEndReports;
 use crate::audio::opus::OpusProfile;
 use crate::config::{Secret, TransportKind};
 use crate::session::ServerEvent;
@@ -67,7 +68,7 @@ pub async fn connect_with(
     let placed = place_call(&mut call, &mut watch, deadline, budget, setup.relay_only).await;
     guard.0 = None;
     match placed {
-        Ok((channel, sender, early)) => {
+        Ok((channel, sender, reports, early)) => {
             let elapsed = started.elapsed();
             info!(
                 "WebRTC call {} connected in {} ms ({})",
@@ -82,6 +83,7 @@ pub async fn connect_with(
             let microphone = tokio::spawn(pump_microphone(
                 ctx.microphone.clone(),
                 sender,
+                reports,
                 ctx.latency.clone(),
             ));
             let speaker = ctx.speaker.clone();
@@ -117,6 +119,15 @@ pub async fn connect_with(
     }
 }
 
+/// A connected call: the data channel, the microphone's sender, the far end's reports on it,
+/// and the messages that came before the channel said it was open.
+type Placed = (
+    Arc<dyn DataChannel>,
+    OpusSender,
+    Arc<FarEndReports>,
+    Vec<String>,
+);
+
 /// Offer, POST, answer, connect. On error the caller ends the call.
 pub(super) async fn place_call(
     call: &mut Call,
@@ -124,7 +135,7 @@ pub(super) async fn place_call(
     deadline: tokio::time::Instant,
     budget: Duration,
     relay_only: bool,
-) -> Result<(Arc<dyn DataChannel>, OpusSender, Vec<String>), ConnectError> {
+) -> Result<Placed, ConnectError> {
     let fail =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::retry(format!("WebRTC: {what}: {e}"));
     let (track, ssrc) = opus_track("mic");
@@ -212,7 +223,7 @@ pub(super) async fn place_call(
     debug!("sending Opus {opus}");
     let sender = OpusSender::new(track, ssrc, payload_type, opus)
         .map_err(|e| ConnectError::retry(format!("WebRTC: {e}")))?;
-    Ok((channel, sender, early))
+    Ok((channel, sender, watch.reports.clone(), early))
 }
 
 /// Waits on the data channel for the service to confirm the session (GPT-Live's

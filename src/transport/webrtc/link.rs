@@ -13,6 +13,7 @@ use super::call::Call;
 use super::media::*;
 use super::peer::ICE_DISCONNECTED;
 use super::peer::*;
+use super::uplink::{FarEndReports, UplinkCodec, FRAMES_PER_READING};
 use crate::audio::latency::LatencyMeter;
 use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
@@ -82,14 +83,19 @@ async fn send_event(link: &RunLink, event: &ClientEvent) -> Result<(), Option<St
     Ok(())
 }
 
-/// which releases the microphone).
+/// Microphone to Opus track, for as long as the link lives (the task is aborted at the end,
+/// which releases the microphone). Every few seconds the far end's reports on the stream are
+/// read, and the profile follows the loss they show.
 pub(super) async fn pump_microphone(
     microphone: Microphone,
     mut sender: OpusSender,
+    reports: Arc<FarEndReports>,
     latency: Arc<LatencyMeter>,
 ) {
     let mut frames = microphone.lock_owned().await;
     let mut failures: u64 = 0;
+    let mut codec = UplinkCodec::new(sender.profile());
+    let mut until_reading = FRAMES_PER_READING;
     while let Some(frame) = frames.recv().await {
         match sender.send(&frame.pcm, Instant::now()).await {
             Ok(()) => latency.frame_sent(frame.heard_at),
@@ -100,6 +106,37 @@ pub(super) async fn pump_microphone(
                 }
             }
         }
+        until_reading -= 1;
+        if until_reading == 0 {
+            until_reading = FRAMES_PER_READING;
+            follow_reported_loss(&mut codec, &reports, &mut sender);
+        }
+    }
+}
+
+/// Reads the far end's latest report on the microphone's stream and switches the encoder's
+/// profile where the loss calls for it (see `uplink`).
+fn follow_reported_loss(codec: &mut UplinkCodec, reports: &FarEndReports, sender: &mut OpusSender) {
+    let Some(counts) = reports.counts() else {
+        return;
+    };
+    debug!(
+        "far-end report: {} of the microphone's packets lost, highest sequence {}",
+        counts.lost, counts.highest_sequence
+    );
+    let Some(switch) = codec.on_counts(counts, Instant::now()) else {
+        return;
+    };
+    match sender.set_profile(switch.profile) {
+        Ok(()) => info!(
+            "the service reports {:.1} % of the microphone's packets lost lately: sending Opus {}",
+            switch.loss_percent, switch.profile
+        ),
+        Err(e) => warn!(
+            "cannot switch the microphone's Opus to {}: {e} (staying with {})",
+            switch.profile,
+            sender.profile()
+        ),
     }
 }
 

@@ -119,6 +119,7 @@ pub struct OpusSender {
     timestamp: u32,
     last_sent: Option<Instant>,
     encoder: OpusEncoder,
+    profile: OpusProfile,
     packet: [u8; MAX_PACKET],
     /// Payloads are cut from this arena; it is reclaimed once the sent packets are dropped.
     arena: BytesMut,
@@ -139,9 +140,23 @@ impl OpusSender {
             timestamp: rand::random(),
             last_sent: None,
             encoder: OpusEncoder::with_profile(profile).map_err(|e| e.to_string())?,
+            profile,
             packet: [0; MAX_PACKET],
             arena: BytesMut::with_capacity(PAYLOAD_ARENA),
         })
+    }
+
+    pub fn profile(&self) -> OpusProfile {
+        self.profile
+    }
+
+    /// Codes the frames from now on as `profile`. A fresh encoder (libopus fixes the
+    /// application once a frame is coded): the far decoder follows, as every packet says how
+    /// it was coded.
+    pub fn set_profile(&mut self, profile: OpusProfile) -> Result<(), String> {
+        self.encoder = OpusEncoder::with_profile(profile).map_err(|e| e.to_string())?;
+        self.profile = profile;
+        Ok(())
     }
 
     /// Encodes and sends one frame captured at `now`.

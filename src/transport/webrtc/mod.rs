@@ -13,7 +13,8 @@
 //!   answerer is built from it too);
 //! - [`media`]: the Opus track, RTP packing and unpacking (public for the same reason);
 //! - `client`: placing the call; `call`: what a placed call holds; `http`: the offer/answer
-//!   and hang-up requests; `link`: the running call, events both ways.
+//!   and hang-up requests; `link`: the running call, events both ways; `uplink`: the
+//!   microphone's Opus profile, following the loss the far end reports.
 
 mod call;
 mod client;
@@ -21,6 +22,7 @@ mod http;
 mod link;
 pub mod media;
 pub mod peer;
+pub mod uplink;
 
 pub use client::{connect, connect_with};
 pub use peer::EVENTS_LABEL;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RtpCodecKind};
 use tokio::sync::{mpsc, watch};
@@ -21,6 +22,7 @@ use webrtc::peer_connection::{
 };
 
 use super::media::*;
+use super::uplink::{FarEndReports, ReportReader};
 use crate::config::{Config, IcePolicy};
 
 /// Nothing received on the selected pair for this long: ICE calls it disconnected.
@@ -160,6 +162,7 @@ pub struct PeerEvents {
     gathered: watch::Sender<bool>,
     tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
     channels: mpsc::Sender<Arc<dyn DataChannel>>,
+    reports: Arc<FarEndReports>,
 }
 
 /// The receiving ends of [`PeerEvents`].
@@ -168,6 +171,8 @@ pub struct PeerWatch {
     pub gathered: watch::Receiver<bool>,
     pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
     pub channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    /// The far end's reports on what we send.
+    pub reports: Arc<FarEndReports>,
 }
 
 impl PeerEvents {
@@ -177,11 +182,13 @@ impl PeerEvents {
         // A call has one remote track and one data channel; a few slots are plenty.
         let (tracks_tx, tracks) = mpsc::channel(4);
         let (channels_tx, channels) = mpsc::channel(4);
+        let reports = Arc::new(FarEndReports::default());
         let events = Arc::new(PeerEvents {
             state: state_tx,
             gathered: gathered_tx,
             tracks: tracks_tx,
             channels: channels_tx,
+            reports: reports.clone(),
         });
         (
             events,
@@ -190,6 +197,7 @@ impl PeerEvents {
                 gathered,
                 tracks,
                 channels,
+                reports,
             },
         )
     }
@@ -237,7 +245,12 @@ pub async fn build_peer(
         )
         .map_err(|e| format!("cannot register Opus: {e}"))?;
     let registry = register_default_interceptors(Registry::new(), &mut media)
-        .map_err(|e| format!("cannot set up RTP interceptors: {e}"))?;
+        .map_err(|e| format!("cannot set up RTP interceptors: {e}"))?
+        // Only reads (after the reports' own interceptor); emits nothing.
+        .with(
+            Slot::from(10_500),
+            ReportReader::new(events.reports.clone()),
+        );
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(setup.ice_servers.clone())
         .with_ice_transport_policy(if setup.relay_only {
