@@ -71,8 +71,8 @@ pub struct Snapshot {
     /// The audio engine's counters and device health (gauges left at zero: they change every
     /// frame and would flood PropertiesChanged).
     pub audio: crate::audio::AudioStats,
-    /// Incoming audio packets lost on the network (WebRTC).
-    pub packets_lost: u64,
+    /// Audio packets lost on the network each way (WebRTC).
+    pub link: crate::transport::LinkCounts,
 }
 
 impl Snapshot {
@@ -87,7 +87,7 @@ impl Snapshot {
             volume,
             stats: Stats::default(),
             audio: crate::audio::AudioStats::default(),
-            packets_lost: 0,
+            link: crate::transport::LinkCounts::default(),
         }
     }
 }

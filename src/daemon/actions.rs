@@ -217,12 +217,12 @@ impl Daemon {
         fresh.queued_ms = 0;
         fresh.jitter_target_ms = 0;
         fresh.capture_frames = 0;
-        let lost = self.parts.connector.packets_lost();
+        let link = self.parts.connector.link_counts();
         self.snapshot_tx.send_if_modified(|s| {
-            if s.audio == fresh && s.packets_lost == lost {
+            if s.audio == fresh && s.link == link {
                 return false;
             }
-            s.packets_lost = lost;
+            s.link = link;
             if s.audio.device_problem != fresh.device_problem {
                 match &fresh.device_problem {
                     Some(problem) => warn!("audio: {problem}"),

@@ -67,8 +67,8 @@ impl Connector for RealtimeConnector {
         }
     }
 
-    fn packets_lost(&self) -> u64 {
-        self.ctx.stats.packets_lost()
+    fn link_counts(&self) -> crate::transport::LinkCounts {
+        self.ctx.stats.counts()
     }
 
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {
@@ -168,8 +168,8 @@ impl Connector for LiveConnector {
         for_config(ctx).ok()
     }
 
-    fn packets_lost(&self) -> u64 {
-        self.ctx.stats.packets_lost()
+    fn link_counts(&self) -> crate::transport::LinkCounts {
+        self.ctx.stats.counts()
     }
 
     fn connect(&self, kind: TransportKind) -> ConnectFuture<'_> {

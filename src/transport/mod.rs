@@ -77,13 +77,13 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
-    /// The same connector for a new configuration (a reload), used from the next connect on;
-    /// `None` keeps this one.
-    /// Incoming audio packets lost over every link this connector opened.
-    fn packets_lost(&self) -> u64 {
-        0
+    /// Audio packets lost each way over every link this connector opened.
+    fn link_counts(&self) -> LinkCounts {
+        LinkCounts::default()
     }
 
+    /// The same connector for a new configuration (a reload), used from the next connect on;
+    /// `None` keeps this one.
     fn reconfigured(
         &self,
         _config: &std::sync::Arc<crate::config::Config>,
@@ -137,9 +137,33 @@ impl LinkContext {
 #[derive(Debug, Default)]
 pub struct LinkStats {
     packets_lost: std::sync::atomic::AtomicU64,
+    uplink_packets_lost: std::sync::atomic::AtomicU64,
+}
+
+/// A reading of [`LinkStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Incoming audio packets that never arrived (WebRTC).
+    pub packets_lost: u64,
+    /// The microphone's packets the service reports lost (WebRTC, from its RTCP reports).
+    pub uplink_packets_lost: u64,
 }
 
 impl LinkStats {
+    pub fn counts(&self) -> LinkCounts {
+        LinkCounts {
+            packets_lost: self.packets_lost(),
+            uplink_packets_lost: self
+                .uplink_packets_lost
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    pub fn add_uplink_packets_lost(&self, n: u64) {
+        self.uplink_packets_lost
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Incoming audio packets that never arrived (WebRTC).
     pub fn packets_lost(&self) -> u64 {
         self.packets_lost.load(std::sync::atomic::Ordering::Relaxed)

@@ -15,6 +15,7 @@ use crate::audio::probe::EchoReport;
 use crate::audio::AudioStats;
 use crate::control::{selfcheck, Command, ControlHandle, Refusal, Snapshot};
 use crate::session::Stats;
+use crate::transport::LinkCounts;
 
 use super::*;
 
@@ -29,11 +30,12 @@ fn owned(value: Value<'_>) -> OwnedValue {
 pub fn stats_dict(
     stats: &Stats,
     audio: &AudioStats,
-    packets_lost: u64,
+    link: &LinkCounts,
 ) -> HashMap<String, OwnedValue> {
     // Counters are always present; a time not measured yet, or a healthy device, is left out.
     let counters = [
-        ("packets_lost", packets_lost),
+        ("packets_lost", link.packets_lost),
+        ("uplink_packets_lost", link.uplink_packets_lost),
         ("capture_xruns", audio.capture_xruns),
         ("playback_xruns", audio.playback_xruns),
         ("playback_underruns", audio.playback_underruns),
@@ -124,7 +126,7 @@ pub fn echo_dict(r: &EchoReport) -> HashMap<String, OwnedValue> {
 
 /// What `Status()` returns: the properties and the stats in one dictionary.
 pub fn status_dict(s: &Snapshot) -> HashMap<String, OwnedValue> {
-    let mut d = stats_dict(&s.stats, &s.audio, s.packets_lost);
+    let mut d = stats_dict(&s.stats, &s.audio, &s.link);
     let since_usec = s
         .since
         .duration_since(UNIX_EPOCH)
@@ -321,7 +323,7 @@ impl Voice {
     #[zbus(property)]
     fn stats(&self) -> HashMap<String, OwnedValue> {
         let s = self.handle.snapshot.borrow();
-        stats_dict(&s.stats, &s.audio, s.packets_lost)
+        stats_dict(&s.stats, &s.audio, &s.link)
     }
 
     #[zbus(signal)]

@@ -206,10 +206,10 @@ pub fn changed_properties(old: &Snapshot, new: &Snapshot) -> HashMap<&'static st
     if old.volume != new.volume {
         changed.insert("Volume", Value::from(new.volume));
     }
-    if old.stats != new.stats || old.audio != new.audio || old.packets_lost != new.packets_lost {
+    if old.stats != new.stats || old.audio != new.audio || old.link != new.link {
         changed.insert(
             "Stats",
-            Value::from(stats_dict(&new.stats, &new.audio, new.packets_lost)),
+            Value::from(stats_dict(&new.stats, &new.audio, &new.link)),
         );
     }
     changed
@@ -296,15 +296,24 @@ mod tests {
             device_problem: Some("cannot open capture device `hw:1`".into()),
             ..AudioStats::default()
         };
-        let d = stats_dict(&Stats::default(), &audio, 3);
+        let link = crate::transport::LinkCounts {
+            packets_lost: 3,
+            uplink_packets_lost: 4,
+        };
+        let d = stats_dict(&Stats::default(), &audio, &link);
         assert_eq!(u64::try_from(&d["packets_lost"]).ok(), Some(3));
+        assert_eq!(u64::try_from(&d["uplink_packets_lost"]).ok(), Some(4));
         assert_eq!(u64::try_from(&d["capture_xruns"]).ok(), Some(2));
         assert_eq!(u64::try_from(&d["playback_underruns"]).ok(), Some(5));
         assert_eq!(
             <&str>::try_from(&d["audio_device_problem"]).ok(),
             Some("cannot open capture device `hw:1`")
         );
-        let healthy = stats_dict(&Stats::default(), &AudioStats::default(), 0);
+        let healthy = stats_dict(
+            &Stats::default(),
+            &AudioStats::default(),
+            &Default::default(),
+        );
         assert!(!healthy.contains_key("audio_device_problem"));
         // Delays appear once measured.
         assert!(!healthy.contains_key("mic_to_wire_ms"));
@@ -315,7 +324,7 @@ mod tests {
             },
             ..AudioStats::default()
         };
-        let d = stats_dict(&Stats::default(), &measured, 0);
+        let d = stats_dict(&Stats::default(), &measured, &Default::default());
         assert_eq!(u64::try_from(&d["mic_to_wire_ms"]).ok(), Some(21));
         assert_eq!(u64::try_from(&d["mic_to_wire_p95_ms"]).ok(), Some(24));
         assert!(!d.contains_key("wire_to_speaker_ms"));

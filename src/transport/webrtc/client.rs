@@ -85,6 +85,7 @@ pub async fn connect_with(
                 sender,
                 reports,
                 ctx.latency.clone(),
+                ctx.stats.clone(),
             ));
             let speaker = ctx.speaker.clone();
             tokio::spawn(run_link(

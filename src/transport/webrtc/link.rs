@@ -13,7 +13,7 @@ use super::call::Call;
 use super::media::*;
 use super::peer::ICE_DISCONNECTED;
 use super::peer::*;
-use super::uplink::{FarEndReports, UplinkCodec, FRAMES_PER_READING};
+use super::uplink::{FarEndReports, Switch, UplinkCodec, FRAMES_PER_READING};
 use crate::audio::latency::LatencyMeter;
 use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
@@ -91,10 +91,16 @@ pub(super) async fn pump_microphone(
     mut sender: OpusSender,
     reports: Arc<FarEndReports>,
     latency: Arc<LatencyMeter>,
+    stats: Arc<LinkStats>,
 ) {
     let mut frames = microphone.lock_owned().await;
     let mut failures: u64 = 0;
-    let mut codec = UplinkCodec::new(sender.profile());
+    let mut uplink = Uplink {
+        codec: UplinkCodec::new(sender.profile()),
+        reports,
+        stats,
+        last_lost: 0,
+    };
     let mut until_reading = FRAMES_PER_READING;
     while let Some(frame) = frames.recv().await {
         match sender.send(&frame.pcm, Instant::now()).await {
@@ -109,24 +115,41 @@ pub(super) async fn pump_microphone(
         until_reading -= 1;
         if until_reading == 0 {
             until_reading = FRAMES_PER_READING;
-            follow_reported_loss(&mut codec, &reports, &mut sender);
+            uplink.follow_reported_loss(&mut sender);
         }
     }
 }
 
-/// Reads the far end's latest report on the microphone's stream and switches the encoder's
-/// profile where the loss calls for it (see `uplink`).
-fn follow_reported_loss(codec: &mut UplinkCodec, reports: &FarEndReports, sender: &mut OpusSender) {
-    let Some(counts) = reports.counts() else {
-        return;
-    };
-    debug!(
-        "far-end report: {} of the microphone's packets lost, highest sequence {}",
-        counts.lost, counts.highest_sequence
-    );
-    let Some(switch) = codec.on_counts(counts, Instant::now()) else {
-        return;
-    };
+/// What the microphone task keeps of the far end's reports on its stream.
+struct Uplink {
+    codec: UplinkCodec,
+    reports: Arc<FarEndReports>,
+    stats: Arc<LinkStats>,
+    /// The total lost in the last report read, for `Stats`.
+    last_lost: u64,
+}
+
+impl Uplink {
+    /// Reads the far end's latest report on the microphone's stream: the packets lost go to
+    /// `Stats`, and the encoder's profile switches where the loss calls for it (see `uplink`).
+    fn follow_reported_loss(&mut self, sender: &mut OpusSender) {
+        let Some(counts) = self.reports.counts() else {
+            return;
+        };
+        debug!(
+            "far-end report: {} of the microphone's packets lost, highest sequence {}",
+            counts.lost, counts.highest_sequence
+        );
+        self.stats
+            .add_uplink_packets_lost(counts.newly_lost(&mut self.last_lost));
+        let Some(switch) = self.codec.on_counts(counts, Instant::now()) else {
+            return;
+        };
+        switch_profile(sender, switch);
+    }
+}
+
+fn switch_profile(sender: &mut OpusSender, switch: Switch) {
     match sender.set_profile(switch.profile) {
         Ok(()) => info!(
             "the service reports {:.1} % of the microphone's packets lost lately: sending Opus {}",

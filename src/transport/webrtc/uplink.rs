@@ -47,6 +47,16 @@ pub struct ReportedCounts {
     pub lost: u64,
 }
 
+impl ReportedCounts {
+    /// Packets reported lost since the `last` total seen, which becomes this one. A total that
+    /// went down (a new stream, or a peer that wrapped its counters) adds nothing.
+    pub fn newly_lost(&self, last: &mut u64) -> u64 {
+        let n = self.lost.saturating_sub(*last);
+        *last = self.lost;
+        n
+    }
+}
+
 /// A change of profile, and the loss (percent, over the last window) that caused it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Switch {
@@ -398,6 +408,17 @@ mod tests {
         );
         assert!(reader.poll_read().is_some() && reader.poll_read().is_some());
         assert!(reader.poll_read().is_none());
+    }
+
+    #[test]
+    fn lost_packets_are_counted_once_across_readings() {
+        let mut last = 0;
+        assert_eq!(counts(100, 3).newly_lost(&mut last), 3);
+        assert_eq!(counts(150, 3).newly_lost(&mut last), 0);
+        assert_eq!(counts(200, 8).newly_lost(&mut last), 5);
+        // The total went down: nothing added, and counting goes on from the new total.
+        assert_eq!(counts(10, 1).newly_lost(&mut last), 0);
+        assert_eq!(counts(60, 2).newly_lost(&mut last), 1);
     }
 
     #[test]
