@@ -75,6 +75,7 @@ impl std::fmt::Display for OpusProfile {
 
 pub struct OpusEncoder {
     inner: Encoder,
+    profile: OpusProfile,
 }
 
 impl OpusEncoder {
@@ -108,7 +109,11 @@ impl OpusEncoder {
         inner
             .set_complexity(COMPLEXITY)
             .map_err(|e| err("complexity", e))?;
-        Ok(OpusEncoder { inner })
+        Ok(OpusEncoder { inner, profile })
+    }
+
+    pub fn profile(&self) -> OpusProfile {
+        self.profile
     }
 
     /// Encodes one 20 ms frame into `out`; returns the packet length.

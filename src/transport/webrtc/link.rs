@@ -142,7 +142,10 @@ impl Uplink {
         );
         self.stats
             .add_uplink_packets_lost(counts.newly_lost(&mut self.last_lost));
-        let Some(switch) = self.codec.on_counts(counts, Instant::now()) else {
+        let Some(switch) = self
+            .codec
+            .on_counts(sender.profile(), counts, Instant::now())
+        else {
             return;
         };
         switch_profile(sender, switch);

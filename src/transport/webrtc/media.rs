@@ -119,7 +119,6 @@ pub struct OpusSender {
     timestamp: u32,
     last_sent: Option<Instant>,
     encoder: OpusEncoder,
-    profile: OpusProfile,
     packet: [u8; MAX_PACKET],
     /// Payloads are cut from this arena; it is reclaimed once the sent packets are dropped.
     arena: BytesMut,
@@ -140,14 +139,13 @@ impl OpusSender {
             timestamp: rand::random(),
             last_sent: None,
             encoder: OpusEncoder::with_profile(profile).map_err(|e| e.to_string())?,
-            profile,
             packet: [0; MAX_PACKET],
             arena: BytesMut::with_capacity(PAYLOAD_ARENA),
         })
     }
 
     pub fn profile(&self) -> OpusProfile {
-        self.profile
+        self.encoder.profile()
     }
 
     /// Codes the frames from now on as `profile`. A fresh encoder (libopus fixes the
@@ -155,7 +153,6 @@ impl OpusSender {
     /// it was coded.
     pub fn set_profile(&mut self, profile: OpusProfile) -> Result<(), String> {
         self.encoder = OpusEncoder::with_profile(profile).map_err(|e| e.to_string())?;
-        self.profile = profile;
         Ok(())
     }
 

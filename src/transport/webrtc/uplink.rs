@@ -69,7 +69,6 @@ pub struct Switch {
 pub struct UplinkCodec {
     /// What the answer allows when the path is clean.
     clean: OpusProfile,
-    current: OpusProfile,
     /// Where the window being judged starts.
     since: Option<ReportedCounts>,
     /// When the path turned clean, while VOIP is on for loss.
@@ -81,19 +80,18 @@ impl UplinkCodec {
     pub fn new(clean: OpusProfile) -> Self {
         UplinkCodec {
             clean,
-            current: clean,
             since: None,
             clean_since: None,
         }
     }
 
-    #[cfg(test)]
-    fn current(&self) -> OpusProfile {
-        self.current
-    }
-
-    /// Takes the latest counts; returns the switch to make, if any.
-    pub fn on_counts(&mut self, counts: ReportedCounts, now: Instant) -> Option<Switch> {
+    /// Takes the latest counts and the profile being sent; returns the switch to make, if any.
+    pub fn on_counts(
+        &mut self,
+        current: OpusProfile,
+        counts: ReportedCounts,
+        now: Instant,
+    ) -> Option<Switch> {
         let Some(since) = self.since else {
             self.since = Some(counts);
             return None;
@@ -116,22 +114,20 @@ impl UplinkCodec {
             // Already VOIP (the answer's cap): nothing to adapt.
             return None;
         };
-        match self.current {
+        match current {
             OpusProfile::Celt { .. } if loss_percent >= LOSSY_PERCENT => {
-                self.current = OpusProfile::SERVICE;
                 self.clean_since = None;
                 Some(Switch {
-                    profile: self.current,
+                    profile: OpusProfile::SERVICE,
                     loss_percent,
                 })
             }
             OpusProfile::Voip { .. } if loss_percent < CLEAN_PERCENT => {
                 let clean_since = *self.clean_since.get_or_insert(now);
                 if now.saturating_duration_since(clean_since) >= CLEAN_BEFORE_CELT {
-                    self.current = self.clean;
                     self.clean_since = None;
                     Some(Switch {
-                        profile: self.current,
+                        profile: self.clean,
                         loss_percent,
                     })
                 } else {
@@ -281,10 +277,33 @@ mod tests {
         }
     }
 
+    /// An encoder's side of the exchange: the profile sent, changed by every switch.
+    struct Sent {
+        codec: UplinkCodec,
+        current: OpusProfile,
+    }
+
+    impl Sent {
+        fn new(clean: OpusProfile) -> Self {
+            Sent {
+                codec: UplinkCodec::new(clean),
+                current: clean,
+            }
+        }
+
+        fn on_counts(&mut self, counts: ReportedCounts, now: Instant) -> Option<Switch> {
+            let switch = self.codec.on_counts(self.current, counts, now);
+            if let Some(switch) = switch {
+                self.current = switch.profile;
+            }
+            switch
+        }
+    }
+
     /// Feeds 5 s windows at `loss_percent` from `start` (counts `(sent, lost)` so far); returns
     /// the switches made, with the window they came in.
     fn windows(
-        codec: &mut UplinkCodec,
+        codec: &mut Sent,
         at: &mut (u64, u64),
         t0: Instant,
         loss: &[u64],
@@ -304,7 +323,7 @@ mod tests {
     #[test]
     fn a_lossy_path_turns_celt_into_voip_with_fec_and_a_clean_one_turns_it_back() {
         let t0 = Instant::now();
-        let mut codec = UplinkCodec::new(OpusProfile::DEVICE);
+        let mut codec = Sent::new(OpusProfile::DEVICE);
         let mut at = (0, 0);
         assert!(codec.on_counts(counts(0, 0), t0).is_none());
         // Clean, then 2 % (CELT still scores higher), then 4 %.
@@ -318,13 +337,13 @@ mod tests {
         assert_eq!(switches.len(), 1, "{switches:?}");
         assert_eq!(switches[0].0, 9, "30 s after the first clean window");
         assert_eq!(switches[0].1.profile, OpusProfile::DEVICE);
-        assert_eq!(codec.current(), OpusProfile::DEVICE);
+        assert_eq!(codec.current, OpusProfile::DEVICE);
     }
 
     #[test]
     fn short_windows_wait_and_odd_counters_start_over() {
         let t0 = Instant::now();
-        let mut codec = UplinkCodec::new(OpusProfile::DEVICE);
+        let mut codec = Sent::new(OpusProfile::DEVICE);
         codec.on_counts(counts(0, 0), t0);
         // 10 of 100 lost: too few packets to judge yet.
         assert!(codec.on_counts(counts(100, 10), t0).is_none());
@@ -332,11 +351,11 @@ mod tests {
         let switch = codec.on_counts(counts(300, 10), t0).expect("a switch");
         assert_eq!(switch.profile, OpusProfile::SERVICE);
         // A report that goes backwards is a new baseline, not a loss of millions.
-        let mut codec = UplinkCodec::new(OpusProfile::DEVICE);
+        let mut codec = Sent::new(OpusProfile::DEVICE);
         codec.on_counts(counts(5000, 50), t0);
         assert!(codec.on_counts(counts(10, 0), t0).is_none());
         assert!(codec.on_counts(counts(400, 0), t0).is_none());
-        assert_eq!(codec.current(), OpusProfile::DEVICE);
+        assert_eq!(codec.current, OpusProfile::DEVICE);
         // More lost than sent is read as all lost, not as an overflow.
         let switch = codec.on_counts(counts(700, 1000), t0).expect("a switch");
         assert!((switch.loss_percent - 100.0).abs() < 0.01);
@@ -425,10 +444,10 @@ mod tests {
     fn an_answer_that_capped_the_bitrate_keeps_voip_whatever_the_loss() {
         let t0 = Instant::now();
         let capped = OpusProfile::device_within(Some(24_000));
-        let mut codec = UplinkCodec::new(capped);
+        let mut codec = Sent::new(capped);
         let mut at = (0, 0);
         codec.on_counts(counts(0, 0), t0);
         assert!(windows(&mut codec, &mut at, t0, &[10, 0, 0, 0, 0, 0, 0, 0, 0]).is_empty());
-        assert_eq!(codec.current(), capped);
+        assert_eq!(codec.current, capped);
     }
 }
