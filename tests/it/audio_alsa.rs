@@ -21,6 +21,7 @@ use realtime_voiced::session::Earcon;
 use testkit::audio_rig::{alsa_config_path, Asoundrc, Pulse, Slave};
 use testkit::own_process::{finish_test, spawn_test, test_name};
 use testkit::signals::{read_raw, rising_crossing_hz, rms, tone, write_raw};
+use testkit::wait::lazy;
 use testkit::wait_for;
 
 /// Set in a child: the directory of the test that started it.
@@ -367,9 +368,15 @@ fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
         panic!("the child ended before the loss test: {out}");
     }
     drop(pulse);
+    // A child that fails here ends with its reason, which the parent shows rather than a
+    // timeout of its own.
     wait_for(Duration::from_secs(30), "the child to see the loss", || {
-        dir.path().join("lost").exists().then_some(())
+        (dir.path().join("lost").exists() || matches!(child.try_wait(), Ok(Some(_)))).then_some(())
     });
+    if !dir.path().join("lost").exists() {
+        let out = finish_child(paced, child, Duration::from_secs(5));
+        panic!("the child ended before the server came back: {out}");
+    }
     let _pulse = Pulse::start(dir.path());
     finish_child(paced, child, Duration::from_secs(60));
 }
@@ -439,9 +446,11 @@ fn child_paced() {
     assert!(n >= 35, "only {n} frames per second after recovering");
 
     std::fs::write(dir.join("lose"), "").expect("marker");
-    wait_for(Duration::from_secs(20), "the loss to show", || {
-        engine.stats().device_problem.is_some().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        lazy(|| format!("the loss to show: {:?}", engine.stats())),
+        || engine.stats().device_problem.is_some().then_some(()),
+    );
     let problem = engine.stats().device_problem.unwrap_or_default();
     eprintln!("child: while the server is gone: {problem}");
     std::fs::write(dir.join("lost"), "").expect("marker");
