@@ -107,6 +107,7 @@ impl Capture {
         // Once per open, with the log's wall-clock time: where the stream's sample 0 was taken
         // (the session benchmark lines up recordings with it).
         let mut first = true;
+        let mut stall = device::StallWatch::default();
         loop {
             if self.shared.stop.load(Relaxed) {
                 return None;
@@ -117,9 +118,12 @@ impl Capture {
                 let _ = pcm.pcm.start();
             }
             // Bounded wait: the thread notices `stop` even if the device goes quiet.
-            match pcm.pcm.wait(Some(100)) {
+            match pcm.pcm.wait(Some(device::WAIT_MS)) {
                 Ok(true) => {}
-                Ok(false) => continue,
+                Ok(false) => match stall.timed_out() {
+                    None => continue,
+                    Some(why) => return Some(why),
+                },
                 Err(e) => match device::trouble(&pcm.pcm, e) {
                     Trouble::Again => continue,
                     Trouble::Xrun => {
@@ -135,6 +139,9 @@ impl Capture {
             for _ in 0..pcm.buffer.div_ceil(BLOCK) + 1 {
                 match io.readi(&mut b.block[b.filled..]) {
                     Ok(n) => {
+                        if n > 0 {
+                            stall.moved();
+                        }
                         if first && n > 0 {
                             first = false;
                             // Stream time starts with its first samples, which a sound server

@@ -134,6 +134,41 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
     })
 }
 
+/// How long the threads wait for a device at a time: short, so that they can always stop.
+pub const WAIT_MS: u32 = 100;
+
+/// A running device that is not ready for this long, with no error, has stalled: a clock or
+/// DMA that stopped (an I2S microphone without its clock), a sound server that hangs. alsa-lib's
+/// own blocking reads and writes give up likewise (after 10 s, "DMA or IRQ trouble?"); the
+/// engine's waits are bounded and would otherwise wait forever, deaf and silent.
+pub const STALL_LIMIT_MS: u32 = 3_000;
+
+/// Counts a device's waits that timed out since it last moved samples.
+#[derive(Default)]
+pub struct StallWatch {
+    timeouts: u32,
+}
+
+impl StallWatch {
+    /// Samples moved: the device is alive.
+    pub fn moved(&mut self) {
+        self.timeouts = 0;
+    }
+
+    /// A wait of [`WAIT_MS`] timed out: the reason to reopen once they add up to
+    /// [`STALL_LIMIT_MS`].
+    pub fn timed_out(&mut self) -> Option<String> {
+        self.timeouts += 1;
+        (self.timeouts * WAIT_MS >= STALL_LIMIT_MS).then(|| {
+            format!(
+                "no audio moved for {} s, with no error from ALSA (a stopped clock, or a \
+                 sound server that hangs)",
+                STALL_LIMIT_MS / 1000
+            )
+        })
+    }
+}
+
 /// How the threads react to an error from a read, write or wait.
 pub enum Trouble {
     /// Try again (nothing ready yet, or a signal).
@@ -153,5 +188,26 @@ pub fn trouble(pcm: &PCM, e: alsa::Error) -> Trouble {
             Err(e) => Trouble::Lost(reason(&e)),
         },
         _ => Trouble::Lost(reason(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_stalled_only_after_the_limit_without_moving_samples() {
+        let mut watch = StallWatch::default();
+        let waits = STALL_LIMIT_MS / WAIT_MS;
+        for _ in 1..waits {
+            assert_eq!(watch.timed_out(), None);
+        }
+        // Samples moved just before the limit: counting starts again.
+        watch.moved();
+        for _ in 1..waits {
+            assert_eq!(watch.timed_out(), None);
+        }
+        let why = watch.timed_out().unwrap_or_default();
+        assert!(why.starts_with("no audio moved for 3 s"), "{why}");
     }
 }

@@ -327,12 +327,16 @@ impl Playback {
         period: usize,
     ) -> Option<String> {
         let mut done = 0;
+        let mut stall = device::StallWatch::default();
         while done < period {
             if self.shared.stop.load(Relaxed) {
                 return None;
             }
             match io.writei(&m.buf[done..period]) {
                 Ok(n) => {
+                    if n > 0 {
+                        stall.moved();
+                    }
                     done += n;
                     continue;
                 }
@@ -345,8 +349,13 @@ impl Playback {
                     Trouble::Lost(why) => return Some(why),
                 },
             }
-            match pcm.pcm.wait(Some(100)) {
-                Ok(_) => {}
+            match pcm.pcm.wait(Some(device::WAIT_MS)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(why) = stall.timed_out() {
+                        return Some(why);
+                    }
+                }
                 Err(e) => match device::trouble(&pcm.pcm, e) {
                     Trouble::Again => {}
                     Trouble::Xrun => {

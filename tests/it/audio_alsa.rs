@@ -381,6 +381,82 @@ fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
     finish_child(paced, child, Duration::from_secs(60));
 }
 
+#[test]
+fn a_device_that_stalls_without_an_error_is_reported_and_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pulse = Pulse::start(dir.path());
+    pulse_devices(dir.path(), &pulse);
+    let stalled = (module_path!(), "child_stalled");
+    let mut child = spawn_child(stalled, dir.path());
+    if marker_or_end(dir.path(), "running", &mut child, Duration::from_secs(60)) {
+        // The server stops answering but keeps its sockets open: no error reaches the client,
+        // its audio just stops, as with a device whose clock stopped.
+        assert!(pulse.proc.signal(libc::SIGSTOP), "stop the sound server");
+        // Whatever the child saw, the server resumes before the child is judged: a client
+        // closing a stream waits for the server's answer.
+        marker_or_end(dir.path(), "stalled", &mut child, Duration::from_secs(30));
+        assert!(pulse.proc.signal(libc::SIGCONT), "resume the sound server");
+    }
+    finish_child(stalled, child, Duration::from_secs(60));
+}
+
+/// Waits up to `limit` for the child to write the marker `name` or to end; whether it wrote it.
+fn marker_or_end(dir: &Path, name: &str, child: &mut Child, limit: Duration) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if dir.join(name).exists() {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dir.join(name).exists()
+}
+
+#[test]
+fn child_stalled() {
+    let Some(dir) = child_dir() else { return };
+    let engine = Engine::start_with(
+        &audio_config("src", "sink"),
+        EngineOptions {
+            mic_frames: 500,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let mic = engine.microphone();
+    let rt = runtime();
+    count_frames(&rt, &mic, Duration::from_secs(2));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    assert!(n >= 35, "only {n} frames in a second before the stall");
+
+    std::fs::write(dir.join("running"), "").expect("marker");
+    let problem = wait_for(
+        Duration::from_secs(15),
+        lazy(|| format!("the stall to show: {:?}", engine.stats())),
+        || engine.stats().device_problem,
+    );
+    eprintln!("child: while the server is stopped: {problem}");
+    assert!(
+        problem.contains("capture device `src`") && problem.contains("no audio moved for 3 s"),
+        "{problem}"
+    );
+    std::fs::write(dir.join("stalled"), "").expect("marker");
+    wait_for(
+        Duration::from_secs(30),
+        lazy(|| format!("the microphone to come back: {:?}", engine.stats())),
+        || engine.stats().device_problem.is_none().then_some(()),
+    );
+    assert!(engine.stats().device_losses >= 1, "{:?}", engine.stats());
+    count_frames(&rt, &mic, Duration::from_secs(2));
+    let n = count_frames(&rt, &mic, Duration::from_secs(1));
+    eprintln!("child: reopened after the stall; {n} frames in 1 s");
+    assert!(n >= 35, "only {n} frames in a second after reopening");
+}
+
 /// Stops the whole process (every thread) for `ms`, as a long scheduling stall would.
 fn stall(ms: u32) {
     let pid = std::process::id();
