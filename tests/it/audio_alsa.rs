@@ -388,16 +388,20 @@ fn a_device_that_stalls_without_an_error_is_reported_and_reopened() {
     pulse_devices(dir.path(), &pulse);
     let stalled = (module_path!(), "child_stalled");
     let mut child = spawn_child(stalled, dir.path());
-    if marker_or_end(dir.path(), "running", &mut child, Duration::from_secs(60)) {
+    // Once while the microphone runs and the speaker is idle, once while the speaker plays.
+    for (ready, seen) in [("listening", "mic-stalled"), ("playing", "speaker-stalled")] {
+        if !marker_or_end(dir.path(), ready, &mut child, Duration::from_secs(60)) {
+            break;
+        }
         // The server stops answering but keeps its sockets open: no error reaches the client,
         // its audio just stops, as with a device whose clock stopped.
         assert!(pulse.proc.signal(libc::SIGSTOP), "stop the sound server");
         // Whatever the child saw, the server resumes before the child is judged: a client
         // closing a stream waits for the server's answer.
-        marker_or_end(dir.path(), "stalled", &mut child, Duration::from_secs(30));
+        marker_or_end(dir.path(), seen, &mut child, Duration::from_secs(30));
         assert!(pulse.proc.signal(libc::SIGCONT), "resume the sound server");
     }
-    finish_child(stalled, child, Duration::from_secs(60));
+    finish_child(stalled, child, Duration::from_secs(90));
 }
 
 /// Waits up to `limit` for the child to write the marker `name` or to end; whether it wrote it.
@@ -429,32 +433,46 @@ fn child_stalled() {
     .expect("engine");
     let mic = engine.microphone();
     let rt = runtime();
-    count_frames(&rt, &mic, Duration::from_secs(2));
-    let n = count_frames(&rt, &mic, Duration::from_secs(1));
-    assert!(n >= 35, "only {n} frames in a second before the stall");
+    let frames_per_second = |when: &str| {
+        count_frames(&rt, &mic, Duration::from_secs(2));
+        let n = count_frames(&rt, &mic, Duration::from_secs(1));
+        eprintln!("child: {when}: {n} frames in 1 s");
+        assert!(n >= 35, "only {n} frames in a second {when}");
+    };
+    let stall_shows = |ready: &str, seen: &str, device: &str| {
+        std::fs::write(dir.join(ready), "").expect("marker");
+        let problem = wait_for(
+            Duration::from_secs(15),
+            lazy(|| format!("the stall to show: {:?}", engine.stats())),
+            || {
+                let stats = engine.stats();
+                stats
+                    .device_problem
+                    .filter(|p| p.contains(device) && p.contains("no audio moved for 3 s"))
+            },
+        );
+        eprintln!("child: while the server is stopped: {problem}");
+        let losses = engine.stats().device_losses;
+        std::fs::write(dir.join(seen), "").expect("marker");
+        wait_for(
+            Duration::from_secs(30),
+            lazy(|| format!("the devices to come back: {:?}", engine.stats())),
+            || engine.stats().device_problem.is_none().then_some(()),
+        );
+        losses
+    };
 
-    std::fs::write(dir.join("running"), "").expect("marker");
-    let problem = wait_for(
-        Duration::from_secs(15),
-        lazy(|| format!("the stall to show: {:?}", engine.stats())),
-        || engine.stats().device_problem,
-    );
-    eprintln!("child: while the server is stopped: {problem}");
-    assert!(
-        problem.contains("capture device `src`") && problem.contains("no audio moved for 3 s"),
-        "{problem}"
-    );
-    std::fs::write(dir.join("stalled"), "").expect("marker");
-    wait_for(
-        Duration::from_secs(30),
-        lazy(|| format!("the microphone to come back: {:?}", engine.stats())),
-        || engine.stats().device_problem.is_none().then_some(()),
-    );
-    assert!(engine.stats().device_losses >= 1, "{:?}", engine.stats());
-    count_frames(&rt, &mic, Duration::from_secs(2));
-    let n = count_frames(&rt, &mic, Duration::from_secs(1));
-    eprintln!("child: reopened after the stall; {n} frames in 1 s");
-    assert!(n >= 35, "only {n} frames in a second after reopening");
+    frames_per_second("before the stall");
+    let losses = stall_shows("listening", "mic-stalled", "capture device `src`");
+    assert!(losses >= 1, "{:?}", engine.stats());
+    frames_per_second("after the microphone's stall");
+
+    // Long enough to be playing throughout the stall and the reopen.
+    engine.push(&tone(440.0, 8_000.0, 48_000 * 30));
+    std::thread::sleep(Duration::from_secs(1));
+    let losses_after = stall_shows("playing", "speaker-stalled", "playback device `sink`");
+    assert!(losses_after > losses, "{:?}", engine.stats());
+    frames_per_second("after the speaker's stall");
 }
 
 /// Stops the whole process (every thread) for `ms`, as a long scheduling stall would.
