@@ -39,6 +39,20 @@ pub(crate) fn audio_config(capture: &str, playback: &str) -> config::Audio {
     }
 }
 
+/// An engine on `cfg`'s devices with the microphone on from the start; its frames queue up to
+/// `mic_frames` before any is dropped.
+pub(crate) fn listening_engine(cfg: &config::Audio, mic_frames: usize) -> Engine {
+    Engine::start_with(
+        cfg,
+        EngineOptions {
+            mic_frames,
+            capture_on: true,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine")
+}
+
 /// The directory a child works in, or `None` when this is not a child run.
 pub(crate) fn child_dir() -> Option<PathBuf> {
     std::env::var_os(CHILD).map(PathBuf::from)
@@ -127,15 +141,7 @@ fn a_captured_tone_equals_the_tone_sent() {
 fn child_capture_tone() {
     let Some(dir) = child_dir() else { return };
     let sent = read_raw(&dir.join("tone.raw"));
-    let engine = Engine::start_with(
-        &audio_config("tonesrc", "nullout"),
-        EngineOptions {
-            mic_frames: 100,
-            capture_on: true,
-            ..EngineOptions::default()
-        },
-    )
-    .expect("engine");
+    let engine = listening_engine(&audio_config("tonesrc", "nullout"), 100);
     let mic = engine.microphone();
     let got = runtime().block_on(async {
         let mut rx = mic.lock().await;
@@ -422,15 +428,7 @@ fn marker_or_end(dir: &Path, name: &str, child: &mut Child, limit: Duration) -> 
 #[test]
 fn child_stalled() {
     let Some(dir) = child_dir() else { return };
-    let engine = Engine::start_with(
-        &audio_config("src", "sink"),
-        EngineOptions {
-            mic_frames: 500,
-            capture_on: true,
-            ..EngineOptions::default()
-        },
-    )
-    .expect("engine");
+    let engine = listening_engine(&audio_config("src", "sink"), 500);
     let mic = engine.microphone();
     let rt = runtime();
     let frames_per_second = |when: &str| {
@@ -497,15 +495,7 @@ fn child_paced() {
     let mut cfg = audio_config("src", "sink");
     cfg.echo_cancellation = true;
     cfg.noise_suppression = true;
-    let engine = Engine::start_with(
-        &cfg,
-        EngineOptions {
-            mic_frames: 500,
-            capture_on: true,
-            ..EngineOptions::default()
-        },
-    )
-    .expect("engine");
+    let engine = listening_engine(&cfg, 500);
     let mic = engine.microphone();
     let rt = runtime();
     // A paced device may start late; then frames come at 50 per second.

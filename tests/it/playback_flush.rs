@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use realtime_voiced::audio::engine::{Engine, EngineOptions};
 use realtime_voiced::audio::{AudioControl, Speaker};
 use testkit::audio_rig::Pulse;
 use testkit::signals::{rms, tone};
 
-use crate::audio_alsa::{audio_config, child_dir, count_frames, pulse_devices, run_child, runtime};
+use crate::audio_alsa::{
+    audio_config, child_dir, count_frames, listening_engine, pulse_devices, run_child, runtime,
+};
 
 #[test]
 fn a_flush_silences_the_speaker_at_once() {
@@ -40,15 +41,7 @@ fn child_barge_in() {
     let Some(_dir) = child_dir() else { return };
     let mut cfg = audio_config("src", "sink");
     cfg.earcons = false;
-    let engine = Engine::start_with(
-        &cfg,
-        EngineOptions {
-            mic_frames: 1000,
-            capture_on: true,
-            ..EngineOptions::default()
-        },
-    )
-    .expect("engine");
+    let engine = listening_engine(&cfg, 1000);
     let mic = engine.microphone();
     let rt = runtime();
     count_frames(&rt, &mic, Duration::from_secs(2));
