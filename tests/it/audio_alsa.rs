@@ -365,26 +365,20 @@ fn a_paced_device_recovers_from_xruns_and_from_losing_its_server() {
     pulse_devices(dir.path(), &pulse);
     let paced = (module_path!(), "child_paced");
     let mut child = spawn_child(paced, dir.path());
-    // A child that ends early is reported with its output, not waited for.
-    wait_for(Duration::from_secs(60), "the child to be ready", || {
-        (dir.path().join("lose").exists() || matches!(child.try_wait(), Ok(Some(_)))).then_some(())
-    });
-    if !dir.path().join("lose").exists() {
-        let out = finish_child(paced, child, Duration::from_secs(5));
-        panic!("the child ended before the loss test: {out}");
-    }
-    drop(pulse);
-    // A child that fails here ends with its reason, which the parent shows rather than a
-    // timeout of its own.
-    wait_for(Duration::from_secs(30), "the child to see the loss", || {
-        (dir.path().join("lost").exists() || matches!(child.try_wait(), Ok(Some(_)))).then_some(())
-    });
-    if !dir.path().join("lost").exists() {
-        let out = finish_child(paced, child, Duration::from_secs(5));
-        panic!("the child ended before the server came back: {out}");
-    }
-    let _pulse = Pulse::start(dir.path());
-    finish_child(paced, child, Duration::from_secs(60));
+    // A child that fails ends with its reason, which is shown rather than a timeout here.
+    let stage = if marker_or_end(dir.path(), "lose", &mut child, Duration::from_secs(60)) {
+        drop(pulse);
+        if marker_or_end(dir.path(), "lost", &mut child, Duration::from_secs(30)) {
+            let _pulse = Pulse::start(dir.path());
+            finish_child(paced, child, Duration::from_secs(60));
+            return;
+        }
+        "while the server was gone"
+    } else {
+        "before the server went away"
+    };
+    let out = finish_child(paced, child, Duration::from_secs(5));
+    panic!("the child stopped {stage}: {out}");
 }
 
 #[test]
