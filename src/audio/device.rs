@@ -138,9 +138,10 @@ pub fn open(name: &str, side: Side, period_ms: u32) -> Result<Pcm, DeviceError> 
 pub const WAIT_MS: u32 = 100;
 
 /// A running device that is not ready for this long, with no error, has stalled: a clock or
-/// DMA that stopped (an I2S microphone without its clock), a sound server that hangs. alsa-lib's
-/// own blocking reads and writes give up likewise (after 10 s, "DMA or IRQ trouble?"); the
-/// engine's waits are bounded and would otherwise wait forever, deaf and silent.
+/// DMA that stopped (an I2S microphone without its clock), a sound server that hangs. The
+/// kernel gives up on a blocking read or write to such a card with EIO ("DMA or IRQ
+/// trouble?"); in non-blocking mode, which lets the threads stop, nothing does, and the engine
+/// would wait forever, deaf or mute.
 pub const STALL_LIMIT_MS: u32 = 3_000;
 
 /// Counts a device's waits that timed out since it last moved samples.
