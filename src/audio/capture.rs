@@ -141,15 +141,15 @@ impl Capture {
                     Ok(n) => {
                         if n > 0 {
                             stall.moved();
-                        }
-                        if first && n > 0 {
-                            first = false;
-                            // Stream time starts with its first samples, which a sound server
-                            // may deliver a while after the open.
-                            if let Ok(mut epoch) = self.shared.capture_epoch.lock() {
-                                *epoch = Some(Instant::now());
+                            if first {
+                                first = false;
+                                // Stream time starts with its first samples, which a sound
+                                // server may deliver a while after the open.
+                                if let Ok(mut epoch) = self.shared.capture_epoch.lock() {
+                                    *epoch = Some(Instant::now());
+                                }
+                                debug!(device = %self.device, samples = n, "capture stream running");
                             }
-                            debug!(device = %self.device, samples = n, "capture stream running");
                         }
                         b.filled += n;
                         if b.filled < BLOCK {

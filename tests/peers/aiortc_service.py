@@ -16,7 +16,6 @@ CELT, from each packet's TOC byte, RFC 6716 3.1).
 """
 
 import argparse
-
 import asyncio
 import json
 import re
