@@ -99,7 +99,6 @@ pub(super) async fn pump_microphone(
         codec: UplinkCodec::new(sender.profile()),
         reports,
         stats,
-        last_lost: 0,
     };
     let mut until_reading = FRAMES_PER_READING;
     while let Some(frame) = frames.recv().await {
@@ -125,8 +124,6 @@ struct Uplink {
     codec: UplinkCodec,
     reports: Arc<FarEndReports>,
     stats: Arc<LinkStats>,
-    /// The total lost in the last report read, for `Stats`.
-    last_lost: u64,
 }
 
 impl Uplink {
@@ -141,7 +138,7 @@ impl Uplink {
             counts.lost, counts.highest_sequence
         );
         self.stats
-            .add_uplink_packets_lost(counts.newly_lost(&mut self.last_lost));
+            .add_uplink_packets_lost(self.reports.take_newly_lost());
         let Some(switch) = self
             .codec
             .on_counts(sender.profile(), counts, Instant::now())
@@ -284,6 +281,9 @@ pub(super) async fn run_link(call: Call, mut link: RunLink) {
         }
     };
     link.microphone.abort();
+    // Reports that came after the microphone's last reading (up to 2.5 s of them).
+    link.stats
+        .add_uplink_packets_lost(link.watch.reports.take_newly_lost());
     if bad_input.held() > 0 {
         warn!(
             "{} more warnings about what the service sent were held back",

@@ -47,16 +47,6 @@ pub struct ReportedCounts {
     pub lost: u64,
 }
 
-impl ReportedCounts {
-    /// Packets reported lost since the `last` total seen, which becomes this one. A total that
-    /// went down (a new stream, or a peer that wrapped its counters) adds nothing.
-    pub fn newly_lost(&self, last: &mut u64) -> u64 {
-        let n = self.lost.saturating_sub(*last);
-        *last = self.lost;
-        n
-    }
-}
-
 /// A change of profile, and the loss (percent, over the last window) that caused it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Switch {
@@ -149,6 +139,8 @@ impl UplinkCodec {
 pub struct FarEndReports {
     /// Extended highest sequence number << 32 | cumulative lost; `NONE` until a report came.
     latest: AtomicU64,
+    /// The cumulative loss already handed out by [`FarEndReports::take_newly_lost`].
+    counted: AtomicU64,
 }
 
 const NONE: u64 = u64::MAX;
@@ -157,6 +149,7 @@ impl Default for FarEndReports {
     fn default() -> Self {
         FarEndReports {
             latest: AtomicU64::new(NONE),
+            counted: AtomicU64::new(0),
         }
     }
 }
@@ -181,6 +174,18 @@ impl FarEndReports {
             highest_sequence: packed >> 32,
             lost: packed & 0xFF_FFFF,
         })
+    }
+
+    /// Packets reported lost since the last call, for `Stats`: the microphone's task asks at
+    /// each reading, and the link once more as it ends, so the reports that came after the
+    /// last reading count too. A total that went down (a new stream, or a peer that wrapped
+    /// its counters) adds nothing, and counting goes on from it.
+    pub fn take_newly_lost(&self) -> u64 {
+        let Some(counts) = self.counts() else {
+            return 0;
+        };
+        let before = self.counted.swap(counts.lost, Ordering::Relaxed);
+        counts.lost.saturating_sub(before)
     }
 }
 
@@ -431,13 +436,20 @@ mod tests {
 
     #[test]
     fn lost_packets_are_counted_once_across_readings() {
-        let mut last = 0;
-        assert_eq!(counts(100, 3).newly_lost(&mut last), 3);
-        assert_eq!(counts(150, 3).newly_lost(&mut last), 0);
-        assert_eq!(counts(200, 8).newly_lost(&mut last), 5);
+        let reports = FarEndReports::default();
+        assert_eq!(reports.take_newly_lost(), 0, "no report yet");
+        let take_after = |highest, lost| {
+            reports.record(&report(42, highest, lost));
+            reports.take_newly_lost()
+        };
+        assert_eq!(take_after(100, 3), 3);
+        assert_eq!(take_after(150, 3), 0);
+        assert_eq!(take_after(200, 8), 5);
         // The total went down: nothing added, and counting goes on from the new total.
-        assert_eq!(counts(10, 1).newly_lost(&mut last), 0);
-        assert_eq!(counts(60, 2).newly_lost(&mut last), 1);
+        assert_eq!(take_after(10, 1), 0);
+        assert_eq!(take_after(60, 2), 1);
+        // Asked again with no new report (the link's last look after the microphone's).
+        assert_eq!(reports.take_newly_lost(), 0);
     }
 
     #[test]
