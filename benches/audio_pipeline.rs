@@ -333,7 +333,7 @@ fn live(capture: &str, playback: &str, aec: bool, talk: bool, seconds: u64) {
                     let Some(frame) = rx.blocking_recv() else {
                         break;
                     };
-                    let n = enc.encode(&frame.pcm, &mut packet).expect("encode");
+                    let n = enc.encode(frame.samples(), &mut packet).expect("encode");
                     let m = dec.decode(&packet[..n], &mut out).expect("decode");
                     engine.push(&out[..m]);
                 }

@@ -205,7 +205,7 @@ async fn converse(sim: &Sim, call: &mut Call) -> Result<String, String> {
                     }
                 }
                 SimOutput::Audio(frame) => {
-                    if let Err(e) = opus.send(&frame, now).await {
+                    if let Err(e) = opus.send(&frame[..], now).await {
                         debug!(call = %call.id, "{e}");
                     }
                 }

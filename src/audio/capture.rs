@@ -28,6 +28,8 @@ const MAX_REFERENCE_BACKLOG: usize = 2 * BLOCK;
 pub(crate) struct Capture {
     pub device: String,
     pub period_ms: u32,
+    /// Samples in a microphone frame (`audio.frame_ms`): a whole number of blocks.
+    pub frame_samples: usize,
     pub pcm: Option<Pcm>,
     pub echo: Option<EchoCanceller>,
     /// What playback wrote, sample for sample.
@@ -280,14 +282,15 @@ impl Capture {
         }
         b.frame[b.in_frame..b.in_frame + BLOCK].copy_from_slice(&b.block);
         b.in_frame += BLOCK;
-        if b.in_frame < FRAME_SAMPLES {
+        if b.in_frame < self.frame_samples.clamp(BLOCK, FRAME_SAMPLES) {
             return;
         }
-        b.in_frame = 0;
         let frame = MicFrame {
             pcm: b.frame,
+            len: b.in_frame,
             heard_at: b.frame_heard_at,
         };
+        b.in_frame = 0;
         match self.frames.try_send(frame) {
             Ok(()) => {
                 self.shared.capture_frames.fetch_add(1, Relaxed);
@@ -360,6 +363,7 @@ mod tests {
         let capture = Capture {
             device: "test".into(),
             period_ms: 10,
+            frame_samples: FRAME_SAMPLES,
             pcm: None,
             echo: EchoCanceller::new(true, true).expect("canceller"),
             reference: far_rx,
@@ -424,6 +428,30 @@ mod tests {
         }
         assert_eq!(shared.echo_blocks.load(Relaxed), 4);
         assert_eq!(shared.capture_frames.load(Relaxed), 2);
-        assert!(frames.try_recv().is_ok() && frames.try_recv().is_ok());
+        for _ in 0..2 {
+            let frame = frames.try_recv().expect("a frame");
+            assert_eq!(frame.samples().len(), FRAME_SAMPLES);
+        }
+    }
+
+    /// With `audio.frame_ms = 10` every block leaves as a frame of its own, heard when it was.
+    #[test]
+    fn ten_ms_frames_leave_block_by_block() {
+        let shared = Arc::new(Shared::default());
+        let (mut capture, _far, mut frames) = capture(&shared);
+        capture.frame_samples = BLOCK;
+        shared.capture_on.store(true, Relaxed);
+        let mut b = blocks();
+        let t0 = Instant::now();
+        for i in 0..3u64 {
+            b.frame_heard_at = t0 + std::time::Duration::from_millis(10 * i);
+            b.block = [100; BLOCK];
+            capture.block(&mut b);
+            let frame = frames.try_recv().expect("a frame for each block");
+            assert_eq!(frame.samples().len(), BLOCK);
+            assert_eq!(frame.heard_at, b.frame_heard_at);
+        }
+        assert_eq!(shared.capture_frames.load(Relaxed), 3);
+        assert!(frames.try_recv().is_err());
     }
 }

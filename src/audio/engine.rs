@@ -160,6 +160,7 @@ impl Engine {
         let capture = Capture {
             device: config.capture_device.clone(),
             period_ms: config.period_ms,
+            frame_samples: (SAMPLE_RATE / 1000 * config.frame_ms) as usize,
             pcm: capture_pcm,
             echo,
             reference: reference_rx,

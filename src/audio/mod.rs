@@ -1,7 +1,8 @@
 //! The audio engine's boundary with the rest of the daemon.
 //!
-//! Audio moves in 20 ms frames of mono 16-bit PCM at 48 kHz (Opus's native rate). The microphone
-//! side is a bounded channel of [`Frame`]s that the active transport drains; the speaker side is
+//! Audio moves in 20 ms frames of mono 16-bit PCM at 48 kHz (Opus's native rate); the microphone
+//! may send 10 ms frames instead (`audio.frame_ms`). The microphone side is a bounded channel
+//! of [`MicFrame`]s that the active transport drains; the speaker side is
 //! a [`Speaker`] that transports push decoded PCM into. The daemon steers playback and capture
 //! through [`AudioControl`]. ALSA itself runs on threads of its own, never on the async runtime.
 
@@ -22,10 +23,13 @@ pub fn duration_of(samples: u64) -> std::time::Duration {
 /// 20 ms of mono PCM at 48 kHz; passed by value so that the hot path needs no allocation.
 pub type Frame = [i16; FRAME_SAMPLES];
 
-/// A microphone frame on its way to the wire.
+/// A microphone frame on its way to the wire: 20 ms, or 10 ms (`audio.frame_ms`) in the
+/// first half of `pcm`.
 #[derive(Debug, Clone, Copy)]
 pub struct MicFrame {
     pub pcm: Frame,
+    /// Samples of `pcm` that hold audio: [`FRAME_SAMPLES`], or half of it.
+    pub len: usize,
     /// When its first sample reached the microphone (the device's own delay included): where
     /// the daemon's share of the call's delay starts ([`latency::LatencyMeter::frame_sent`]).
     pub heard_at: std::time::Instant,
@@ -36,8 +40,14 @@ impl MicFrame {
     pub fn heard_now(pcm: Frame) -> Self {
         MicFrame {
             pcm,
+            len: FRAME_SAMPLES,
             heard_at: std::time::Instant::now(),
         }
+    }
+
+    /// The frame's audio.
+    pub fn samples(&self) -> &[i16] {
+        &self.pcm[..self.len.min(FRAME_SAMPLES)]
     }
 }
 

@@ -1,4 +1,4 @@
-//! Opus for the WebRTC audio track: 20 ms frames of 48 kHz mono, coded as [`OpusProfile`] says,
+//! Opus for the WebRTC audio track: 20 ms (or 10 ms) frames of 48 kHz mono, coded as [`OpusProfile`] says,
 //! and a decoder that conceals lost packets. Both sides reuse caller buffers: nothing is allocated
 //! per frame.
 
@@ -116,10 +116,10 @@ impl OpusEncoder {
         self.profile
     }
 
-    /// Encodes one 20 ms frame into `out`; returns the packet length.
+    /// Encodes one frame (10 or 20 ms) into `out`; returns the packet length.
     pub fn encode(
         &mut self,
-        frame: &Frame,
+        frame: &[i16],
         out: &mut [u8; MAX_PACKET],
     ) -> Result<usize, OpusError> {
         self.inner.encode(frame, out).map_err(|e| err("encode", e))

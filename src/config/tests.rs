@@ -154,6 +154,20 @@ fn bad_enum_value_is_an_error() {
 }
 
 #[test]
+fn microphone_frames_are_10_or_20_ms() {
+    let p = problems("[audio]\nframe_ms = 5\n");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].key, "audio.frame_ms");
+    assert!(
+        p[0].message.contains("must be 10 or 20, got 5"),
+        "{}",
+        p[0].message
+    );
+    let c = parse("[audio]\nframe_ms = 10\n").expect("10 ms frames are valid");
+    assert_eq!(c.audio.frame_ms, 10);
+}
+
+#[test]
 fn out_of_range_values_name_key_and_position() {
     let p = problems("[audio]\nvolume = 1.5\nperiod_ms = 7\n\n[gpio]\nbutton_pin = 40\n");
     let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();

@@ -193,6 +193,12 @@ fn audio(v: &mut Validator, a: &Audio) {
             &format!("must be 5, 10 or 20, got {}", a.period_ms),
         );
     }
+    if ![10, 20].contains(&a.frame_ms) {
+        v.fail(
+            "audio.frame_ms",
+            &format!("must be 10 or 20, got {}", a.frame_ms),
+        );
+    }
     v.range("audio.jitter_buffer_ms", a.jitter_buffer_ms.into(), 20, 300);
     v.range_f("audio.volume", a.volume, 0.0, 1.0);
     v.range_f(

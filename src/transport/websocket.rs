@@ -121,7 +121,8 @@ struct AudioPath {
     up: Upsampler,
     /// 24 kHz samples waiting to be appended, and when each of their frames was heard.
     pending: Vec<i16>,
-    pending_heard: [Option<std::time::Instant>; FRAMES_PER_APPEND],
+    /// Room for 10 ms frames (`audio.frame_ms`): twice as many make an append.
+    pending_heard: [Option<std::time::Instant>; 2 * FRAMES_PER_APPEND],
     scratch_bytes: Vec<u8>,
     append_capacity: usize,
     pcm_in: Vec<i16>,
@@ -140,7 +141,7 @@ impl AudioPath {
             down: Downsampler::default(),
             up: Upsampler::default(),
             pending: Vec::with_capacity(FRAMES_PER_APPEND * FRAME_SAMPLES / 2),
-            pending_heard: [None; FRAMES_PER_APPEND],
+            pending_heard: [None; 2 * FRAMES_PER_APPEND],
             scratch_bytes: Vec::new(),
             append_capacity: 0,
             pcm_in: Vec::new(),
@@ -274,7 +275,7 @@ impl LinkTask {
     /// Downsamples one frame; returns an append event once enough audio is gathered.
     fn capture(&self, audio: &mut AudioPath, frame: &MicFrame) -> Option<String> {
         let mut half = [0i16; FRAME_SAMPLES / 2];
-        let n = audio.down.process(&frame.pcm, &mut half);
+        let n = audio.down.process(frame.samples(), &mut half);
         if let Some(slot) = audio.pending_heard.iter_mut().find(|h| h.is_none()) {
             *slot = Some(frame.heard_at);
         }

@@ -84,19 +84,32 @@ pub fn websocket_dialect(ctx: &LinkContext) -> Arc<dyn Dialect> {
 /// Plays `tone_ms` of a 440 Hz tone then `silence_ms` of silence into the microphone, paced
 /// like a real capture device (one 20 ms frame every 20 ms).
 pub async fn play_tone_burst(mic: mpsc::Sender<MicFrame>, tone_ms: u32, silence_ms: u32) {
-    let tone_frames = (tone_ms / 20) as usize;
-    let total = tone_frames + (silence_ms / 20) as usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    play_tone_burst_in(mic, tone_ms, silence_ms, 20).await;
+}
+
+/// [`play_tone_burst`] in frames of `frame_ms` (10 or 20), one every `frame_ms`, as the
+/// capture thread sends them with `audio.frame_ms`.
+pub async fn play_tone_burst_in(
+    mic: mpsc::Sender<MicFrame>,
+    tone_ms: u32,
+    silence_ms: u32,
+    frame_ms: u32,
+) {
+    let len = FRAME_SAMPLES * frame_ms as usize / 20;
+    let tone_frames = (tone_ms / frame_ms) as usize;
+    let total = tone_frames + (silence_ms / frame_ms) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(frame_ms.into()));
     for f in 0..total {
         tick.tick().await;
-        let mut frame = [0i16; FRAME_SAMPLES];
+        let mut frame = MicFrame::heard_now([0i16; FRAME_SAMPLES]);
+        frame.len = len;
         if f < tone_frames {
-            for (i, s) in frame.iter_mut().enumerate() {
-                let t = (f * FRAME_SAMPLES + i) as f64 / 48_000.0;
+            for (i, s) in frame.pcm[..len].iter_mut().enumerate() {
+                let t = (f * len + i) as f64 / 48_000.0;
                 *s = (10_000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
             }
         }
-        if mic.send(MicFrame::heard_now(frame)).await.is_err() {
+        if mic.send(frame).await.is_err() {
             return;
         }
     }

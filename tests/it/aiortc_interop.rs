@@ -8,7 +8,8 @@ use realtime_voiced::session::{ClientEvent, ServerEvent};
 use realtime_voiced::transport::{Link, LinkEvent};
 use testkit::aiortc::fetch_stats;
 use testkit::link::{
-    context, install_crypto_and_logs, loopback_config, play_tone_burst, webrtc_connected,
+    context, install_crypto_and_logs, loopback_config, play_tone_burst, play_tone_burst_in,
+    webrtc_connected,
 };
 use testkit::signals::analyse;
 use tokio::time::timeout;
@@ -82,6 +83,40 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
         events.contains(&serde_json::json!({"type": "session.update"})),
         "{stats}"
     );
+}
+
+/// With `audio.frame_ms = 10` the microphone leaves in 10 ms Opus packets, which aiortc takes
+/// as any WebRTC peer does (the SDP's `minptime=10`), and echoes back as a clean tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_ms_frames_reach_aiortc_as_10_ms_packets_and_come_back() {
+    install_crypto_and_logs();
+    let (_service, base) = testkit::aiortc_service_or_skip!();
+    let (ctx, mic, speaker) = context(loopback_config(&base), 64);
+    let link = webrtc_connected(&ctx, TOKEN, Duration::from_secs(20)).await;
+    play_tone_burst_in(mic, 1000, 1500, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = analyse(&speaker.take());
+    let stats = fetch_stats(&base).await;
+    hang_up(link).await;
+    eprintln!(
+        "echo from aiortc: {report:?}; frames: {}",
+        stats["opus_frame_ms"]
+    );
+    // 1 s of tone and 1.5 s of silence, 100 packets a second (a few may be in flight).
+    let tens = stats["opus_frame_ms"]["10"].as_u64().unwrap_or(0);
+    assert!(tens >= 240, "10 ms packets: {}", stats["opus_frame_ms"]);
+    assert_eq!(
+        stats["opus_frame_ms"].as_object().map(|sizes| sizes.len()),
+        Some(1),
+        "no packet of another length: {}",
+        stats["opus_frame_ms"]
+    );
+    assert!(report.peak_rms > 2000.0, "the tone came back: {report:?}");
+    assert!(
+        (report.zero_crossing_hz - 440.0).abs() < 20.0,
+        "at 440 Hz: {report:?}"
+    );
+    assert!(report.goertzel_ratio > 20.0, "a clean tone: {report:?}");
 }
 
 /// Hangs the call up (dropping the commands sender does) and waits for the link to end.

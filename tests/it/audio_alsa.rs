@@ -151,7 +151,7 @@ fn child_capture_tone() {
                 .await
                 .expect("a frame in time")
                 .expect("channel open");
-            got.extend_from_slice(&frame.pcm);
+            got.extend_from_slice(frame.samples());
         }
         got
     });

@@ -52,6 +52,7 @@ fn daemon_config(
     tool: &Path,
     protocol: &str,
     transport: &str,
+    frame_ms: u32,
 ) -> std::path::PathBuf {
     let path = dir.join("daemon.toml");
     std::fs::write(
@@ -87,6 +88,7 @@ reconnect_backoff_max_ms = 1000
 [audio]
 capture_device = "rtv_mic"
 playback_device = "rtv_speaker"
+frame_ms = {frame_ms}
 
 [dbus]
 bus = "session"
@@ -107,22 +109,28 @@ transcripts = true
 
 #[test]
 fn a_whole_conversation_over_webrtc() {
-    conversation("realtime", "webrtc");
+    conversation("realtime", "webrtc", 20);
+}
+
+/// The microphone in 10 ms frames (`audio.frame_ms`): the same conversation holds.
+#[test]
+fn a_whole_conversation_over_webrtc_in_10_ms_frames() {
+    conversation("realtime", "webrtc", 10);
 }
 
 #[test]
 fn a_whole_conversation_over_websocket() {
-    conversation("realtime", "websocket");
+    conversation("realtime", "websocket", 20);
 }
 
 #[test]
 fn a_whole_live_conversation_over_webrtc() {
-    conversation("live", "webrtc");
+    conversation("live", "webrtc", 20);
 }
 
 #[test]
 fn a_whole_live_conversation_over_websocket() {
-    conversation("live", "websocket");
+    conversation("live", "websocket", 20);
 }
 
 /// Every client event the simulator got was checked against OpenAI's published schema; none
@@ -139,7 +147,7 @@ fn assert_conformant(sim: &SimProcess, protocol: &str, transport: &str) {
     assert_eq!(stats["truncates_refused"], 0, "{stats}");
 }
 
-fn conversation(protocol: &str, transport: &str) {
+fn conversation(protocol: &str, transport: &str, frame_ms: u32) {
     let live = protocol == "live";
     if let Err(why) = ready() {
         eprintln!("skipped: {why}");
@@ -201,7 +209,7 @@ fn conversation(protocol: &str, transport: &str) {
         ],
     );
     let port = sim.port;
-    let config = daemon_config(d, &sim, &tool, protocol, transport);
+    let config = daemon_config(d, &sim, &tool, protocol, transport, frame_ms);
     let signals = d.join("signals.txt");
     let _monitor = bus.monitor(&signals);
     let daemon_log = d.join("daemon.log");

@@ -47,7 +47,7 @@ fn echo_energy(aec: bool) -> f64 {
         let mut heard = Vec::new();
         let end = tokio::time::Instant::now() + Duration::from_secs(10);
         while let Ok(Some(frame)) = tokio::time::timeout_at(end, rx.recv()).await {
-            heard.extend_from_slice(&frame.pcm);
+            heard.extend_from_slice(frame.samples());
         }
         heard
     });

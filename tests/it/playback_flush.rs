@@ -31,7 +31,7 @@ async fn collect(
     let end = tokio::time::Instant::now() + Duration::from_millis(ms);
     let mut got = Vec::new();
     while let Ok(Some(frame)) = tokio::time::timeout_at(end, rx.recv()).await {
-        got.extend_from_slice(&frame.pcm);
+        got.extend_from_slice(frame.samples());
     }
     got
 }

@@ -12,7 +12,8 @@ configured. Prints `PORT <n>` on stdout once listening.
 `--lose-every N` drops every Nth RTP packet from the caller as it arrives, before aiortc counts
 it: the loss a bad path causes, as aiortc's own receiver reports then tell the caller. Either
 way /stats shows how the caller's Opus packets were coded (`opus_modes`: runs of SILK, hybrid or
-CELT, from each packet's TOC byte, RFC 6716 3.1).
+CELT, from each packet's TOC byte, RFC 6716 3.1) and how long their frames were (`opus_frame_ms`,
+packets counted by milliseconds).
 """
 
 import argparse
@@ -34,7 +35,15 @@ TOKEN = "test-ephemeral-token"
 
 relay = MediaRelay()
 calls = {}
-stats = {"offers": [], "events": [], "hangups": [], "states": [], "opus_modes": [], "dropped": 0}
+stats = {
+    "offers": [],
+    "events": [],
+    "hangups": [],
+    "states": [],
+    "opus_modes": [],
+    "opus_frame_ms": {},
+    "dropped": 0,
+}
 
 
 def opus_mode(payload):
@@ -43,6 +52,20 @@ def opus_mode(payload):
         return "empty"
     config = payload[0] >> 3
     return "silk" if config < 12 else "hybrid" if config < 16 else "celt"
+
+
+def opus_frame_ms(payload):
+    """How long each frame of an Opus packet lasts, from its TOC byte (RFC 6716, 3.1)."""
+    if not payload:
+        return "empty"
+    config = payload[0] >> 3
+    if config < 12:
+        ms = (10, 20, 40, 60)[config % 4]
+    elif config < 16:
+        ms = (10, 20)[config % 2]
+    else:
+        ms = (2.5, 5, 10, 20)[config % 4]
+    return str(ms)
 
 
 def watch_incoming_rtp(lose_every):
@@ -61,6 +84,9 @@ def watch_incoming_rtp(lose_every):
             runs[-1][1] += 1
         else:
             runs.append([mode, 1])
+        sizes = stats["opus_frame_ms"]
+        size = opus_frame_ms(packet.payload)
+        sizes[size] = sizes.get(size, 0) + 1
         if lose_every and arrived % lose_every == 0:
             stats["dropped"] += 1
             return

@@ -13,7 +13,7 @@ use super::call::Call;
 use super::media::*;
 use super::peer::ICE_DISCONNECTED;
 use super::peer::*;
-use super::uplink::{FarEndReports, Switch, UplinkCodec, FRAMES_PER_READING};
+use super::uplink::{FarEndReports, Switch, UplinkCodec, SAMPLES_PER_READING};
 use crate::audio::latency::LatencyMeter;
 use crate::audio::Microphone;
 use crate::logging::{held_back, Throttle};
@@ -100,9 +100,9 @@ pub(super) async fn pump_microphone(
         reports,
         stats,
     };
-    let mut until_reading = FRAMES_PER_READING;
+    let mut until_reading = SAMPLES_PER_READING;
     while let Some(frame) = frames.recv().await {
-        match sender.send(&frame.pcm, Instant::now()).await {
+        match sender.send(frame.samples(), Instant::now()).await {
             Ok(()) => latency.frame_sent(frame.heard_at),
             Err(e) => {
                 failures += 1;
@@ -111,9 +111,9 @@ pub(super) async fn pump_microphone(
                 }
             }
         }
-        until_reading -= 1;
+        until_reading = until_reading.saturating_sub(frame.len);
         if until_reading == 0 {
-            until_reading = FRAMES_PER_READING;
+            until_reading = SAMPLES_PER_READING;
             uplink.follow_reported_loss(&mut sender);
         }
     }

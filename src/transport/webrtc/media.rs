@@ -110,7 +110,7 @@ pub fn opus_max_average_bitrate(sdp: &str) -> Option<u32> {
         })
 }
 
-/// Packs 20 ms frames into Opus RTP packets on a local track.
+/// Packs the microphone's frames (20 or 10 ms) into Opus RTP packets on a local track.
 pub struct OpusSender {
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
@@ -156,9 +156,9 @@ impl OpusSender {
         Ok(())
     }
 
-    /// Encodes and sends one frame captured at `now`.
-    pub async fn send(&mut self, frame: &Frame, now: Instant) -> Result<(), String> {
-        let (timestamp, marker) = next_timestamp(self.timestamp, self.last_sent, now);
+    /// Encodes and sends one frame (10 or 20 ms) captured at `now`.
+    pub async fn send(&mut self, frame: &[i16], now: Instant) -> Result<(), String> {
+        let (timestamp, marker) = next_timestamp(self.timestamp, self.last_sent, now, frame.len());
         let paused = self
             .last_sent
             .is_some_and(|last| now.saturating_duration_since(last) >= CODEC_RESET_PAUSE);
@@ -189,7 +189,7 @@ impl OpusSender {
             payload,
         };
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        self.timestamp = timestamp.wrapping_add(frame.len() as u32);
         self.track
             .write_rtp(packet)
             .await
@@ -200,16 +200,22 @@ impl OpusSender {
 /// The RTP timestamp of the frame captured at `now`, and whether it starts a talk spurt: after
 /// a pause in capture the clock has run on, so the timestamp jumps by the time that passed
 /// (receivers' jitter buffers depend on it) and the marker bit is set.
-fn next_timestamp(next: u32, last_sent: Option<Instant>, now: Instant) -> (u32, bool) {
+fn next_timestamp(
+    next: u32,
+    last_sent: Option<Instant>,
+    now: Instant,
+    frame_samples: usize,
+) -> (u32, bool) {
     match last_sent {
         None => (next, true),
         Some(last) => {
             let gap = now.saturating_duration_since(last);
             if gap > TALKSPURT_GAP {
                 // Frames that would have been sent during the pause, this one excluded.
-                let skipped = (gap.as_millis() / 20).saturating_sub(1) as u32;
+                let frame_ms = (frame_samples as u128 * 1000 / u128::from(SAMPLE_RATE)).max(1);
+                let skipped = (gap.as_millis() / frame_ms).saturating_sub(1) as u32;
                 (
-                    next.wrapping_add(skipped.wrapping_mul(FRAME_SAMPLES as u32)),
+                    next.wrapping_add(skipped.wrapping_mul(frame_samples as u32)),
                     true,
                 )
             } else {
@@ -347,12 +353,16 @@ mod tests {
     #[test]
     fn timestamps_run_on_through_pauses() {
         let t0 = Instant::now();
-        assert_eq!(next_timestamp(1000, None, t0), (1000, true));
-        let (ts, marker) = next_timestamp(1960, Some(t0), t0 + Duration::from_millis(20));
-        assert_eq!((ts, marker), (1960, false));
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(next_timestamp(1000, None, t0, 960), (1000, true));
+        assert_eq!(next_timestamp(1960, Some(t0), at(20), 960), (1960, false));
         // One second of silence: 49 frames were never sent before this one.
-        let (ts, marker) = next_timestamp(1960, Some(t0), t0 + Duration::from_millis(1000));
+        let (ts, marker) = next_timestamp(1960, Some(t0), at(1000), 960);
         assert_eq!((ts, marker), (1960 + 49 * 960, true));
+        // With 10 ms frames, 99 of them; either way the clock ran on by the pause.
+        assert_eq!(next_timestamp(1480, Some(t0), at(10), 480), (1480, false));
+        let (ts, marker) = next_timestamp(1480, Some(t0), at(1000), 480);
+        assert_eq!((ts, marker), (1480 + 99 * 480, true));
     }
 
     #[test]

@@ -23,9 +23,9 @@ use rtc::sansio::Protocol;
 
 use crate::audio::opus::OpusProfile;
 
-/// Frames sent between two readings of the far end's reports (2.5 s of audio); reports come
+/// Samples sent between two readings of the far end's reports (2.5 s of audio); reports come
 /// every second or so.
-pub const FRAMES_PER_READING: u32 = 125;
+pub const SAMPLES_PER_READING: usize = 120_000;
 /// Least packets a window must span to be judged (4 s): a few lost out of a handful say
 /// nothing, and 3 % of 200 is a run of six.
 const MIN_WINDOW_PACKETS: u64 = 200;
