@@ -1,6 +1,6 @@
-//! Opus for the WebRTC audio track: 20 ms (or 10 ms) frames of 48 kHz mono, coded as [`OpusProfile`] says,
-//! and a decoder that conceals lost packets. Both sides reuse caller buffers: nothing is allocated
-//! per frame.
+//! Opus for the WebRTC audio track: 20 ms (or 10 ms) frames of 48 kHz mono, coded as
+//! [`OpusProfile`] says, and a decoder that conceals lost packets. Both sides reuse caller
+//! buffers: nothing is allocated per frame.
 
 use audiopus::coder::{Decoder, Encoder, GenericCtl};
 use audiopus::{Application, Bitrate, Channels, SampleRate};

@@ -26,8 +26,8 @@ use crate::audio::opus::OpusProfile;
 /// Samples sent between two readings of the far end's reports (2.5 s of audio); reports come
 /// every second or so.
 pub const SAMPLES_PER_READING: usize = 120_000;
-/// Least packets a window must span to be judged (4 s): a few lost out of a handful say
-/// nothing, and 3 % of 200 is a run of six.
+/// Least packets a window must span to be judged (4 s of 20 ms packets, 2 s of 10 ms ones): a
+/// few lost out of a handful say nothing, and 3 % of 200 is a run of six.
 const MIN_WINDOW_PACKETS: u64 = 200;
 /// Loss at or above which CELT gives way to VOIP with FEC. CELT scored at least as high as
 /// VOIP at 2 % and lower on some speech at 5 %; in between was not measured.
