@@ -137,8 +137,9 @@ impl Uplink {
             "far-end report: {} of the microphone's packets lost, highest sequence {}",
             counts.lost, counts.highest_sequence
         );
+        // The same reading for `Stats` and for the codec.
         self.stats
-            .add_uplink_packets_lost(self.reports.take_newly_lost());
+            .add_uplink_packets_lost(self.reports.count_lost(counts));
         let Some(switch) = self
             .codec
             .on_counts(sender.profile(), counts, Instant::now())

@@ -176,14 +176,17 @@ impl FarEndReports {
         })
     }
 
-    /// Packets reported lost since the last call, for `Stats`: the microphone's task asks at
-    /// each reading, and the link once more as it ends, so the reports that came after the
-    /// last reading count too. A total that went down (a new stream, or a peer that wrapped
-    /// its counters) adds nothing, and counting goes on from it.
+    /// Packets lost in the latest report that no earlier call counted, for `Stats`: the link
+    /// asks once more as it ends, so that the reports after the microphone's last reading
+    /// count too.
     pub fn take_newly_lost(&self) -> u64 {
-        let Some(counts) = self.counts() else {
-            return 0;
-        };
+        self.counts().map_or(0, |counts| self.count_lost(counts))
+    }
+
+    /// Counts `counts` (a reading of [`FarEndReports::counts`]) in the tally; returns the
+    /// packets it adds. A total that went down (a new stream, or a peer that wrapped its
+    /// counters) adds nothing, and counting goes on from it.
+    pub fn count_lost(&self, counts: ReportedCounts) -> u64 {
         let before = self.counted.swap(counts.lost, Ordering::Relaxed);
         counts.lost.saturating_sub(before)
     }
