@@ -7,7 +7,7 @@ use std::time::Duration;
 use realtime_voiced::audio::{MicFrame, FRAME_SAMPLES};
 use realtime_voiced::config::{Config, Secret, TransportKind};
 use realtime_voiced::transport::dialect::{Dialect, RealtimeGa};
-use realtime_voiced::transport::{webrtc, Link, LinkContext};
+use realtime_voiced::transport::{webrtc, Link, LinkContext, LinkEvent};
 use tokio::sync::mpsc;
 
 use crate::signals::TONE_HZ;
@@ -113,4 +113,24 @@ pub async fn play_tone_burst_in(
             return;
         }
     }
+}
+
+/// Hangs the call up (dropping the commands sender does) and waits up to 5 s for the link to
+/// end; returns the reason it gave, `None` if its events ended without one.
+pub async fn hang_up(link: Link) -> Option<String> {
+    let mut events = link.events;
+    drop(link.commands);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(LinkEvent::Closed { reason }) => break Some(reason),
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the link ends");
+    eprintln!("link ended: {closed:?}");
+    closed
 }

@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use realtime_voiced::session::{ClientEvent, ServerEvent};
-use realtime_voiced::transport::{Link, LinkEvent};
+use realtime_voiced::transport::LinkEvent;
 use testkit::aiortc::fetch_stats;
 use testkit::link::{
-    context, install_crypto_and_logs, loopback_config, play_tone_burst, play_tone_burst_in,
-    webrtc_connected,
+    context, hang_up, install_crypto_and_logs, loopback_config, play_tone_burst,
+    play_tone_burst_in, webrtc_connected,
 };
 use testkit::signals::analyse;
 use tokio::time::timeout;
@@ -86,7 +86,7 @@ async fn call_to_aiortc_carries_events_and_audio_both_ways() {
 }
 
 /// With `audio.frame_ms = 10` the microphone leaves in 10 ms Opus packets, which aiortc takes
-/// as any WebRTC peer does (the SDP's `minptime=10`), and echoes back as a clean tone.
+/// as any WebRTC peer does (our offer says `minptime=10`), and echoes back as a clean tone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_ms_frames_reach_aiortc_as_10_ms_packets_and_come_back() {
     install_crypto_and_logs();
@@ -117,24 +117,6 @@ async fn ten_ms_frames_reach_aiortc_as_10_ms_packets_and_come_back() {
         "at 440 Hz: {report:?}"
     );
     assert!(report.goertzel_ratio > 20.0, "a clean tone: {report:?}");
-}
-
-/// Hangs the call up (dropping the commands sender does) and waits for the link to end.
-async fn hang_up(link: Link) {
-    let mut events = link.events;
-    drop(link.commands);
-    let closed = timeout(Duration::from_secs(5), async {
-        loop {
-            match events.recv().await {
-                Some(LinkEvent::Closed { reason }) => break Some(reason),
-                Some(_) => continue,
-                None => break None,
-            }
-        }
-    })
-    .await
-    .expect("the link ends");
-    eprintln!("link ended: {closed:?}");
 }
 
 /// The Opus modes aiortc saw from us, in order: `[["celt", 120], ["hybrid", 300], ...]`.

@@ -46,30 +46,22 @@ stats = {
 }
 
 
-def opus_mode(payload):
-    """SILK, hybrid or CELT, from the configuration number in an Opus packet's TOC byte."""
+def opus_toc(payload):
+    """The coding mode (SILK, hybrid or CELT) and the frame length in ms (as text) of an Opus
+    packet, from the configuration number in its TOC byte (RFC 6716, 3.1)."""
     if not payload:
-        return "empty"
-    config = payload[0] >> 3
-    return "silk" if config < 12 else "hybrid" if config < 16 else "celt"
-
-
-def opus_frame_ms(payload):
-    """How long each frame of an Opus packet lasts, from its TOC byte (RFC 6716, 3.1)."""
-    if not payload:
-        return "empty"
+        return "empty", "empty"
     config = payload[0] >> 3
     if config < 12:
-        ms = (10, 20, 40, 60)[config % 4]
-    elif config < 16:
-        ms = (10, 20)[config % 2]
-    else:
-        ms = (2.5, 5, 10, 20)[config % 4]
-    return str(ms)
+        return "silk", str((10, 20, 40, 60)[config % 4])
+    if config < 16:
+        return "hybrid", str((10, 20)[config % 2])
+    return "celt", str((2.5, 5, 10, 20)[config % 4])
 
 
 def watch_incoming_rtp(lose_every):
-    """Wraps aiortc's receiver: records each caller packet's Opus mode, drops every Nth."""
+    """Wraps aiortc's receiver: records each caller packet's Opus mode and frame length, drops
+    every Nth."""
     handle = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
     if handle is None:
         sys.exit("aiortc changed: RTCRtpReceiver._handle_rtp_packet is gone")
@@ -78,14 +70,13 @@ def watch_incoming_rtp(lose_every):
     async def watched(self, packet, *args, **kwargs):
         nonlocal arrived
         arrived += 1
-        mode = opus_mode(packet.payload)
+        mode, size = opus_toc(packet.payload)
         runs = stats["opus_modes"]
         if runs and runs[-1][0] == mode:
             runs[-1][1] += 1
         else:
             runs.append([mode, 1])
         sizes = stats["opus_frame_ms"]
-        size = opus_frame_ms(packet.payload)
         sizes[size] = sizes.get(size, 0) + 1
         if lose_every and arrived % lose_every == 0:
             stats["dropped"] += 1
