@@ -3,11 +3,12 @@
  *   voip BITRATE: VOIP mode, in-band FEC with a 5 % loss hint (what a service sends);
  *   celt BITRATE: restricted low delay, CELT alone (what the device sends).
  *
- *   profiles code  IN.raw voip|celt BITRATE LOSS OUT.raw
+ *   profiles code  IN.raw voip|celt BITRATE LOSS OUT.raw [SEED]
  *       encodes the whole file, loses a fraction LOSS of the packets (the same ones for every
- *       profile: a fixed seed), decodes as the daemon's receiver does (a lost packet from the
- *       next one's FEC data when that came, by concealment otherwise) and writes the result;
- *       prints the mean packet size and the encoder's thread CPU time per frame.
+ *       profile, chosen by SEED: 7 if none), decodes as the daemon's receiver does (a lost
+ *       packet from the next one's FEC data when that came, by concealment otherwise) and
+ *       writes the result; prints the mean packet size and the encoder's thread CPU time per
+ *       frame.
  *   profiles count IN.raw voip|celt BITRATE FRAMES
  *       encodes and decodes the first FRAMES frames, looping over the file, for counting
  *       instructions; prints the bytes coded. */
@@ -51,8 +52,8 @@ static OpusEncoder *encoder(const char *mode, int bitrate)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6 && argc != 7) {
-        fprintf(stderr, "usage: %s code IN.raw voip|celt BITRATE LOSS OUT.raw\n"
+    if (argc < 6 || argc > 8) {
+        fprintf(stderr, "usage: %s code IN.raw voip|celt BITRATE LOSS OUT.raw [SEED]\n"
                         "       %s count IN.raw voip|celt BITRATE FRAMES\n",
                 argv[0], argv[0]);
         return 2;
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
         bytes += lens[i];
     }
     static char lost[MAX_FRAMES];
-    srand(7);
+    srand(argc == 8 ? (unsigned)atoi(argv[7]) : 7);
     for (size_t i = 0; i < whole; i++)
         lost[i] = rand() < loss * RAND_MAX;
     FILE *o = fopen(argv[6], "wb");
