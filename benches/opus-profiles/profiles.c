@@ -52,13 +52,14 @@ static OpusEncoder *encoder(const char *mode, int bitrate)
 
 int main(int argc, char **argv)
 {
-    if (argc < 6 || argc > 8) {
+    int code = argc > 1 && strcmp(argv[1], "code") == 0;
+    int count = argc > 1 && strcmp(argv[1], "count") == 0;
+    if (!(code && (argc == 7 || argc == 8)) && !(count && argc == 6)) {
         fprintf(stderr, "usage: %s code IN.raw voip|celt BITRATE LOSS OUT.raw [SEED]\n"
                         "       %s count IN.raw voip|celt BITRATE FRAMES\n",
                 argv[0], argv[0]);
         return 2;
     }
-    int code = strcmp(argv[1], "code") == 0;
     FILE *f = fopen(argv[2], "rb");
     if (!f) {
         perror(argv[2]);

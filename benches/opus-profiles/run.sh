@@ -85,10 +85,11 @@ for loss in 0.03 0.04 0.05 0.06 0.08 0.10; do
         printf '%-12s %-6s' "${p/ /@}" "$loss"
         sum=0
         for s in "${SAMPLES[@]}"; do
+            # A failed seed must stop the script, not shrink the mean: `errexit` is off in here.
             mean=$(for seed in "${SEEDS[@]}"; do
-                ./profiles code "$s.raw" $p "$loss" out.raw "$seed" >/dev/null
-                venv/bin/python pesq_wb.py "$s.raw" out.raw
-            done | awk '{ t += $1 } END { printf "%.2f", t / NR }')
+                ./profiles code "$s.raw" $p "$loss" out.raw "$seed" >/dev/null || exit 1
+                venv/bin/python pesq_wb.py "$s.raw" out.raw || exit 1
+            done | awk -v n="${#SEEDS[@]}" '{ t += $1 } END { if (NR != n) exit 1; printf "%.2f", t / n }')
             sum=$(awk -v a="$sum" -v b="$mean" 'BEGIN { print a + b }')
             printf ' %9s' "$mean"
         done

@@ -309,8 +309,9 @@ mod tests {
         }
     }
 
-    /// Feeds 5 s windows at `loss_percent` from `start` (counts `(sent, lost)` so far); returns
-    /// the switches made, with the window they came in.
+    /// Feeds 5 s windows of 250 packets, `loss` percent of each lost (rounded down to whole
+    /// packets), on from `at` (counts `(sent, lost)` so far); returns the switches made, with
+    /// the window they came in.
     fn windows(
         codec: &mut Sent,
         at: &mut (u64, u64),
@@ -335,7 +336,7 @@ mod tests {
         let mut codec = Sent::new(OpusProfile::DEVICE);
         let mut at = (0, 0);
         assert!(codec.on_counts(counts(0, 0), t0).is_none());
-        // Clean, then 5 % (CELT still scores higher), then 6 %.
+        // Clean, then 4.8 % (12 of 250: CELT still scores higher), then 6 %.
         let switches = windows(&mut codec, &mut at, t0, &[0, 0, 5, 6, 6]);
         assert_eq!(switches.len(), 1, "{switches:?}");
         assert_eq!(switches[0].0, 3);
