@@ -82,6 +82,10 @@ COMMON_PKGS=(pkg-config dpkg-dev file libclang-dev)
 # (Debian's arm64 library has none; see Cargo.toml): autotools instead of the library.
 if [ "$ARCH" = arm64 ]; then
     CANCELLER_PKGS=(autoconf automake libtool)
+    # Its C++ is linked in, so the binary itself needs libstdc++. cargo-deb takes the dependency's
+    # version from the target's own package; on a machine without it, Depends got a bare
+    # "libstdc++6:arm64" and no version.
+    [ "$ARCH" = "$HOST_ARCH" ] || CANCELLER_PKGS+=("libstdc++6:$ARCH")
 elif [ "$ARCH" = "$HOST_ARCH" ]; then
     CANCELLER_PKGS=(libwebrtc-audio-processing-dev)
 else

@@ -79,6 +79,12 @@ for dep in libc6 dbus ca-certificates adduser; do
     depends_on "$dep" && pass "depends on $dep" || fail "does not depend on $dep"
 done
 if grep -q -- "-cross" <<<"$DEPENDS"; then fail "depends on a cross-toolchain package"; fi
+# A package name with an architecture ("libstdc++6:arm64"; ":any" is fine) is what a resolver
+# writes when the target's package was not installed to read a version from. (An epoch follows
+# "(>= ", never ", ".)
+if grep -Eo '(^|, |\| )[a-z0-9][a-z0-9+.-]*:[a-z0-9]+' <<<"$DEPENDS" | grep -qv ':any$'; then
+    fail "Depends names an architecture: build with the target's library packages installed"
+fi
 
 # --- files -----------------------------------------------------------------------------------
 dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' >"$WORK/files"
@@ -168,7 +174,9 @@ NEEDED=$(readelf -d "$BIN" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 echo "     NEEDED: $(tr '\n' ' ' <<<"$NEEDED")"
 for lib in $NEEDED; do
     case "$lib" in libgcc_s.so.* | ld-linux*) continue ;; esac
-    owner=$({ dpkg -S "*/$GNU/$lib" 2>/dev/null || true; } | grep -v -- '-cross' | head -n 1 | cut -d : -f 1)
+    # No owner is a failure to report, not a reason for pipefail to end the script unheard.
+    owner=$({ dpkg -S "*/$GNU/$lib" 2>/dev/null || true; } | { grep -v -- '-cross' || true; } |
+        head -n 1 | cut -d : -f 1)
     if [ -z "$owner" ]; then
         fail "$lib: no installed $ARCH package has it (install its -dev package for $ARCH)"
     elif depends_on "$owner"; then
@@ -182,7 +190,7 @@ RUN=()
 if [ -n "$QEMU" ]; then
     # The binary's own libraries, from the target's multiarch packages; its loader comes with libc6.
     LIBS=()
-    for dep in $(tr ',' '\n' <<<"$DEPENDS" | awk '{print $1}' | grep '^lib'); do LIBS+=("$dep:$ARCH"); done
+    for dep in $(tr ',' '\n' <<<"$DEPENDS" | awk '{print $1}' | cut -d : -f 1 | grep '^lib'); do LIBS+=("$dep:$ARCH"); done
     ensure_pkgs qemu-user-static "${LIBS[@]}"
     # No -L: with the cross toolchain's sysroot the loader and the multiarch libc differ and hang.
     RUN=("$QEMU")
