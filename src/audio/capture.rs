@@ -193,8 +193,10 @@ impl Capture {
         let trim = backlog > MAX_REFERENCE_BACKLOG;
         let realigned = trim || xruns != b.xruns_seen;
         b.xruns_seen = xruns;
+        let mut skipped_blocks = 0;
         if trim {
             let skip = backlog - MAX_REFERENCE_BACKLOG;
+            skipped_blocks = u32::try_from(skip.div_ceil(BLOCK)).unwrap_or(u32::MAX);
             if let Ok(chunk) = self.reference.read_chunk(skip) {
                 chunk.commit_all();
             }
@@ -246,6 +248,7 @@ impl Capture {
                     near: &b.block,
                     far: &b.far,
                     realigned,
+                    skipped_blocks,
                     far_missing,
                     index: b.index,
                 };
