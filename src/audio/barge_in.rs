@@ -97,11 +97,9 @@ pub struct Block<'a> {
     pub near: &'a [i16],
     /// What the speaker was given alongside.
     pub far: &'a [i16],
-    /// The far end was realigned (skipped, or an xrun moved it) before this block: what was
-    /// learned may be off.
-    pub realigned: bool,
-    /// Blocks of far end skipped in that realignment (0 for an xrun's).
-    pub skipped_blocks: u32,
+    /// Set when the far end was realigned before this block (skipped, or moved by an xrun), so
+    /// that what was learned may be off: the blocks of far end skipped (0 for an xrun).
+    pub realigned: Option<u32>,
     /// Playback has not yet handed over the far end for this block.
     pub far_missing: bool,
     /// Its place in the stream.
@@ -132,10 +130,10 @@ impl LocalVoice {
     /// the far end plays, armed or not.
     pub fn block(&mut self, b: &Block<'_>) -> Option<Fired> {
         let energy = mean_square(b.near);
-        if b.realigned {
+        if let Some(skipped_blocks) = b.realigned {
             self.residual = 1.0;
             self.leak = MIN_SHARE;
-            self.deaf = deaf_after_realign(b.skipped_blocks);
+            self.deaf = deaf_after_realign(skipped_blocks);
         }
         let deaf = self.deaf > 0;
         self.deaf = self.deaf.saturating_sub(1);

@@ -17,8 +17,7 @@ fn feed(
         voiced,
         near,
         far,
-        realigned: false,
-        skipped_blocks: 0,
+        realigned: None,
         far_missing: false,
         index: i,
     })
@@ -137,8 +136,7 @@ fn a_realigned_far_end_forgets_what_was_learned() {
         voiced: true,
         near: &LOUD,
         far: &LOUD,
-        realigned: true,
-        skipped_blocks: 0,
+        realigned: Some(0),
         far_missing: false,
         index: 300,
     });
@@ -165,8 +163,7 @@ fn the_echo_of_a_skipped_far_end_is_not_a_voice() {
                 voiced: true,
                 near: if stale { &LOUD } else { &residual },
                 far: &SILENT,
-                realigned: realigned && i == 300,
-                skipped_blocks: if realigned && i == 300 { 8 } else { 0 },
+                realigned: (realigned && i == 300).then_some(8),
                 far_missing: false,
                 index: i,
             }));
@@ -200,8 +197,7 @@ fn a_late_far_end_is_judged_against_the_level_held() {
             voiced: true,
             near: &late_echo,
             far: &SILENT,
-            realigned: false,
-            skipped_blocks: 0,
+            realigned: None,
             far_missing: true,
             index: i,
         });

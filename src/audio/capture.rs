@@ -190,13 +190,11 @@ impl Capture {
         // find it again, and local barge-in must not take the echo for a voice meanwhile.
         let xruns =
             self.shared.capture_xruns.load(Relaxed) + self.shared.playback_xruns.load(Relaxed);
-        let trim = backlog > MAX_REFERENCE_BACKLOG;
-        let realigned = trim || xruns != b.xruns_seen;
+        let skip = backlog.saturating_sub(MAX_REFERENCE_BACKLOG);
+        let realigned = (skip > 0 || xruns != b.xruns_seen)
+            .then(|| u32::try_from(skip.div_ceil(BLOCK)).unwrap_or(u32::MAX));
         b.xruns_seen = xruns;
-        let mut skipped_blocks = 0;
-        if trim {
-            let skip = backlog - MAX_REFERENCE_BACKLOG;
-            skipped_blocks = u32::try_from(skip.div_ceil(BLOCK)).unwrap_or(u32::MAX);
+        if skip > 0 {
             if let Ok(chunk) = self.reference.read_chunk(skip) {
                 chunk.commit_all();
             }
@@ -248,7 +246,6 @@ impl Capture {
                     near: &b.block,
                     far: &b.far,
                     realigned,
-                    skipped_blocks,
                     far_missing,
                     index: b.index,
                 };
